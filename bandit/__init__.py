@@ -1,0 +1,1 @@
+"""Pure-Python learning core of the placement engine (no gRPC)."""

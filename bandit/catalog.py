@@ -1,0 +1,149 @@
+"""The catalog: collections merchandisers register, where they may appear and
+when they are active.
+
+A request that names no candidates is decided over the catalog's collections
+active at the request's moment; slot eligibility becomes a per-slot include
+list, so a collection restricted to email never lands on the homepage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from bandit.features import (
+    DEFAULT_LIMITS,
+    Candidate,
+    FeatureError,
+    Groups,
+    Limits,
+    SlotSpec,
+    check_groups,
+    check_name,
+    groups_from_dict,
+    groups_to_dict,
+    namespaces,
+    vw_text,
+    ACTION,
+)
+
+
+@dataclass(frozen=True)
+class Collection:
+    id: str
+    groups: Groups = ()
+    title: str = ""
+    eligible_slots: tuple[str, ...] = ()
+    active_from: float | None = None  # unix seconds, inclusive
+    active_until: float | None = None  # unix seconds, exclusive
+
+    def active_at(self, at: float) -> bool:
+        return (self.active_from is None or self.active_from <= at) and (
+            self.active_until is None or at < self.active_until)
+
+    def eligible_for(self, slot_id: str) -> bool:
+        return not self.eligible_slots or slot_id in self.eligible_slots
+
+    def candidate(self) -> Candidate:
+        return Candidate(self.id, self.groups)
+
+    def validate(self, limits: Limits = DEFAULT_LIMITS) -> "Collection":
+        check_name("collection id", self.id, limits)
+        check_groups(self.groups, f"collection '{self.id}'", limits)
+        for slot in self.eligible_slots:
+            check_name(f"collection '{self.id}' eligible slot", slot, limits)
+        if self.active_from is not None and self.active_until is not None and self.active_until <= self.active_from:
+            raise FeatureError(f"collection '{self.id}': active_until is not after active_from")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "groups": groups_to_dict(self.groups), "title": self.title,
+                "eligible_slots": list(self.eligible_slots),
+                "active_from": self.active_from, "active_until": self.active_until}
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Collection":
+        return cls(raw["id"], groups_from_dict(raw.get("groups")), raw.get("title", ""),
+                   tuple(raw.get("eligible_slots", ())), raw.get("active_from"), raw.get("active_until"))
+
+
+@dataclass(frozen=True)
+class CandidateSet:
+    """Candidates for one request with their precomputed VW action text."""
+
+    candidates: tuple[Candidate, ...]
+    eligible: tuple[tuple[int, ...] | None, ...]
+    action_text: tuple[str, ...] = field(default=())
+
+
+class Catalog:
+    """Thread-safe collection registry, persisted as one JSON file (atomic
+    replace), versioned so cached VW action text is rebuilt only on change."""
+
+    def __init__(self, path: Path | None = None, limits: Limits = DEFAULT_LIMITS):
+        self.path = path
+        self.limits = limits
+        self._lock = threading.Lock()
+        self._items: dict[str, Collection] = {}
+        self._text: dict[str, str] = {}
+        self.version = 0
+        if path is not None and path.exists():
+            raw = json.loads(path.read_text("utf-8"))
+            self.version = int(raw.get("version", 0))
+            for item in raw.get("collections", []):
+                c = Collection.from_dict(item)
+                self._items[c.id] = c
+                self._text[c.id] = vw_text(namespaces(ACTION, c.groups, identity=c.id))
+
+    def put(self, collections: Iterable[Collection]) -> int:
+        items = [c.validate(self.limits) for c in collections]
+        ids = [c.id for c in items]
+        if len(set(ids)) != len(ids):
+            raise FeatureError("duplicate collection ids in one request")
+        with self._lock:
+            for c in items:
+                self._items[c.id] = c
+                self._text[c.id] = vw_text(namespaces(ACTION, c.groups, identity=c.id))
+            self.version += 1
+            self._save()
+            return self.version
+
+    def delete(self, collection_id: str) -> int:
+        with self._lock:
+            if collection_id not in self._items:
+                raise KeyError(collection_id)
+            del self._items[collection_id]
+            del self._text[collection_id]
+            self.version += 1
+            self._save()
+            return self.version
+
+    def list(self) -> list[Collection]:
+        with self._lock:
+            return sorted(self._items.values(), key=lambda c: c.id)
+
+    def candidates_for(self, slots: Sequence[SlotSpec], at: float) -> CandidateSet:
+        """Active collections, each slot restricted to those eligible for it."""
+        with self._lock:
+            active = [c for c in sorted(self._items.values(), key=lambda c: c.id) if c.active_at(at)]
+            text = tuple(self._text[c.id] for c in active)
+        eligible = []
+        for slot in slots:
+            idx = tuple(i for i, c in enumerate(active) if c.eligible_for(slot.id))
+            eligible.append(None if len(idx) == len(active) else idx)
+        restricted = tuple(eligible) if any(e is not None for e in eligible) else ()
+        return CandidateSet(tuple(c.candidate() for c in active), restricted, text)
+
+    def _save(self) -> None:
+        if self.path is None:
+            return
+        tmp = self.path.with_suffix(".tmp")
+        data = {"version": self.version, "collections": [c.to_dict() for c in self._items.values()]}
+        tmp.write_text(json.dumps(data, indent=1), "utf-8")
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.path)

@@ -1,0 +1,325 @@
+"""Events and the log format: the one place that knows how they look on disk.
+
+Two kinds of file, both one JSON object per line:
+
+* the **event log** (what happened, in order): ``decision``, ``reward`` and
+  ``activate`` records, written before the server answers;
+* the **joined log**: one VW DSJSON object per decision with its aggregated
+  rewards, in the conditional-contextual-bandit layout, so that
+  ``python -m vowpalwabbit --dsjson --ccb_explore_adf -d FILE`` trains on it as
+  it is. Fields VW does not know start with ``_`` and are ignored by it.
+
+Readers skip a torn last line (a crash mid-write) with a warning instead of
+failing, and name the file and line of anything else malformed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Sequence
+
+from bandit.features import (
+    ACTION,
+    CONTEXT,
+    SLOT,
+    Candidate,
+    FeatureGroup,
+    FeatureValue,
+    SlotSpec,
+    context_spaces,
+    groups_from_dict,
+    groups_to_dict,
+    split_namespace,
+)
+from bandit.policy import DecisionInput, SlotChoice
+
+log = logging.getLogger(__name__)
+
+
+class LogFormatError(ValueError):
+    """A line that is not a valid event; the message names file and line."""
+
+
+@dataclass(frozen=True)
+class DecisionEvent:
+    """Everything needed to learn from a decision and to evaluate other
+    policies on it."""
+
+    event_id: str
+    timestamp: float
+    surface: str
+    mode: str
+    model_version: str
+    inp: DecisionInput
+    choices: tuple[SlotChoice, ...]
+    deferred: bool = False
+
+    def slot_index(self, slot_id: str) -> int:
+        for k, slot in enumerate(self.inp.slots):
+            if slot.id == slot_id:
+                return k
+        raise KeyError(slot_id)
+
+
+@dataclass(frozen=True)
+class RewardEvent:
+    event_id: str
+    slot_id: str
+    value: float
+    timestamp: float
+
+
+@dataclass(frozen=True)
+class ActivationEvent:
+    event_id: str
+    timestamp: float
+
+
+Event = DecisionEvent | RewardEvent | ActivationEvent
+
+
+@dataclass(frozen=True)
+class JoinedEvent:
+    """A decision with one aggregated reward per slot; ``observed[k]`` is False
+    where no reward came and the default was applied."""
+
+    decision: DecisionEvent
+    rewards: tuple[float, ...]
+    observed: tuple[bool, ...]
+    observations: tuple[tuple[float, ...], ...] = field(default=())
+
+
+# --- event log records ------------------------------------------------------
+
+def event_to_record(event: Event) -> dict[str, Any]:
+    if isinstance(event, RewardEvent):
+        return {"kind": "reward", "id": event.event_id, "slot": event.slot_id,
+                "value": event.value, "ts": event.timestamp}
+    if isinstance(event, ActivationEvent):
+        return {"kind": "activate", "id": event.event_id, "ts": event.timestamp}
+    inp = event.inp
+    return {
+        "kind": "decision", "id": event.event_id, "ts": event.timestamp,
+        "surface": event.surface, "mode": event.mode, "model": event.model_version,
+        "deferred": event.deferred,
+        "context": groups_to_dict(inp.context),
+        "slots": [{"id": s.id, "groups": groups_to_dict(s.groups), "default": s.default_collection}
+                  for s in inp.slots],
+        "candidates": [{"id": c.id, "groups": groups_to_dict(c.groups)} for c in inp.candidates],
+        "eligible": [list(e) if e is not None else None for e in inp.eligible],
+        "choices": [{"slot": c.slot_id, "a": c.action, "p": c.probability,
+                     "rank": [[a, p] for a, p in c.ranking], "top": c.model_top}
+                    for c in event.choices],
+    }
+
+
+def event_from_record(rec: Mapping[str, Any]) -> Event:
+    kind = rec.get("kind")
+    if kind == "reward":
+        return RewardEvent(rec["id"], rec["slot"], float(rec["value"]), float(rec["ts"]))
+    if kind == "activate":
+        return ActivationEvent(rec["id"], float(rec["ts"]))
+    if kind != "decision":
+        raise LogFormatError(f"unknown event kind {kind!r}")
+    inp = DecisionInput(
+        context=groups_from_dict(rec["context"]),
+        slots=tuple(SlotSpec(s["id"], groups_from_dict(s["groups"]), s.get("default", "")) for s in rec["slots"]),
+        candidates=tuple(Candidate(c["id"], groups_from_dict(c["groups"])) for c in rec["candidates"]),
+        eligible=tuple(tuple(e) if e is not None else None for e in rec.get("eligible", [])),
+    )
+    choices = tuple(SlotChoice(c["slot"], int(c["a"]), float(c["p"]),
+                               tuple((int(a), float(p)) for a, p in c["rank"]), int(c.get("top", -1)))
+                    for c in rec["choices"])
+    return DecisionEvent(rec["id"], float(rec["ts"]), rec["surface"], rec["mode"], rec["model"],
+                         inp, choices, bool(rec.get("deferred", False)))
+
+
+def dumps(record: Mapping[str, Any]) -> str:
+    """One log line (no newline); NaN is refused, never written."""
+    return json.dumps(record, separators=(",", ":"), allow_nan=False)
+
+
+# --- joined log: VW DSJSON (ccb) --------------------------------------------
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def joined_to_dsjson(joined: JoinedEvent) -> dict[str, Any]:
+    d = joined.decision
+    inp = d.inp
+    c: dict[str, Any] = dict(context_spaces(inp.context))
+    c["_multi"] = [cand.spaces() for cand in inp.candidates]
+    slots = []
+    for k, slot in enumerate(inp.slots):
+        entry: dict[str, Any] = {"_id": slot.id, **slot.spaces()}
+        if inp.eligible and inp.eligible[k] is not None:
+            entry["_inc"] = list(inp.eligible[k])
+        slots.append(entry)
+    c["_slots"] = slots
+    outcomes = []
+    for k, choice in enumerate(d.choices):
+        others = [(a, p) for a, p in choice.ranking if a != choice.action]
+        obs = joined.observations[k] if joined.observations else ()
+        outcomes.append({
+            "_id": choice.slot_id,
+            "_label_cost": -joined.rewards[k],
+            "_a": [choice.action] + [a for a, _ in others],
+            "_p": [choice.probability] + [p for _, p in others],
+            "_o": [{"v": v} for v in obs],
+            "_default": not joined.observed[k],
+        })
+    return {
+        "Version": "1", "EventId": d.event_id, "Timestamp": iso(d.timestamp),
+        "_surface": d.surface, "_mode": d.mode, "_model": d.model_version,
+        "_defaults": [s.default_collection for s in inp.slots],
+        "c": c, "_outcomes": outcomes,
+    }
+
+
+def _groups_from_spaces(role: str, spaces: Mapping[str, Any]) -> tuple[str | None, tuple[FeatureGroup, ...]]:
+    identity = None
+    groups = []
+    for ns, feats in spaces.items():
+        if ns.startswith("_") or not isinstance(feats, dict):
+            continue
+        r, group = split_namespace(ns)
+        if r != role:
+            continue
+        if not group:
+            ident = next(iter(feats), "")
+            identity = ident.partition("=")[2] if ident.startswith("id=") else ident
+            continue
+        groups.append(FeatureGroup(group, {n.partition("=")[0]: _decode(n, v) for n, v in feats.items()}))
+    return identity, tuple(groups)
+
+
+def _decode(name: str, value: Any) -> FeatureValue:
+    if "=" in name:
+        return name.partition("=")[2]
+    return float(value)
+
+
+def joined_from_dsjson(obj: Mapping[str, Any]) -> JoinedEvent:
+    """Rebuild a joined event from a DSJSON line (ccb layout, or the cb layout
+    with ``_label_*`` fields, read as a single slot)."""
+    c = obj["c"]
+    _, context = _groups_from_spaces(CONTEXT, c)
+    candidates = []
+    for i, spaces in enumerate(c.get("_multi", [])):
+        ident, groups = _groups_from_spaces(ACTION, spaces)
+        candidates.append(Candidate(ident if ident is not None else str(i), groups))
+    if "_outcomes" in obj:
+        return _ccb_joined(obj, c, context, tuple(candidates))
+    return _cb_joined(obj, context, tuple(candidates))
+
+
+def _ccb_joined(obj, c, context, candidates) -> JoinedEvent:
+    slots, eligible = [], []
+    defaults = obj.get("_defaults") or [""] * len(c.get("_slots", []))
+    for k, spaces in enumerate(c.get("_slots", [])):
+        _, groups = _groups_from_spaces(SLOT, spaces)
+        slots.append(SlotSpec(str(spaces.get("_id", f"slot_{k}")), groups, defaults[k] if k < len(defaults) else ""))
+        inc = spaces.get("_inc")
+        eligible.append(tuple(int(i) for i in inc) if inc is not None else None)
+    choices, rewards, observed, observations = [], [], [], []
+    for k, out in enumerate(obj["_outcomes"]):
+        actions, probs = out["_a"], out["_p"]
+        if not isinstance(actions, list):
+            actions, probs = [actions], [probs]
+        ranking = tuple(sorted(zip(map(int, actions), map(float, probs)), key=lambda ap: -ap[1]))
+        slot_id = str(out.get("_id", slots[k].id if k < len(slots) else k))
+        choices.append(SlotChoice(slot_id, int(actions[0]), float(probs[0]), ranking))
+        rewards.append(-float(out.get("_label_cost", 0.0)))
+        obs = tuple(float(o["v"]) for o in out.get("_o", []) if isinstance(o, dict) and "v" in o)
+        observations.append(obs)
+        observed.append(not out.get("_default", not obs))
+    inp = DecisionInput(context, tuple(slots), candidates,
+                        tuple(eligible) if any(e is not None for e in eligible) else ())
+    decision = DecisionEvent(str(obj.get("EventId", "")), _timestamp(obj), obj.get("_surface", "default"),
+                             obj.get("_mode", "online"), str(obj.get("_model", "")), inp, tuple(choices))
+    return JoinedEvent(decision, tuple(rewards), tuple(observed), tuple(observations))
+
+
+def _cb_joined(obj, context, candidates) -> JoinedEvent:
+    actions = [int(a) - 1 for a in obj["a"]]  # cb DSJSON actions are 1-based
+    probs = [float(p) for p in obj["p"]]
+    chosen = int(obj["_labelIndex"]) if "_labelIndex" in obj else int(obj["_label_Action"]) - 1
+    prob = float(obj.get("_label_probability", probs[actions.index(chosen)] if chosen in actions else math.nan))
+    ranking = tuple(sorted(zip(actions, probs), key=lambda ap: -ap[1]))
+    slot = SlotSpec("slot_0")
+    choice = SlotChoice(slot.id, chosen, prob, ranking)
+    inp = DecisionInput(context, (slot,), candidates)
+    decision = DecisionEvent(str(obj.get("EventId", "")), _timestamp(obj), obj.get("_surface", "default"),
+                             obj.get("_mode", "online"), str(obj.get("_model", "")), inp, (choice,))
+    return JoinedEvent(decision, (-float(obj.get("_label_cost", 0.0)),), (True,), ((),))
+
+
+def _timestamp(obj: Mapping[str, Any]) -> float:
+    ts = obj.get("Timestamp")
+    return parse_iso(ts) if isinstance(ts, str) else 0.0
+
+
+# --- reading files -----------------------------------------------------------
+
+def read_lines(path: Path, strict: bool = True) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each line; gzip by suffix. A torn last line is
+    skipped with a warning; a bad line elsewhere raises LogFormatError, or is
+    skipped with a warning when not ``strict`` (the server's own logs, where a
+    crash may have sealed a torn line before new ones were appended)."""
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        pending: tuple[int, str] | None = None
+        for number, line in enumerate(fh, start=1):
+            if pending is not None:
+                obj = _parse(path, *pending, strict=strict)
+                if obj is not None:
+                    yield pending[0], obj
+            pending = (number, line)
+        if pending is None:
+            return
+        number, line = pending
+        if not line.endswith("\n"):
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError:
+                log.warning("%s:%d: torn last line skipped (%d bytes)", path, number, len(line))
+                return
+            yield number, obj
+            return
+        obj = _parse(path, number, line, strict=strict)
+        if obj is not None:
+            yield number, obj
+
+
+def _parse(path: Path, number: int, line: str, strict: bool = True) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(line)
+        if not isinstance(obj, dict):
+            raise LogFormatError(f"{path}:{number}: expected a JSON object")
+        return obj
+    except (json.JSONDecodeError, LogFormatError) as exc:
+        message = f"{path}:{number}: not a JSON object ({getattr(exc, 'msg', exc)})"
+        if strict:
+            raise LogFormatError(message) from None
+        log.warning("%s; line skipped", message)
+        return None
+
+
+def read_joined(paths: Sequence[Path]) -> Iterator[JoinedEvent]:
+    for path in paths:
+        for number, obj in read_lines(Path(path)):
+            try:
+                yield joined_from_dsjson(obj)
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                raise LogFormatError(f"{path}:{number}: not a joined DSJSON event ({exc!r})") from None

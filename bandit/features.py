@@ -1,0 +1,183 @@
+"""Feature encoding: the one place where context, collection and slot features
+become Vowpal Wabbit input.
+
+Features come in named groups; each group becomes one VW namespace whose name
+starts with a role letter, so interactions can be stated per role:
+
+    C.<group>  context (customer, session, time)      -> shared example
+    A          collection identity (``id=<collection>``) -> action example
+    A.<group>  collection features                    -> action example
+    S          slot identity (``id=<slot>``)            -> slot example
+    S.<group>  slot features                          -> slot example
+
+A numeric feature ``age: 0.3`` is the VW feature ``age:0.3``; a categorical
+feature ``segment: "student"`` is the VW feature ``segment=student`` with value
+1. The text form (used to predict) and the JSON form (written to the DSJSON log
+and read by plain VW) hash to the same weights, which a test checks.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Iterable, Mapping, Union
+
+FeatureValue = Union[float, str]
+
+CONTEXT, ACTION, SLOT = "C", "A", "S"
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+# Characters VW's text format treats as separators.
+_VW_SPECIAL = re.compile(r"[\s|:]")
+
+
+class FeatureError(ValueError):
+    """A feature, group or id that cannot be encoded; the message names it."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Bounds on what one request may carry; beyond them input is refused."""
+
+    max_groups: int = 32
+    max_features_per_group: int = 256
+    max_name_length: int = 128
+    max_category_length: int = 256
+
+
+DEFAULT_LIMITS = Limits()
+
+
+@dataclass(frozen=True)
+class FeatureGroup:
+    """A named group of features (one VW namespace)."""
+
+    name: str
+    features: Mapping[str, FeatureValue] = field(default_factory=dict)
+
+
+Groups = tuple[FeatureGroup, ...]
+
+
+def groups_from_dict(raw: Mapping[str, Mapping[str, FeatureValue]] | None) -> Groups:
+    """Build groups from ``{"group": {"feature": value}}`` (the log's layout)."""
+    if not raw:
+        return ()
+    return tuple(FeatureGroup(name, dict(feats)) for name, feats in raw.items())
+
+
+def groups_to_dict(groups: Iterable[FeatureGroup]) -> dict[str, dict[str, FeatureValue]]:
+    return {g.name: dict(g.features) for g in groups}
+
+
+def check_name(kind: str, name: str, limits: Limits = DEFAULT_LIMITS) -> str:
+    """Refuse names VW would mangle or that exceed the limits."""
+    if not name:
+        raise FeatureError(f"{kind} name is empty")
+    if len(name) > limits.max_name_length:
+        raise FeatureError(f"{kind} name '{name[:40]}...' is longer than {limits.max_name_length}")
+    if not _NAME.match(name):
+        raise FeatureError(
+            f"{kind} name '{name}' may only contain letters, digits, '_', '.', '-'"
+        )
+    return name
+
+
+def check_groups(groups: Iterable[FeatureGroup], where: str, limits: Limits = DEFAULT_LIMITS) -> Groups:
+    """Validate groups: names, counts, finite numbers, category lengths."""
+    groups = tuple(groups)
+    if len(groups) > limits.max_groups:
+        raise FeatureError(f"{where}: {len(groups)} feature groups, at most {limits.max_groups}")
+    seen: set[str] = set()
+    for group in groups:
+        check_name(f"{where} group", group.name, limits)
+        if group.name in seen:
+            raise FeatureError(f"{where}: group '{group.name}' appears twice")
+        seen.add(group.name)
+        if len(group.features) > limits.max_features_per_group:
+            raise FeatureError(
+                f"{where} group '{group.name}': {len(group.features)} features, "
+                f"at most {limits.max_features_per_group}"
+            )
+        for name, value in group.features.items():
+            check_name(f"{where} group '{group.name}' feature", name, limits)
+            _check_value(f"{where} feature '{group.name}.{name}'", value, limits)
+    return groups
+
+
+def _check_value(where: str, value: FeatureValue, limits: Limits) -> None:
+    if isinstance(value, str):
+        if len(value) > limits.max_category_length:
+            raise FeatureError(f"{where}: category longer than {limits.max_category_length}")
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FeatureError(f"{where}: value must be a number or a category string")
+    if not math.isfinite(value):
+        raise FeatureError(f"{where}: value {value} is not finite")
+
+
+def _category(value: str) -> str:
+    return _VW_SPECIAL.sub("_", value)
+
+
+def _encoded(features: Mapping[str, FeatureValue]) -> list[tuple[str, float]]:
+    """(VW feature name, value) pairs, categoricals one-hot."""
+    out = []
+    for name, value in features.items():
+        if isinstance(value, str):
+            out.append((f"{name}={_category(value)}", 1.0))
+        else:
+            out.append((name, float(value)))
+    return out
+
+
+def namespaces(role: str, groups: Iterable[FeatureGroup], identity: str | None = None) -> dict[str, dict[str, float]]:
+    """The VW namespaces for one role: ``{namespace: {feature: value}}``."""
+    spaces: dict[str, dict[str, float]] = {}
+    if identity is not None:
+        spaces[role] = {f"id={_category(identity)}": 1.0}
+    for group in groups:
+        spaces[f"{role}.{group.name}"] = dict(_encoded(group.features))
+    return spaces
+
+
+def vw_text(spaces: Mapping[str, Mapping[str, float]]) -> str:
+    """Namespaces in VW text format: ``|ns a:0.5 b=x``."""
+    parts = []
+    for ns, feats in spaces.items():
+        body = " ".join(name if value == 1.0 else f"{name}:{value:.9g}" for name, value in feats.items())
+        parts.append(f"|{ns} {body}")
+    return " ".join(parts)
+
+
+def split_namespace(ns: str) -> tuple[str, str]:
+    """``"C.user"`` -> ``("C", "user")``; identity namespaces give ``(role, "")``."""
+    role, _, group = ns.partition(".")
+    return role, group
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A collection offered for a decision."""
+
+    id: str
+    groups: Groups = ()
+
+    def spaces(self) -> dict[str, dict[str, float]]:
+        return namespaces(ACTION, self.groups, identity=self.id)
+
+
+@dataclass(frozen=True)
+class SlotSpec:
+    """A slot to fill, with the merchandiser's default collection for it."""
+
+    id: str
+    groups: Groups = ()
+    default_collection: str = ""
+
+    def spaces(self) -> dict[str, dict[str, float]]:
+        return namespaces(SLOT, self.groups, identity=self.id)
+
+
+def context_spaces(groups: Iterable[FeatureGroup]) -> dict[str, dict[str, float]]:
+    return namespaces(CONTEXT, groups)

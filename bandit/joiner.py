@@ -1,0 +1,184 @@
+"""The reward joiner: turns decisions and the rewards that arrive later into
+one joined example per decision.
+
+A decision waits for its reward window (from the decision, or from its
+activation when it was deferred). Rewards name the event id and, when the
+decision filled several slots, the slot. When the window closes the rewards
+per slot are aggregated (sum by default), slots without any reward get the
+default reward, and the joined event is emitted. A deferred decision never
+activated within its window is dropped and counted: it was never shown.
+
+Pure and single-threaded: the server calls it under its own lock, the
+simulator directly. Time is passed in, never read, so replays are exact.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+from bandit.events import DecisionEvent, JoinedEvent
+
+AGGREGATIONS: dict[str, Callable[[list[tuple[float, float]]], float]] = {
+    "sum": lambda obs: sum(v for _, v in obs),
+    "earliest": lambda obs: min(obs)[1],
+    "max": lambda obs: max(v for _, v in obs),
+    "mean": lambda obs: sum(v for _, v in obs) / len(obs),
+}
+
+
+class JoinError(ValueError):
+    """A reward or activation that cannot be joined."""
+
+
+class UnknownEvent(JoinError):
+    pass
+
+
+class ExpiredEvent(JoinError):
+    pass
+
+
+class UnknownSlot(JoinError):
+    pass
+
+
+@dataclass
+class JoinStats:
+    joined: int = 0
+    joined_with_reward: int = 0
+    default_reward_applied: int = 0  # slots
+    unactivated_dropped: int = 0
+    rejected_unknown: int = 0
+    rejected_expired: int = 0
+
+
+@dataclass
+class _Pending:
+    decision: DecisionEvent
+    deadline: float
+    activated: bool
+    rewards: list[list[tuple[float, float]]] = field(default_factory=list)
+
+
+class Joiner:
+    def __init__(self, window_seconds: float, aggregation: str = "sum", default_reward: float = 0.0,
+                 remember_closed: int = 1_000_000):
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation '{aggregation}' is not one of {', '.join(AGGREGATIONS)}")
+        if window_seconds <= 0:
+            raise ValueError("reward window must be positive")
+        self.window = window_seconds
+        self.aggregate = AGGREGATIONS[aggregation]
+        self.default_reward = default_reward
+        self.stats = JoinStats()
+        self._pending: dict[str, _Pending] = {}
+        self._deadlines: list[tuple[float, str]] = []  # heap; stale entries skipped
+        # Ids of closed events (bounded), to tell "expired" from "unknown".
+        self._closed: OrderedDict[str, None] = OrderedDict()
+        self._remember = remember_closed
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._pending
+
+    def get(self, event_id: str) -> DecisionEvent | None:
+        pending = self._pending.get(event_id)
+        return pending.decision if pending else None
+
+    def is_closed(self, event_id: str) -> bool:
+        return event_id in self._closed
+
+    def add_decision(self, decision: DecisionEvent) -> None:
+        if decision.event_id in self._pending or decision.event_id in self._closed:
+            raise JoinError(f"event '{decision.event_id}' was already decided")
+        deadline = decision.timestamp + self.window
+        self._pending[decision.event_id] = _Pending(
+            decision, deadline, not decision.deferred, [[] for _ in decision.inp.slots])
+        heapq.heappush(self._deadlines, (deadline, decision.event_id))
+
+    def check_reward(self, event_id: str, slot_id: str) -> int:
+        """The slot index a reward would join, or the reason it cannot."""
+        pending = self._pending.get(event_id)
+        if pending is None:
+            if event_id in self._closed:
+                self.stats.rejected_expired += 1
+                raise ExpiredEvent(f"event '{event_id}' is past its reward window")
+            self.stats.rejected_unknown += 1
+            raise UnknownEvent(f"event '{event_id}' is unknown")
+        slots = pending.decision.inp.slots
+        if not slot_id:
+            if len(slots) > 1:
+                raise UnknownSlot(f"event '{event_id}' filled {len(slots)} slots: name the slot_id")
+            return 0
+        try:
+            return pending.decision.slot_index(slot_id)
+        except KeyError:
+            raise UnknownSlot(
+                f"event '{event_id}' has no slot '{slot_id}' (slots: {', '.join(s.id for s in slots)})"
+            ) from None
+
+    def add_reward(self, event_id: str, slot_id: str, value: float, timestamp: float) -> None:
+        k = self.check_reward(event_id, slot_id)
+        self._pending[event_id].rewards[k].append((timestamp, value))
+
+    def check_activation(self, event_id: str) -> None:
+        pending = self._pending.get(event_id)
+        if pending is None:
+            if event_id in self._closed:
+                raise ExpiredEvent(f"event '{event_id}' is past its activation window")
+            raise UnknownEvent(f"event '{event_id}' is unknown")
+        if not pending.decision.deferred:
+            raise JoinError(f"event '{event_id}' was not decided with deferred_activation")
+
+    def activate(self, event_id: str, timestamp: float) -> None:
+        """Activation restarts the reward window: an email's clicks come after it is sent."""
+        self.check_activation(event_id)
+        pending = self._pending[event_id]
+        if not pending.activated:
+            pending.activated = True
+            pending.deadline = max(pending.deadline, timestamp + self.window)
+            heapq.heappush(self._deadlines, (pending.deadline, event_id))
+
+    def close_due(self, now: float) -> list[JoinedEvent]:
+        """Emit every decision whose window has closed, oldest first."""
+        due = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            deadline, eid = heapq.heappop(self._deadlines)
+            pending = self._pending.get(eid)
+            if pending is not None and pending.deadline == deadline:
+                due.append(eid)
+        return list(self._close(due))
+
+    def close_all(self) -> list[JoinedEvent]:
+        self._deadlines.clear()
+        return list(self._close(sorted(self._pending, key=lambda eid: self._pending[eid].deadline)))
+
+    def _close(self, event_ids: Iterable[str]) -> Iterable[JoinedEvent]:
+        for eid in event_ids:
+            pending = self._pending.pop(eid)
+            self._remember_closed(eid)
+            if not pending.activated:
+                self.stats.unactivated_dropped += 1
+                continue
+            yield self._joined(pending)
+
+    def _joined(self, pending: _Pending) -> JoinedEvent:
+        rewards, observed = [], []
+        for obs in pending.rewards:
+            observed.append(bool(obs))
+            rewards.append(self.aggregate(sorted(obs)) if obs else self.default_reward)
+        self.stats.joined += 1
+        self.stats.joined_with_reward += any(observed)
+        self.stats.default_reward_applied += observed.count(False)
+        observations = tuple(tuple(v for _, v in sorted(obs)) for obs in pending.rewards)
+        return JoinedEvent(pending.decision, tuple(rewards), tuple(observed), observations)
+
+    def _remember_closed(self, event_id: str) -> None:
+        self._closed[event_id] = None
+        if len(self._closed) > self._remember:
+            self._closed.popitem(last=False)

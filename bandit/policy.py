@@ -1,0 +1,200 @@
+"""The VW policy: decide which collection goes into which slot, and learn.
+
+One :class:`Policy` wraps one VW ``--ccb_explore_adf`` workspace. The server
+keeps one for serving (predict only) and one in its learner (learn only) and
+moves weights between them as numbered model files; the simulator and offline
+replay use a single one in-process. Either way the decide and learn code is
+this module's.
+
+Sampling: VW returns, per slot, a probability distribution over the candidates
+(exploration included). We draw from it with a random number seeded by the
+event id, skipping collections already placed in an earlier slot of the same
+request and those not eligible for the slot (renormalising what is left), so
+the probability we log is exactly the one the choice was drawn with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import threading
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Sequence
+
+from vowpalwabbit import pyvw
+
+from bandit.features import Candidate, FeatureGroup, SlotSpec, context_spaces, vw_text
+from bandit.vwargs import LearningSettings, vw_arguments
+
+
+class Mode(str, Enum):
+    ONLINE = "online"
+    APPRENTICE = "apprentice"
+    LOGGING_ONLY = "logging_only"
+
+
+class NoEligibleCandidate(ValueError):
+    """A slot has no collection left that it may show."""
+
+
+@dataclass(frozen=True)
+class DecisionInput:
+    """What one decision is about. ``eligible[k]`` lists candidate indices slot k
+    may show, or is None when every candidate is allowed."""
+
+    context: tuple[FeatureGroup, ...]
+    slots: tuple[SlotSpec, ...]
+    candidates: tuple[Candidate, ...]
+    eligible: tuple[tuple[int, ...] | None, ...] = ()
+
+    def allowed(self, k: int) -> Sequence[int]:
+        if self.eligible and self.eligible[k] is not None:
+            return self.eligible[k]
+        return range(len(self.candidates))
+
+
+@dataclass(frozen=True)
+class SlotChoice:
+    """One slot's outcome: the chosen candidate index, the probability it was
+    drawn with, and every still-available candidate ranked by probability."""
+
+    slot_id: str
+    action: int
+    probability: float
+    ranking: tuple[tuple[int, float], ...]
+    model_top: int = -1  # what the learned policy would serve (apprentice agreement)
+
+
+@dataclass
+class Decision:
+    choices: list[SlotChoice] = field(default_factory=list)
+
+
+def seeded_rng(event_id: str) -> random.Random:
+    """The same event id always draws the same numbers."""
+    digest = hashlib.sha256(event_id.encode("utf-8")).digest()
+    return random.Random(int.from_bytes(digest[:8], "big"))
+
+
+def _slot_label(choice: SlotChoice | None, cost: float | None) -> str:
+    if choice is None or cost is None:
+        return ""
+    head = f"{choice.action}:{cost:.9g}:{choice.probability:.9g}"
+    rest = [f"{a}:{p:.9g}" for a, p in choice.ranking if a != choice.action]
+    return ",".join([head, *rest])
+
+
+def vw_lines(inp: DecisionInput, choices: Sequence[SlotChoice] | None = None,
+             costs: Sequence[float] | None = None, action_text: Sequence[str] | None = None) -> list[str]:
+    """The multi-line VW text example; with choices and costs it is labelled.
+
+    ``action_text`` may hold the candidates' precomputed ``|A ...`` strings
+    (they change only with the catalog)."""
+    lines = [f"ccb shared {vw_text(context_spaces(inp.context))}"]
+    texts = action_text or [vw_text(c.spaces()) for c in inp.candidates]
+    lines += [f"ccb action {t}" for t in texts]
+    for k, slot in enumerate(inp.slots):
+        label = _slot_label(choices[k] if choices else None, costs[k] if costs else None)
+        include = ""
+        if inp.eligible and inp.eligible[k] is not None:
+            include = ",".join(str(i) for i in inp.eligible[k])
+        head = " ".join(part for part in ("ccb slot", label, include) if part)
+        lines.append(f"{head} {vw_text(slot.spaces())}")
+    return lines
+
+
+class Policy:
+    """A VW contextual-bandit learner for one surface. Thread-safe: VW is not,
+    so calls into the workspace are serialised."""
+
+    def __init__(self, settings: LearningSettings, model_path: Path | None = None, version: str = "0"):
+        self.settings = settings.validate()
+        self.arguments = vw_arguments(settings)
+        extra = f" -i {model_path}" if model_path else ""
+        self._ws = pyvw.Workspace(self.arguments + extra)
+        self._lock = threading.Lock()
+        self.version = version
+
+    def distributions(self, inp: DecisionInput, action_text: Sequence[str] | None = None) -> list[list[tuple[int, float]]]:
+        """VW's per-slot probability distributions (exploration included)."""
+        lines = vw_lines(inp, action_text=action_text)
+        with self._lock:
+            return self._ws.predict(lines)
+
+    def decide(self, inp: DecisionInput, event_id: str, mode: Mode = Mode.ONLINE,
+               action_text: Sequence[str] | None = None) -> Decision:
+        """Fill every slot, never the same collection twice."""
+        pdfs = self.distributions(inp, action_text)
+        rng = seeded_rng(event_id)
+        used: set[int] = set()
+        decision = Decision()
+        for k, slot in enumerate(inp.slots):
+            allowed = [a for a in inp.allowed(k) if a not in used]
+            if not allowed:
+                raise NoEligibleCandidate(f"slot '{slot.id}' has no eligible collection left")
+            ranking = _renormalise(pdfs[k] if k < len(pdfs) else [], allowed)
+            model_top = ranking[0][0]
+            if mode is Mode.APPRENTICE:
+                action = _baseline(inp, slot, allowed)
+                choice = SlotChoice(slot.id, action, 1.0, ((action, 1.0),), model_top)
+            else:
+                action, prob = _draw(ranking, rng.random())
+                choice = SlotChoice(slot.id, action, prob, tuple(ranking), model_top)
+            used.add(choice.action)
+            decision.choices.append(choice)
+        return decision
+
+    def learn(self, inp: DecisionInput, choices: Sequence[SlotChoice], rewards: Sequence[float]) -> None:
+        """One update from a joined decision; VW minimises cost = -reward."""
+        lines = vw_lines(inp, choices, [-r for r in rewards])
+        with self._lock:
+            self._ws.learn(lines)
+
+    def save(self, path: Path) -> None:
+        with self._lock:
+            self._ws.save(str(path))
+
+    def close(self) -> None:
+        with self._lock:
+            self._ws.finish()
+
+
+def baseline_action(inp: DecisionInput, k: int, used: set[int]) -> int:
+    """The merchandiser's default for slot k if still allowed, else the first allowed."""
+    allowed = [a for a in inp.allowed(k) if a not in used]
+    if not allowed:
+        raise NoEligibleCandidate(f"slot '{inp.slots[k].id}' has no eligible collection left")
+    return _baseline(inp, inp.slots[k], allowed)
+
+
+def _baseline(inp: DecisionInput, slot: SlotSpec, allowed: list[int]) -> int:
+    if slot.default_collection:
+        for a in allowed:
+            if inp.candidates[a].id == slot.default_collection:
+                return a
+    return allowed[0]
+
+
+def _renormalise(pdf: Sequence[tuple[int, float]], allowed: list[int]) -> list[tuple[int, float]]:
+    """Restrict a distribution to the allowed actions; uniform if it has no mass there."""
+    allowed_set = set(allowed)
+    mass = {a: p for a, p in pdf if a in allowed_set and p > 0}
+    total = sum(mass.values())
+    if total <= 0:
+        return [(a, 1.0 / len(allowed)) for a in allowed]
+    ranked = sorted(((a, mass.get(a, 0.0) / total) for a in allowed), key=lambda ap: (-ap[1], ap[0]))
+    return ranked
+
+
+def _draw(ranking: Sequence[tuple[int, float]], u: float) -> tuple[int, float]:
+    acc = 0.0
+    for action, prob in ranking:
+        acc += prob
+        if u < acc and prob > 0:
+            return action, prob
+    for action, prob in reversed(ranking):  # float rounding: last with mass
+        if prob > 0:
+            return action, prob
+    raise AssertionError("distribution has no mass")

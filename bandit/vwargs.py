@@ -1,0 +1,154 @@
+"""Learning settings and the one place where they become a VW argument string.
+
+Every surface, the online learner, offline replay and the simulator build their
+workspaces through :func:`vw_arguments`, so a setting evaluated offline is the
+setting that serves.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Mapping
+
+EXPLORERS = ("epsilon", "softmax", "bag", "cover", "squarecb", "rnd", "first")
+CB_TYPES = ("mtr", "ips", "dr", "dm")
+_INTERACTION = re.compile(r"^[CAS:]{2,3}$")
+
+
+class SettingsError(ValueError):
+    """A learning setting out of range; the message names it."""
+
+
+@dataclass(frozen=True)
+class Exploration:
+    """How the policy explores. Only the fields of the chosen algorithm matter."""
+
+    algorithm: str = "squarecb"
+    epsilon: float = 0.05  # epsilon-greedy; floor for bag/cover; 'first' ignores it
+    lambda_: float = 10.0  # softmax inverse temperature
+    bag_size: int = 5
+    cover_size: int = 4
+    psi: float = 1.0  # cover
+    gamma_scale: float = 10.0  # squarecb
+    gamma_exponent: float = 0.5  # squarecb
+    rnd_size: int = 3
+    rnd_alpha: float = 0.1
+    rnd_invlambda: float = 0.1
+    first: int = 100  # explore-first: uniform for the first N decisions
+
+    def validate(self) -> "Exploration":
+        if self.algorithm not in EXPLORERS:
+            raise SettingsError(f"exploration algorithm '{self.algorithm}' is not one of {', '.join(EXPLORERS)}")
+        _in_range("epsilon", self.epsilon, 0.0, 1.0)
+        _in_range("lambda", self.lambda_, 0.0, 1e6)
+        _in_range("gamma_scale", self.gamma_scale, 1e-6, 1e6)
+        _in_range("gamma_exponent", self.gamma_exponent, 0.0, 1.0)
+        _in_range("psi", self.psi, 0.0, 1e6)
+        _in_range("rnd_alpha", self.rnd_alpha, 0.0, 1e6)
+        _in_range("rnd_invlambda", self.rnd_invlambda, 1e-9, 1e6)
+        for name in ("bag_size", "cover_size", "rnd_size"):
+            _in_range(name, getattr(self, name), 1, 64)
+        _in_range("first", self.first, 1, 10**9)
+        return self
+
+    def arguments(self) -> list[str]:
+        algo = self.algorithm
+        if algo == "epsilon":
+            return ["--epsilon", _num(self.epsilon)]
+        if algo == "softmax":
+            return ["--softmax", "--lambda", _num(self.lambda_)]
+        if algo == "bag":
+            return ["--bag", str(self.bag_size), "--epsilon", _num(self.epsilon)]
+        if algo == "cover":
+            return ["--cover", str(self.cover_size), "--psi", _num(self.psi), "--epsilon", _num(self.epsilon)]
+        if algo == "squarecb":
+            return ["--squarecb", "--gamma_scale", _num(self.gamma_scale), "--gamma_exponent", _num(self.gamma_exponent)]
+        if algo == "rnd":
+            return ["--rnd", str(self.rnd_size), "--rnd_alpha", _num(self.rnd_alpha),
+                    "--rnd_invlambda", _num(self.rnd_invlambda), "--epsilon", _num(self.epsilon)]
+        return ["--first", str(self.first)]
+
+
+@dataclass(frozen=True)
+class LearningSettings:
+    """Everything that shapes a VW contextual-bandit learner."""
+
+    exploration: Exploration = field(default_factory=Exploration)
+    # Role letters (C context, A collection, S slot); ':' is VW's wildcard.
+    interactions: tuple[str, ...] = ("CA", "SA", "CSA")
+    learning_rate: float = 0.5
+    power_t: float = 0.5
+    cb_type: str = "mtr"
+    bits: int = 18
+    l2: float = 0.0
+
+    def validate(self) -> "LearningSettings":
+        self.exploration.validate()
+        for inter in self.interactions:
+            if not _INTERACTION.match(inter):
+                raise SettingsError(
+                    f"interaction '{inter}' must be 2 or 3 role letters from C, A, S (or ':')"
+                )
+        _in_range("learning_rate", self.learning_rate, 1e-9, 100.0)
+        _in_range("power_t", self.power_t, 0.0, 1.0)
+        _in_range("bits", self.bits, 10, 28)
+        _in_range("l2", self.l2, 0.0, 1.0)
+        if self.cb_type not in CB_TYPES:
+            raise SettingsError(f"cb_type '{self.cb_type}' is not one of {', '.join(CB_TYPES)}")
+        return self
+
+    def with_exploration(self, **changes: Any) -> "LearningSettings":
+        return replace(self, exploration=replace(self.exploration, **changes))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["interactions"] = list(self.interactions)
+        return data
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> "LearningSettings":
+        """Settings from a config table; unknown keys are an error, not ignored."""
+        raw = dict(raw)
+        explore_raw = dict(raw.pop("exploration", {}) or {})
+        if "lambda" in explore_raw:
+            explore_raw["lambda_"] = explore_raw.pop("lambda")
+        _no_unknown("exploration", explore_raw, Exploration)
+        _no_unknown("learning", raw, cls)
+        if "interactions" in raw:
+            raw["interactions"] = tuple(raw["interactions"])
+        return cls(exploration=Exploration(**explore_raw), **raw).validate()
+
+
+def vw_arguments(settings: LearningSettings, *, multi_slot: bool = True, dsjson: bool = False) -> str:
+    """The VW command line for these settings (quiet, no model file)."""
+    settings.validate()
+    args = ["--ccb_explore_adf" if multi_slot else "--cb_explore_adf"]
+    args += settings.exploration.arguments()
+    args += ["--cb_type", settings.cb_type, "-l", _num(settings.learning_rate),
+             "--power_t", _num(settings.power_t), "-b", str(settings.bits)]
+    if settings.l2:
+        args += ["--l2", _num(settings.l2)]
+    for inter in settings.interactions:
+        args += ["--interactions", inter]
+    if dsjson:
+        args.append("--dsjson")
+    args.append("--quiet")
+    return shlex.join(args)
+
+
+def _num(value: float) -> str:
+    return f"{value:.9g}"
+
+
+def _in_range(name: str, value: float, low: float, high: float) -> None:
+    if not (low <= value <= high):
+        raise SettingsError(f"{name}={value} is outside [{low}, {high}]")
+
+
+def _no_unknown(where: str, raw: Mapping[str, Any], cls: type) -> None:
+    known = set(cls.__dataclass_fields__)
+    unknown = set(raw) - known
+    if unknown:
+        raise SettingsError(f"unknown {where} setting(s): {', '.join(sorted(unknown))}")

@@ -1,0 +1,169 @@
+"""Server configuration: one TOML file plus command-line overrides.
+
+Every setting has a safe default, so ``placement serve`` runs with none: it
+listens on loopback and keeps its log, joined data and models under
+``./placement-data``. Unknown keys are an error (a typo should not silently
+fall back to a default).
+
+Example::
+
+    host = "127.0.0.1"
+    port = 50051
+    data_dir = "placement-data"
+
+    [join]
+    window_seconds = 3600
+    aggregation = "sum"       # sum | earliest | max | mean
+    default_reward = 0.0
+
+    [learner]
+    publish_every_examples = 1000
+    publish_every_seconds = 60
+    keep_versions = 20
+
+    [log]
+    fsync = "batch"           # always | batch | never (see README: durability)
+
+    [surfaces.default]
+    mode = "online"           # online | apprentice | logging_only
+    [surfaces.default.learning]
+    learning_rate = 0.5
+    interactions = ["CA", "SA", "CSA"]
+    [surfaces.default.learning.exploration]
+    algorithm = "squarecb"    # epsilon | softmax | bag | cover | squarecb | rnd | first
+    gamma_scale = 10
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from bandit.features import Limits
+from bandit.policy import Mode
+from bandit.vwargs import LearningSettings, SettingsError
+
+FSYNC_POLICIES = ("always", "batch", "never")
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the setting."""
+
+
+@dataclass(frozen=True)
+class JoinConfig:
+    window_seconds: float = 3600.0
+    aggregation: str = "sum"
+    default_reward: float = 0.0
+    tick_seconds: float = 0.2
+
+
+@dataclass(frozen=True)
+class LearnerConfig:
+    publish_every_examples: int = 1000
+    publish_every_seconds: float = 60.0
+    keep_versions: int = 20
+    queue_size: int = 100_000
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    fsync: str = "batch"
+    segment_bytes: int = 256 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class SurfaceConfig:
+    mode: str = "online"
+    learning: LearningSettings = field(default_factory=LearningSettings)
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    max_slots: int = 16
+    max_candidates: int = 1000
+    max_id_length: int = 128
+    max_message_bytes: int = 4 * 1024 * 1024
+    features: Limits = field(default_factory=Limits)
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 50051
+    data_dir: Path = Path("placement-data")
+    threads: int = 16
+    join: JoinConfig = field(default_factory=JoinConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    limits: RequestLimits = field(default_factory=RequestLimits)
+    surfaces: Mapping[str, SurfaceConfig] = field(default_factory=lambda: {"default": SurfaceConfig()})
+
+    def validate(self) -> "ServerConfig":
+        if not (0 <= self.port <= 65535):
+            raise ConfigError(f"port {self.port} is not in 0..65535")
+        if self.join.window_seconds <= 0:
+            raise ConfigError("join.window_seconds must be positive")
+        if self.join.aggregation not in ("sum", "earliest", "max", "mean"):
+            raise ConfigError(f"join.aggregation '{self.join.aggregation}' is not sum, earliest, max or mean")
+        if self.log.fsync not in FSYNC_POLICIES:
+            raise ConfigError(f"log.fsync '{self.log.fsync}' is not one of {', '.join(FSYNC_POLICIES)}")
+        if self.learner.publish_every_examples < 1 or self.learner.publish_every_seconds <= 0:
+            raise ConfigError("learner.publish_every_examples and publish_every_seconds must be positive")
+        if self.learner.keep_versions < 2:
+            raise ConfigError("learner.keep_versions must be at least 2 (rollback needs a previous version)")
+        if "default" not in self.surfaces:
+            raise ConfigError("surfaces must include 'default'")
+        for name, surface in self.surfaces.items():
+            if surface.mode not in {m.value for m in Mode}:
+                raise ConfigError(f"surfaces.{name}.mode '{surface.mode}' is not online, apprentice or logging_only")
+        return self
+
+
+def _build(cls: type, raw: Mapping[str, Any], where: str) -> Any:
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(raw) - set(known)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in [{where}]: {', '.join(sorted(unknown))}")
+    return cls(**raw)
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> ServerConfig:
+    """Read the TOML file (if any), then apply non-None overrides (CLI flags)."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text("utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path}: {exc}") from None
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return _from_dict(raw).validate()
+    except (TypeError, SettingsError) as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _from_dict(raw: dict[str, Any]) -> ServerConfig:
+    raw = dict(raw)
+    nested = {
+        "join": _build(JoinConfig, raw.pop("join", {}), "join"),
+        "learner": _build(LearnerConfig, raw.pop("learner", {}), "learner"),
+        "log": _build(LogConfig, raw.pop("log", {}), "log"),
+    }
+    limits_raw = dict(raw.pop("limits", {}))
+    feature_limits = _build(Limits, limits_raw.pop("features", {}), "limits.features")
+    nested["limits"] = _build(RequestLimits, {**limits_raw, "features": feature_limits}, "limits")
+    surfaces = {}
+    for name, sraw in (raw.pop("surfaces", None) or {"default": {}}).items():
+        sraw = dict(sraw)
+        learning = LearningSettings.from_dict(sraw.pop("learning", {}))
+        surfaces[name] = _build(SurfaceConfig, {**sraw, "learning": learning}, f"surfaces.{name}")
+    surfaces.setdefault("default", SurfaceConfig())
+    if "data_dir" in raw:
+        raw["data_dir"] = Path(raw["data_dir"])
+    return _build(ServerConfig, {**raw, **nested, "surfaces": surfaces}, "top level")

@@ -1,0 +1,141 @@
+"""Numbered model versions on disk: ``v000007.vw`` with ``v000007.json``
+(checksum, examples learned, joined-log position) and a ``CURRENT`` pointer.
+
+Publishing writes the model and its metadata first and moves the pointer last
+(atomic rename), so a crash never leaves a pointer to a half-written file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+from vowpalwabbit import pyvw
+
+
+class ModelStoreError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    version: int
+    sha256: str
+    examples_learned: int
+    joined_through: int  # joined-log lines this model has learned from
+    created: float
+    origin: str  # initial | learned | imported | rollback
+    arguments: str
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ModelStore:
+    def __init__(self, directory: Path, keep: int = 20):
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.keep = keep
+        self._lock = threading.Lock()
+
+    def path(self, version: int) -> Path:
+        return self.directory / f"v{version:06d}.vw"
+
+    def versions(self) -> list[VersionInfo]:
+        infos = []
+        for meta in sorted(self.directory.glob("v*.json")):
+            try:
+                infos.append(VersionInfo(**json.loads(meta.read_text("utf-8"))))
+            except (ValueError, TypeError):
+                continue  # a half-written metadata file from a crash: not a version
+        return [i for i in infos if self.path(i.version).exists()]
+
+    def info(self, version: int) -> VersionInfo:
+        for info in self.versions():
+            if info.version == version:
+                return info
+        raise ModelStoreError(f"model version {version} is not kept (kept: {[i.version for i in self.versions()]})")
+
+    def current(self) -> VersionInfo | None:
+        pointer = self.directory / "CURRENT"
+        if not pointer.exists():
+            return None
+        return self.info(int(pointer.read_text().strip()))
+
+    def publish(self, write: Callable[[Path], None], *, examples_learned: int, joined_through: int,
+                origin: str, arguments: str) -> VersionInfo:
+        """Write a new version with ``write(path)`` and make it current."""
+        with self._lock:
+            existing = self.versions()
+            version = (existing[-1].version if existing else 0) + 1
+            path = self.path(version)
+            tmp = path.with_suffix(".partial")
+            write(tmp)
+            _fsync(tmp)
+            os.replace(tmp, path)
+            info = VersionInfo(version, sha256_of(path), examples_learned, joined_through,
+                               time.time(), origin, arguments)
+            _atomic_write(self.directory / f"v{version:06d}.json", json.dumps(asdict(info)))
+            self._point(version)
+            self._prune()
+            return info
+
+    def set_current(self, version: int) -> VersionInfo:
+        with self._lock:
+            info = self.info(version)
+            self._point(version)
+            return info
+
+    def _point(self, version: int) -> None:
+        _atomic_write(self.directory / "CURRENT", str(version))
+
+    def _prune(self) -> None:
+        infos = self.versions()
+        current = int((self.directory / "CURRENT").read_text())
+        for info in infos[: max(0, len(infos) - self.keep)]:
+            if info.version != current:
+                self.path(info.version).unlink(missing_ok=True)
+                (self.directory / f"v{info.version:06d}.json").unlink(missing_ok=True)
+
+
+def verify_vw_model(path: Path, expected_sha256: str, required_reduction: str = "ccb_explore_adf") -> str:
+    """Checksum first, then load it in VW (never unpickle): returns its arguments."""
+    actual = sha256_of(path)
+    if actual != expected_sha256.lower():
+        raise ModelStoreError(f"checksum mismatch: expected {expected_sha256}, got {actual}")
+    try:
+        ws = pyvw.Workspace(f"--quiet -i {path}")
+    except Exception as exc:  # VW raises plain RuntimeError for a bad model
+        raise ModelStoreError(f"not a Vowpal Wabbit model: {exc}") from None
+    try:
+        arguments = ws.get_arguments()
+        if not any(a == f"--{required_reduction}" for a in arguments):
+            raise ModelStoreError(f"model was not trained with --{required_reduction}")
+        return " ".join(arguments)
+    finally:
+        ws.finish()
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb+") as fh:
+        os.fsync(fh.fileno())
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
