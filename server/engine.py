@@ -1,0 +1,278 @@
+"""The decision loop without the wire: decide, log, join, learn.
+
+The gRPC service is a thin translation over :class:`Engine`; tests and
+embedding use the engine directly. Order of operations is the durability
+contract: a decision or reward is appended to the event log before the caller
+hears back, and joined examples are appended to the joined log before the
+learner sees them, so a restart can rebuild everything from the two logs and
+the latest model version.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from bandit.catalog import Catalog
+from bandit.events import (
+    ActivationEvent,
+    DecisionEvent,
+    JoinedEvent,
+    RewardEvent,
+    dumps,
+    event_from_record,
+    event_to_record,
+    joined_from_dsjson,
+    joined_to_dsjson,
+)
+from bandit.features import Candidate, FeatureGroup, SlotSpec
+from bandit.joiner import Joiner, JoinError
+from bandit.policy import DecisionInput, Mode
+from server.config import ServerConfig
+from server.eventlog import AppendLog
+from server.learner import SurfaceModel
+from server.modelstore import ModelStore, VersionInfo, verify_vw_model
+
+log = logging.getLogger(__name__)
+
+
+class UnknownSurface(KeyError):
+    def __str__(self) -> str:
+        return f"unknown surface '{self.args[0]}'"
+
+
+class AlreadyJoined(JoinError):
+    """A decision id reused after its example was already joined."""
+
+
+@dataclass(frozen=True)
+class DecideCall:
+    """A validated decide request in core types."""
+
+    event_id: str
+    surface: str
+    context: tuple[FeatureGroup, ...]
+    slots: tuple[SlotSpec, ...]
+    candidates: tuple[Candidate, ...]
+    mode: Mode | None
+    deferred: bool
+    at: float | None
+
+
+class Engine:
+    def __init__(self, config: ServerConfig, clock: Callable[[], float] = time.time):
+        self.config = config
+        self.clock = clock
+        data = Path(config.data_dir)
+        data.mkdir(parents=True, exist_ok=True)
+        self.catalog = Catalog(data / "catalog.json", config.limits.features)
+        self.events = AppendLog(data / "events", "events", fsync=config.log.fsync,
+                                segment_bytes=config.log.segment_bytes)
+        self.joiner = Joiner(config.join.window_seconds, config.join.aggregation, config.join.default_reward)
+        self.surfaces: dict[str, SurfaceModel] = {}
+        self.joined_logs: dict[str, AppendLog] = {}
+        for name, sconf in config.surfaces.items():
+            store = ModelStore(data / "models" / name, keep=config.learner.keep_versions)
+            self.surfaces[name] = SurfaceModel(name, sconf.learning, Mode(sconf.mode), store, config.learner)
+            self.joined_logs[name] = AppendLog(data / "joined" / name, "joined", ext="dsjson",
+                                               fsync=config.log.fsync, segment_bytes=config.log.segment_bytes)
+        self.counts = {"decisions": 0, "rewards": 0, "activations": 0, "bad_requests": 0}
+        self._lock = threading.Lock()  # event log order == joiner order
+        self._learn_queue: queue.Queue[tuple[str, JoinedEvent] | None] = queue.Queue(config.learner.queue_size)
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._recover()
+
+    # --- lifecycle ----------------------------------------------------------
+
+    def start(self) -> None:
+        for target, name in ((self._join_loop, "joiner"), (self._learn_loop, "learner")):
+            thread = threading.Thread(target=target, name=name, daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self) -> None:
+        """Finish learning what was joined, publish it, close the logs."""
+        self._stop.set()
+        for thread in self._threads:
+            if thread.name == "joiner":
+                thread.join()
+        self._learn_queue.put(None)
+        for thread in self._threads:
+            thread.join()
+        for surface in self.surfaces.values():
+            if surface.publish_due() or surface._since_publish:
+                surface.publish()
+        self.events.close()
+        for joined in self.joined_logs.values():
+            joined.close()
+
+    def _recover(self) -> None:
+        """Rebuild pending joins from the event log and relearn joined lines
+        that the current model has not seen."""
+        joined_ids: set[str] = set()
+        for name, jlog in self.joined_logs.items():
+            surface = self.surfaces[name]
+            for index, obj in enumerate(jlog.read()):
+                joined_ids.add(str(obj.get("EventId")))
+                if index >= surface.joined_through:
+                    surface.learn(joined_from_dsjson(obj))
+        for rec in self.events.read():
+            try:
+                event = event_from_record(rec)
+            except (KeyError, TypeError, ValueError) as exc:
+                log.warning("skipping unreadable event record: %r", exc)
+                continue
+            if event.event_id in joined_ids:
+                continue
+            try:
+                if isinstance(event, DecisionEvent):
+                    self.joiner.add_decision(event)
+                elif isinstance(event, RewardEvent):
+                    self.joiner.add_reward(event.event_id, event.slot_id, event.value, event.timestamp)
+                else:
+                    self.joiner.activate(event.event_id, event.timestamp)
+            except JoinError as exc:
+                log.warning("recovery: %s", exc)
+        for jid in joined_ids:
+            self.joiner._remember_closed(jid)
+        if self.joiner:
+            log.info("recovered %d pending decisions", len(self.joiner))
+
+    # --- serving --------------------------------------------------------------
+
+    def surface(self, name: str) -> SurfaceModel:
+        try:
+            return self.surfaces[name or "default"]
+        except KeyError:
+            raise UnknownSurface(name) from None
+
+    def decide(self, call: DecideCall) -> DecisionEvent:
+        surface = self.surface(call.surface)
+        event_id = call.event_id or uuid.uuid4().hex
+        existing = self._existing(event_id)
+        if existing is not None:
+            return existing
+        now = self.clock()
+        candidates, eligible, action_text = call.candidates, (), None
+        if not candidates:
+            cset = self.catalog.candidates_for(call.slots, call.at if call.at is not None else now)
+            candidates, eligible, action_text = cset.candidates, cset.eligible, cset.action_text
+        inp = DecisionInput(call.context, call.slots, candidates, eligible)
+        mode = call.mode or surface.mode
+        policy = surface.serving
+        decision = policy.decide(inp, event_id, mode, action_text=action_text)
+        event = DecisionEvent(event_id, now, surface.name, mode.value, policy.version, inp,
+                              tuple(decision.choices), call.deferred)
+        line = dumps(event_to_record(event))
+        with self._lock:
+            existing = self._existing(event_id)
+            if existing is not None:  # a concurrent call with the same id won
+                return existing
+            self.events.append(line)
+            self.joiner.add_decision(event)
+            self.counts["decisions"] += 1
+            surface.counters.decisions += 1
+            if mode is Mode.APPRENTICE:
+                surface.counters.apprentice_decisions += len(event.choices)
+                surface.counters.apprentice_agreements += sum(c.model_top == c.action for c in event.choices)
+        return event
+
+    def _existing(self, event_id: str) -> DecisionEvent | None:
+        """Idempotency: a repeated id gets the original decision back."""
+        existing = self.joiner.get(event_id)
+        if existing is None and self.joiner.is_closed(event_id):
+            raise AlreadyJoined(f"event '{event_id}' was already decided and joined; use a new event id")
+        return existing
+
+    def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None) -> str:
+        """Log and join a reward; returns the slot it joined."""
+        ts = self.clock() if at is None else at
+        with self._lock:
+            k = self.joiner.check_reward(event_id, slot_id)
+            slot = self.joiner.get(event_id).inp.slots[k].id
+            self.events.append(dumps(event_to_record(RewardEvent(event_id, slot, value, ts))))
+            self.joiner.add_reward(event_id, slot, value, ts)
+            self.counts["rewards"] += 1
+        return slot
+
+    def activate(self, event_id: str, at: float | None = None) -> None:
+        ts = self.clock() if at is None else at
+        with self._lock:
+            self.joiner.check_activation(event_id)
+            self.events.append(dumps(event_to_record(ActivationEvent(event_id, ts))))
+            self.joiner.activate(event_id, ts)
+            self.counts["activations"] += 1
+
+    # --- joining and learning ---------------------------------------------------
+
+    def join_now(self, now: float | None = None) -> int:
+        """Close every decision whose window has passed; returns how many joined."""
+        with self._lock:
+            joined = self.joiner.close_due(self.clock() if now is None else now)
+            by_surface: dict[str, list[JoinedEvent]] = {}
+            for item in joined:
+                by_surface.setdefault(item.decision.surface, []).append(item)
+            for name, items in by_surface.items():
+                self.joined_logs[name].append_many(dumps(joined_to_dsjson(j)) for j in items)
+        for item in joined:
+            self._learn_queue.put((item.decision.surface, item))
+        return len(joined)
+
+    def _join_loop(self) -> None:
+        while not self._stop.wait(self.config.join.tick_seconds):
+            try:
+                self.join_now()
+            except Exception:  # keep serving; the fault is logged
+                log.exception("join step failed")
+
+    def _learn_loop(self) -> None:
+        while True:
+            try:
+                item = self._learn_queue.get(timeout=self.config.join.tick_seconds)
+            except queue.Empty:
+                item = ()
+            if item is None:
+                return
+            try:
+                if item:
+                    name, joined = item
+                    self.surfaces[name].learn(joined)
+                for surface in self.surfaces.values():
+                    if surface.publish_due():
+                        surface.publish()
+            except Exception:
+                log.exception("learning step failed")
+            finally:
+                if item:
+                    self._learn_queue.task_done()
+
+    def wait_learned(self, timeout: float = 30.0) -> None:
+        """Block until everything joined so far has been learned (tests, demo)."""
+        deadline = time.monotonic() + timeout
+        while self._learn_queue.unfinished_tasks:
+            if time.monotonic() > deadline:
+                raise TimeoutError("learner did not catch up")
+            time.sleep(0.01)
+
+    # --- admin ----------------------------------------------------------------
+
+    def rollback(self, surface: str, version: int) -> VersionInfo:
+        model = self.surface(surface)
+        info = model.store.info(version)
+        return model.install(model.store.path(version), "rollback", info.examples_learned)
+
+    def import_model(self, surface: str, path: Path, sha256: str) -> VersionInfo:
+        model = self.surface(surface)
+        verify_vw_model(path, sha256)
+        return model.install(path, "imported", 0)
+
+    def pending(self) -> int:
+        with self._lock:
+            return len(self.joiner)

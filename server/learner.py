@@ -1,0 +1,111 @@
+"""The online learner and the serving policy of one surface.
+
+The learner owns its own VW workspace and learns joined examples in the order
+of the surface's joined log. Every N examples or T seconds it publishes a
+numbered model version; the serving side then loads that file into a fresh
+workspace (off the request path) and swaps one reference, so in-flight
+requests finish on the old model and none waits or fails.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bandit.events import JoinedEvent
+from bandit.policy import Mode, Policy
+from bandit.vwargs import LearningSettings
+from server.config import LearnerConfig
+from server.modelstore import ModelStore, VersionInfo
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SurfaceCounters:
+    decisions: int = 0
+    apprentice_decisions: int = 0
+    apprentice_agreements: int = 0
+
+
+class SurfaceModel:
+    """Serving + learning state of one surface."""
+
+    def __init__(self, name: str, settings: LearningSettings, mode: Mode, store: ModelStore,
+                 config: LearnerConfig):
+        self.name, self.settings, self.mode = name, settings, mode
+        self.store, self.config = store, config
+        self.counters = SurfaceCounters()
+        self._swap_lock = threading.Lock()
+        self._learn_lock = threading.Lock()
+        current = store.current()
+        if current is None:
+            fresh = Policy(settings)
+            current = store.publish(fresh.save, examples_learned=0, joined_through=0,
+                                    origin="initial", arguments=fresh.arguments)
+            fresh.close()
+        self._learner = self._load(current)
+        self.serving = self._load(current)
+        self.examples_learned = current.examples_learned
+        self.joined_through = current.joined_through
+        self._since_publish = 0
+        self._last_publish = time.monotonic()
+        self.last_learned_event_ts: float | None = None
+
+    def _load(self, info: VersionInfo) -> Policy:
+        return Policy(self.settings, model_path=self.store.path(info.version), version=str(info.version))
+
+    @property
+    def version(self) -> str:
+        return self.serving.version
+
+    def learn(self, joined: JoinedEvent) -> None:
+        """Learn one joined example (the next line of the joined log)."""
+        with self._learn_lock:
+            self.joined_through += 1
+            if joined.decision.mode != Mode.LOGGING_ONLY.value:
+                d = joined.decision
+                self._learner.learn(d.inp, d.choices, joined.rewards)
+                self.examples_learned += 1
+                self._since_publish += 1
+            self.last_learned_event_ts = joined.decision.timestamp
+
+    def publish_due(self) -> bool:
+        if self._since_publish == 0:
+            return False
+        return (self._since_publish >= self.config.publish_every_examples
+                or time.monotonic() - self._last_publish >= self.config.publish_every_seconds)
+
+    def publish(self, origin: str = "learned") -> VersionInfo:
+        with self._learn_lock:
+            info = self.store.publish(self._learner.save, examples_learned=self.examples_learned,
+                                      joined_through=self.joined_through, origin=origin,
+                                      arguments=self._learner.arguments)
+            self._since_publish = 0
+            self._last_publish = time.monotonic()
+        self._swap_serving(info)
+        log.info("surface %s: published model version %d (%d examples)", self.name, info.version,
+                 info.examples_learned)
+        return info
+
+    def _swap_serving(self, info: VersionInfo) -> None:
+        fresh = self._load(info)
+        with self._swap_lock:
+            self.serving = fresh  # the old workspace is freed when its last request ends
+
+    def install(self, source: Path, origin: str, examples_learned: int) -> VersionInfo:
+        """Rollback or import: publish ``source``'s weights as a new version
+        (history stays append-only) and continue learning and serving from it."""
+        data = Path(source).read_bytes()
+        with self._learn_lock:
+            info = self.store.publish(lambda p: p.write_bytes(data), examples_learned=examples_learned,
+                                      joined_through=self.joined_through, origin=origin,
+                                      arguments=self._learner.arguments)
+            self._learner = self._load(info)
+            self.examples_learned = examples_learned
+            self._since_publish = 0
+        self._swap_serving(info)
+        return info

@@ -1,0 +1,314 @@
+"""gRPC servicers: translate the wire contract to the engine and engine errors
+to precise gRPC status codes. No learning or I/O decisions live here."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from bandit.catalog import Collection
+from bandit.events import DecisionEvent
+from bandit.features import Candidate, FeatureError, FeatureGroup, SlotSpec, check_groups, check_name
+from bandit.joiner import ExpiredEvent, JoinError, UnknownEvent, UnknownSlot
+from bandit.policy import Mode, NoEligibleCandidate
+from bandit.vwargs import SettingsError
+from placement.v1 import placement_pb2 as pb
+from placement.v1 import placement_pb2_grpc as pb_grpc
+from server.engine import AlreadyJoined, DecideCall, Engine, UnknownSurface
+from server.modelstore import ModelStoreError, VersionInfo, sha256_of
+
+log = logging.getLogger(__name__)
+
+CHUNK_BYTES = 1 << 20
+MAX_MODEL_BYTES = 512 << 20
+
+_MODES = {pb.MODE_ONLINE: Mode.ONLINE, pb.MODE_APPRENTICE: Mode.APPRENTICE,
+          pb.MODE_LOGGING_ONLY: Mode.LOGGING_ONLY}
+_MODE_TO_PB = {mode: value for value, mode in _MODES.items()}
+
+
+class InvalidRequest(ValueError):
+    pass
+
+
+class NotFound(LookupError):
+    pass
+
+
+# Most specific first: the first matching class decides the status.
+_STATUS: list[tuple[type[BaseException], grpc.StatusCode]] = [
+    (AlreadyJoined, grpc.StatusCode.ALREADY_EXISTS),
+    (ExpiredEvent, grpc.StatusCode.FAILED_PRECONDITION),
+    (UnknownEvent, grpc.StatusCode.NOT_FOUND),
+    (UnknownSlot, grpc.StatusCode.INVALID_ARGUMENT),
+    (JoinError, grpc.StatusCode.FAILED_PRECONDITION),
+    (UnknownSurface, grpc.StatusCode.NOT_FOUND),
+    (NotFound, grpc.StatusCode.NOT_FOUND),
+    (NoEligibleCandidate, grpc.StatusCode.FAILED_PRECONDITION),
+    (ModelStoreError, grpc.StatusCode.INVALID_ARGUMENT),
+    (FeatureError, grpc.StatusCode.INVALID_ARGUMENT),
+    (SettingsError, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+]
+
+
+def _status_for(exc: BaseException) -> grpc.StatusCode | None:
+    for kind, code in _STATUS:
+        if isinstance(exc, kind):
+            return code
+    return None
+
+
+def rpc(counts: Callable[[], dict[str, int]]):
+    """Map engine errors to statuses; anything unexpected is INTERNAL, logged,
+    and never takes the server down."""
+
+    def decorate(method):
+        @functools.wraps(method)
+        def wrapper(self, request, context):
+            try:
+                return method(self, request, context)
+            except Exception as exc:
+                code = _status_for(exc)
+                counts(self)["bad_requests"] += 1
+                if code is None:
+                    log.exception("%s failed", method.__name__)
+                    context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+                context.abort(code, str(exc))
+
+        return wrapper
+
+    return decorate
+
+
+_rpc = rpc(lambda self: self.engine.counts)
+
+
+def _seconds(ts: Timestamp, present: bool) -> float | None:
+    return ts.seconds + ts.nanos / 1e9 if present else None
+
+
+def _stamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def _groups(groups, where: str, engine: Engine) -> tuple[FeatureGroup, ...]:
+    out = []
+    for group in groups:
+        feats: dict[str, float | str] = {}
+        for f in group.features:
+            kind = f.WhichOneof("value")
+            if kind is None:
+                raise InvalidRequest(f"{where} feature '{group.name}.{f.name}' has no value")
+            if f.name in feats:
+                raise InvalidRequest(f"{where} feature '{group.name}.{f.name}' appears twice")
+            feats[f.name] = f.number if kind == "number" else f.category
+        out.append(FeatureGroup(group.name, feats))
+    return check_groups(out, where, engine.config.limits.features)
+
+
+def _check_id(kind: str, value: str, engine: Engine) -> str:
+    return check_name(kind, value, engine.config.limits.features)
+
+
+def to_call(req: pb.DecideRequest, engine: Engine) -> DecideCall:
+    limits = engine.config.limits
+    if len(req.event_id) > limits.max_id_length:
+        raise InvalidRequest(f"event_id is longer than {limits.max_id_length} characters")
+    if req.mode not in _MODES and req.mode != pb.MODE_UNSPECIFIED:
+        raise InvalidRequest(f"unknown mode {req.mode}")
+    if not req.slots:
+        raise InvalidRequest("no slots: a decision fills at least one slot")
+    if len(req.slots) > limits.max_slots:
+        raise InvalidRequest(f"{len(req.slots)} slots, at most {limits.max_slots}")
+    if len(req.candidates) > limits.max_candidates:
+        raise InvalidRequest(f"{len(req.candidates)} candidates, at most {limits.max_candidates}")
+    slots = tuple(SlotSpec(_check_id("slot id", s.id, engine), _groups(s.groups, f"slot '{s.id}'", engine),
+                           s.default_collection) for s in req.slots)
+    if len({s.id for s in slots}) != len(slots):
+        raise InvalidRequest("duplicate slot ids in one request")
+    candidates = tuple(_candidate(c, engine) for c in req.candidates)
+    if len({c.id for c in candidates}) != len(candidates):
+        raise InvalidRequest("duplicate collection ids among the candidates")
+    if candidates and len(candidates) < len(slots):
+        raise InvalidRequest(f"{len(slots)} slots but only {len(candidates)} candidates")
+    return DecideCall(req.event_id, req.surface, _groups(req.context, "context", engine), slots, candidates,
+                      _MODES.get(req.mode), req.deferred_activation, _seconds(req.at, req.HasField("at")))
+
+
+def _candidate(c: pb.Collection, engine: Engine) -> Candidate:
+    _check_id("collection id", c.id, engine)
+    if c.groups:
+        return Candidate(c.id, _groups(c.groups, f"collection '{c.id}'", engine))
+    known = {item.id: item for item in engine.catalog.list()}
+    if c.id not in known:
+        raise NotFound(f"collection '{c.id}' has no features and is not in the catalog")
+    return known[c.id].candidate()
+
+
+def to_response(event: DecisionEvent) -> pb.DecideResponse:
+    inp = event.inp
+    slots = []
+    for choice in event.choices:
+        slots.append(pb.SlotDecision(
+            slot_id=choice.slot_id, collection_id=inp.candidates[choice.action].id,
+            probability=choice.probability,
+            ranking=[pb.RankedCollection(collection_id=inp.candidates[a].id, probability=p)
+                     for a, p in choice.ranking]))
+    return pb.DecideResponse(event_id=event.event_id, model_version=event.model_version, slots=slots,
+                             mode=_MODE_TO_PB[Mode(event.mode)], surface=event.surface)
+
+
+class PlacementService(pb_grpc.PlacementServiceServicer):
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @_rpc
+    def Decide(self, request, context):
+        return to_response(self.engine.decide(to_call(request, self.engine)))
+
+    def DecideStream(self, request_iterator, context) -> Iterator[pb.DecideResponse]:
+        for request in request_iterator:
+            response = self.Decide(request, context)
+            yield response
+
+    @_rpc
+    def Reward(self, request, context):
+        if not request.event_id:
+            raise InvalidRequest("event_id is required")
+        if not math.isfinite(request.value):
+            raise InvalidRequest(f"reward value {request.value} is not finite")
+        slot = self.engine.reward(request.event_id, request.slot_id, request.value,
+                                  _seconds(request.at, request.HasField("at")))
+        return pb.RewardResponse(event_id=request.event_id, slot_id=slot)
+
+    @_rpc
+    def Activate(self, request, context):
+        if not request.event_id:
+            raise InvalidRequest("event_id is required")
+        self.engine.activate(request.event_id, _seconds(request.at, request.HasField("at")))
+        return pb.ActivateResponse(event_id=request.event_id)
+
+
+def collection_to_pb(c: Collection) -> pb.Collection:
+    msg = pb.Collection(id=c.id, title=c.title, eligible_slots=list(c.eligible_slots))
+    for g in c.groups:
+        feats = [pb.Feature(name=n, category=v) if isinstance(v, str) else pb.Feature(name=n, number=v)
+                 for n, v in g.features.items()]
+        msg.groups.append(pb.FeatureGroup(name=g.name, features=feats))
+    if c.active_from is not None:
+        msg.active_from.CopyFrom(_stamp(c.active_from))
+    if c.active_until is not None:
+        msg.active_until.CopyFrom(_stamp(c.active_until))
+    return msg
+
+
+def _version_pb(info: VersionInfo) -> pb.ModelVersion:
+    return pb.ModelVersion(version=info.version, sha256=info.sha256, examples_learned=info.examples_learned,
+                           created=_stamp(info.created), origin=info.origin)
+
+
+class PlacementAdmin(pb_grpc.PlacementAdminServicer):
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @_rpc
+    def PutCollections(self, request, context):
+        if not request.collections:
+            raise InvalidRequest("no collections given")
+        items = [Collection(c.id, _groups(c.groups, f"collection '{c.id}'", self.engine), c.title,
+                            tuple(c.eligible_slots), _seconds(c.active_from, c.HasField("active_from")),
+                            _seconds(c.active_until, c.HasField("active_until")))
+                 for c in request.collections]
+        version = self.engine.catalog.put(items)
+        return pb.PutCollectionsResponse(catalog_version=version, stored=len(items))
+
+    @_rpc
+    def ListCollections(self, request, context):
+        return pb.ListCollectionsResponse(collections=[collection_to_pb(c) for c in self.engine.catalog.list()],
+                                          catalog_version=self.engine.catalog.version)
+
+    @_rpc
+    def DeleteCollection(self, request, context):
+        try:
+            version = self.engine.catalog.delete(request.id)
+        except KeyError:
+            raise NotFound(f"collection '{request.id}' is not in the catalog") from None
+        return pb.DeleteCollectionResponse(catalog_version=version)
+
+    def _info(self, surface_name: str) -> pb.ModelInfo:
+        surface = self.engine.surface(surface_name)
+        return pb.ModelInfo(surface=surface.name, current_version=surface.version,
+                            vw_arguments=surface.serving.arguments,
+                            versions=[_version_pb(v) for v in surface.store.versions()])
+
+    @_rpc
+    def GetModelInfo(self, request, context):
+        return self._info(request.surface)
+
+    def ExportModel(self, request, context):
+        try:
+            surface = self.engine.surface(request.surface)
+            info = surface.store.info(int(surface.version))
+            data = surface.store.path(info.version).read_bytes()
+        except (UnknownSurface, ModelStoreError) as exc:
+            context.abort(_status_for(exc), str(exc))
+        for offset in range(0, max(len(data), 1), CHUNK_BYTES):
+            first = offset == 0
+            yield pb.ModelChunk(surface=surface.name if first else "", sha256=info.sha256 if first else "",
+                                vw_arguments=info.arguments if first else "",
+                                version=info.version if first else 0, data=data[offset:offset + CHUNK_BYTES])
+
+    @_rpc
+    def ImportModel(self, request_iterator, context):
+        header, size = None, 0
+        with tempfile.NamedTemporaryFile(dir=self.engine.config.data_dir, suffix=".import", delete=False) as tmp:
+            path = Path(tmp.name)
+            try:
+                for chunk in request_iterator:
+                    header = header or chunk
+                    size += len(chunk.data)
+                    if size > MAX_MODEL_BYTES:
+                        raise InvalidRequest(f"model larger than {MAX_MODEL_BYTES} bytes")
+                    tmp.write(chunk.data)
+                tmp.close()
+                if header is None or not header.sha256:
+                    raise InvalidRequest("the first chunk must carry the model's sha256")
+                self.engine.import_model(header.surface, path, header.sha256)
+            finally:
+                path.unlink(missing_ok=True)
+        return self._info(header.surface)
+
+    @_rpc
+    def RollbackModel(self, request, context):
+        self.engine.rollback(request.surface, request.version)
+        return self._info(request.surface)
+
+    @_rpc
+    def GetStats(self, request, context):
+        e = self.engine
+        js = e.joiner.stats
+        surfaces = [pb.SurfaceStats(surface=s.name, model_version=s.version, decisions=s.counters.decisions,
+                                    examples_learned=s.examples_learned,
+                                    apprentice_decisions=s.counters.apprentice_decisions,
+                                    apprentice_agreements=s.counters.apprentice_agreements,
+                                    learner_lag_seconds=max(0.0, e.clock() - s.last_learned_event_ts)
+                                    if s.last_learned_event_ts else 0.0)
+                    for s in e.surfaces.values()]
+        return pb.Stats(decisions=e.counts["decisions"], rewards=e.counts["rewards"],
+                        activations=e.counts["activations"], joined=js.joined,
+                        joined_with_reward=js.joined_with_reward, default_reward_applied=js.default_reward_applied,
+                        unactivated_dropped=js.unactivated_dropped, rewards_rejected_unknown=js.rejected_unknown,
+                        rewards_rejected_expired=js.rejected_expired, pending=e.pending(),
+                        bad_requests=e.counts["bad_requests"], surfaces=surfaces,
+                        catalog_version=e.catalog.version)
