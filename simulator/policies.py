@@ -1,0 +1,259 @@
+"""The policies the simulator compares, behind one small interface.
+
+Every policy fills the request's slots in order, never the same collection
+twice, honours slot eligibility, and returns each choice with the probability
+it was drawn with (so every simulated log supports off-policy evaluation).
+All randomness is seeded: by the policy seed and the event id.
+
+* ``engine`` / ``engine:<explorer>``: :class:`bandit.policy.Policy`, the VW
+  learner the server runs, with default or per-explorer LearningSettings;
+* ``uniform``: uniformly random;
+* ``greedy-ctr``: the best observed click rate per slot x collection, with a
+  little epsilon;
+* ``rule``: a merchandiser's static rule, in-season seasonal collection first;
+* ``oracle``: the argmax of the true expected reward over whole assignments.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Callable, Protocol, Sequence
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from bandit.events import JoinedEvent
+from bandit.policy import DecisionInput, NoEligibleCandidate, Policy, SlotChoice
+from bandit.vwargs import EXPLORERS, LearningSettings
+from simulator.world import World, stable_seed
+
+# Days-to-event buckets the rule treats as "in season", nearest the event first.
+IN_SEASON = ("1w", "2w", "3w", "just-passed")
+BASELINES = ("uniform", "greedy-ctr", "rule", "oracle")
+
+
+class SimPolicy(Protocol):
+    name: str
+
+    def decide(self, inp: DecisionInput, event_id: str) -> list[SlotChoice]: ...
+
+    def learn(self, joined: JoinedEvent) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    """A picklable description of a policy: a name, and for engines the
+    settings (None: LearningSettings() or the explorer the name gives)."""
+
+    name: str
+    settings: LearningSettings | None = None
+
+    def learning_settings(self) -> LearningSettings:
+        if self.settings is not None:
+            return self.settings
+        _, _, explorer = self.name.partition(":")
+        base = LearningSettings()
+        return base.with_exploration(algorithm=explorer) if explorer else base
+
+
+def parse_policy(spec: str | PolicySpec) -> PolicySpec:
+    """Check a policy name: engine, engine:<explorer>, uniform, greedy-ctr, rule, oracle."""
+    if isinstance(spec, PolicySpec):
+        return spec
+    kind, _, explorer = spec.partition(":")
+    if kind == "engine":
+        if explorer and explorer not in EXPLORERS:
+            raise ValueError(f"unknown explorer '{explorer}' in '{spec}': one of {', '.join(EXPLORERS)}")
+        return PolicySpec(spec)
+    if spec in BASELINES:
+        return PolicySpec(spec)
+    raise ValueError(f"unknown policy '{spec}': engine, engine:<{'|'.join(EXPLORERS)}>, {', '.join(BASELINES)}")
+
+
+def make_policy(spec: str | PolicySpec, world: World, seed: int) -> SimPolicy:
+    spec = parse_policy(spec)
+    if spec.name.startswith("engine"):
+        return EnginePolicy(spec.learning_settings(), spec.name)
+    factories: dict[str, Callable[[], SimPolicy]] = {
+        "uniform": lambda: UniformPolicy(seed),
+        "greedy-ctr": lambda: GreedyCTRPolicy(seed),
+        "rule": lambda: RulePolicy(),
+        "oracle": lambda: OraclePolicy(world),
+    }
+    return factories[spec.name]()
+
+
+def _rng(seed: int, name: str, event_id: str) -> np.random.Generator:
+    return np.random.default_rng(stable_seed(seed, name, event_id))
+
+
+def _allowed(inp: DecisionInput, k: int, used: set[int]) -> list[int]:
+    allowed = [a for a in inp.allowed(k) if a not in used]
+    if not allowed:
+        raise NoEligibleCandidate(f"slot '{inp.slots[k].id}' has no eligible collection left")
+    return allowed
+
+
+def _fill(inp: DecisionInput, pick: Callable[[int, list[int]], list[tuple[int, float]]],
+          draw: Callable[[], float]) -> list[SlotChoice]:
+    """Fill slots in order; ``pick`` gives slot k's distribution over what is left."""
+    used: set[int] = set()
+    out = []
+    for k, slot in enumerate(inp.slots):
+        dist = sorted(pick(k, _allowed(inp, k, used)), key=lambda ap: (-ap[1], ap[0]))
+        u, acc = draw(), 0.0
+        action, prob = next(((a, p) for a, p in dist if p > 0), dist[0])
+        for a, p in dist:
+            acc += p
+            if u < acc and p > 0:
+                action, prob = a, p
+                break
+        used.add(action)
+        out.append(SlotChoice(slot.id, action, prob, tuple(dist), dist[0][0]))
+    return out
+
+
+class EnginePolicy:
+    """The engine: bandit.policy.Policy, learning as soon as a decision joins."""
+
+    def __init__(self, settings: LearningSettings, name: str = "engine"):
+        self.name = name
+        self.settings = settings
+        self.policy = Policy(settings)
+
+    def decide(self, inp: DecisionInput, event_id: str) -> list[SlotChoice]:
+        return self.policy.decide(inp, event_id).choices
+
+    def distributions(self, inp: DecisionInput) -> list[list[tuple[int, float]]]:
+        return self.policy.distributions(inp)
+
+    def learn(self, joined: JoinedEvent) -> None:
+        d = joined.decision
+        self.policy.learn(d.inp, d.choices, joined.rewards)
+
+    def close(self) -> None:
+        self.policy.close()
+
+
+class UniformPolicy:
+    """Uniformly random over what each slot may still show."""
+
+    name = "uniform"
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def decide(self, inp: DecisionInput, event_id: str) -> list[SlotChoice]:
+        rng = _rng(self.seed, self.name, event_id)
+        return _fill(inp, lambda k, allowed: [(a, 1.0 / len(allowed)) for a in allowed], rng.uniform)
+
+    def learn(self, joined: JoinedEvent) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@dataclass
+class GreedyCTRPolicy:
+    """Best observed click rate per slot x collection, epsilon-uniform otherwise.
+    Unseen pairs get an optimistic prior so each is tried."""
+
+    seed: int
+    epsilon: float = 0.05
+    prior_clicks: float = 1.0
+    prior_shows: float = 10.0
+    name: str = "greedy-ctr"
+    clicks: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
+    shows: dict[tuple[str, str], float] = field(default_factory=lambda: defaultdict(float))
+
+    def ctr(self, slot_id: str, collection_id: str) -> float:
+        key = (slot_id, collection_id)
+        return (self.clicks[key] + self.prior_clicks) / (self.shows[key] + self.prior_shows)
+
+    def decide(self, inp: DecisionInput, event_id: str) -> list[SlotChoice]:
+        rng = _rng(self.seed, self.name, event_id)
+
+        def pick(k: int, allowed: list[int]) -> list[tuple[int, float]]:
+            slot = inp.slots[k].id
+            best = max(allowed, key=lambda a: (self.ctr(slot, inp.candidates[a].id), -a))
+            share = self.epsilon / len(allowed)
+            return [(a, share + (1.0 - self.epsilon) * (a == best)) for a in allowed]
+
+        return _fill(inp, pick, rng.uniform)
+
+    def learn(self, joined: JoinedEvent) -> None:
+        inp = joined.decision.inp
+        for choice, reward in zip(joined.decision.choices, joined.rewards):
+            key = (choice.slot_id, inp.candidates[choice.action].id)
+            self.shows[key] += 1
+            self.clicks[key] += float(reward > 0)
+
+    def close(self) -> None:
+        pass
+
+
+class RulePolicy:
+    """A merchandiser's static rule: the in-season seasonal collection nearest
+    its event first, then the slot's default, then catalog order.
+    Deterministic (propensity 1), as a hand-written rule is."""
+
+    name = "rule"
+
+    @staticmethod
+    def _rank(inp: DecisionInput, k: int, a: int) -> tuple[int, int]:
+        cand = inp.candidates[a]
+        feats = {n: v for g in cand.groups for n, v in g.features.items()}
+        season = feats.get("season")
+        if feats.get("kind") == "seasonal" and season in IN_SEASON:
+            return (0, IN_SEASON.index(season))
+        if cand.id == inp.slots[k].default_collection:
+            return (2, 0)
+        return (3, a)
+
+    def decide(self, inp: DecisionInput, event_id: str) -> list[SlotChoice]:
+        def pick(k: int, allowed: list[int]) -> list[tuple[int, float]]:
+            best = min(allowed, key=lambda a: self._rank(inp, k, a))
+            return [(a, float(a == best)) for a in allowed]
+
+        return _fill(inp, pick, lambda: 0.0)
+
+    def learn(self, joined: JoinedEvent) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class OraclePolicy:
+    """Argmax of the true expected reward over whole assignments (no
+    collection twice), solved exactly as a linear assignment."""
+
+    name = "oracle"
+
+    def __init__(self, world: World):
+        self.world = world
+
+    def decide(self, inp: DecisionInput, event_id: str) -> list[SlotChoice]:
+        q = self.world.expected_matrix(self.world.current(event_id))
+        value = np.full_like(q, -1e9)
+        for k in range(len(inp.slots)):
+            allowed = list(inp.allowed(k))
+            value[k, allowed] = q[k, allowed]
+        rows, cols = linear_sum_assignment(value, maximize=True)
+        chosen = dict(zip(rows.tolist(), cols.tolist()))
+        return [SlotChoice(slot.id, chosen[k], 1.0, ((chosen[k], 1.0),), chosen[k])
+                for k, slot in enumerate(inp.slots)]
+
+    def learn(self, joined: JoinedEvent) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def policy_names(specs: Sequence[str | PolicySpec]) -> list[str]:
+    return [parse_policy(s).name for s in specs]
