@@ -87,20 +87,25 @@ def _slot_label(choice: SlotChoice | None, cost: float | None) -> str:
 
 
 def vw_lines(inp: DecisionInput, choices: Sequence[SlotChoice] | None = None,
-             costs: Sequence[float] | None = None, action_text: Sequence[str] | None = None) -> list[str]:
+             costs: Sequence[float] | None = None, action_text: Sequence[str] | None = None,
+             only_slot: int | None = None, include: Sequence[int] | None = None) -> list[str]:
     """The multi-line VW text example; with choices and costs it is labelled.
 
     ``action_text`` may hold the candidates' precomputed ``|A ...`` strings
-    (they change only with the catalog)."""
+    (they change only with the catalog). ``only_slot``/``include`` build a
+    one-slot example restricted to the included candidates."""
     lines = [f"ccb shared {vw_text(context_spaces(inp.context))}"]
     texts = action_text or [vw_text(c.spaces()) for c in inp.candidates]
     lines += [f"ccb action {t}" for t in texts]
     for k, slot in enumerate(inp.slots):
+        if only_slot is not None and k != only_slot:
+            continue
         label = _slot_label(choices[k] if choices else None, costs[k] if costs else None)
-        include = ""
-        if inp.eligible and inp.eligible[k] is not None:
-            include = ",".join(str(i) for i in inp.eligible[k])
-        head = " ".join(part for part in ("ccb slot", label, include) if part)
+        allowed = include if include is not None else (inp.eligible[k] if inp.eligible else None)
+        include_text = ""
+        if allowed is not None and len(allowed) < len(texts):
+            include_text = ",".join(str(i) for i in allowed)
+        head = " ".join(part for part in ("ccb slot", label, include_text) if part)
         lines.append(f"{head} {vw_text(slot.spaces())}")
     return lines
 
@@ -117,16 +122,19 @@ class Policy:
         self._lock = threading.Lock()
         self.version = version
 
-    def distributions(self, inp: DecisionInput, action_text: Sequence[str] | None = None) -> list[list[tuple[int, float]]]:
-        """VW's per-slot probability distributions (exploration included)."""
-        lines = vw_lines(inp, action_text=action_text)
+    def slot_distribution(self, inp: DecisionInput, k: int, allowed: Sequence[int],
+                          action_text: Sequence[str] | None = None) -> list[tuple[int, float]]:
+        """VW's probability distribution (exploration included) for slot k over
+        ``allowed``. One slot per predict: in a multi-slot predict VW would
+        condition later slots on its own internal draw, not on ours."""
+        lines = vw_lines(inp, action_text=action_text, only_slot=k, include=allowed)
         with self._lock:
-            return self._ws.predict(lines)
+            pdf = self._ws.predict(lines)
+        return _renormalise(pdf[0] if pdf else [], list(allowed))
 
     def decide(self, inp: DecisionInput, event_id: str, mode: Mode = Mode.ONLINE,
                action_text: Sequence[str] | None = None) -> Decision:
-        """Fill every slot, never the same collection twice."""
-        pdfs = self.distributions(inp, action_text)
+        """Fill every slot in order, never the same collection twice."""
         rng = seeded_rng(event_id)
         used: set[int] = set()
         decision = Decision()
@@ -134,7 +142,7 @@ class Policy:
             allowed = [a for a in inp.allowed(k) if a not in used]
             if not allowed:
                 raise NoEligibleCandidate(f"slot '{slot.id}' has no eligible collection left")
-            ranking = _renormalise(pdfs[k] if k < len(pdfs) else [], allowed)
+            ranking = self.slot_distribution(inp, k, allowed, action_text)
             model_top = ranking[0][0]
             if mode is Mode.APPRENTICE:
                 action = _baseline(inp, slot, allowed)

@@ -1,0 +1,30 @@
+"""A tiny planted world for tests: the best collection depends on segment and slot."""
+
+from __future__ import annotations
+
+import random
+
+from bandit.features import Candidate, FeatureGroup, SlotSpec
+from bandit.policy import DecisionInput
+
+SEGMENTS = ("a", "b", "c")
+SLOTS = ("homepage", "email", "detail_page")
+COLLECTIONS = tuple(f"col-{i}" for i in range(5))
+BEST = {(seg, slot): COLLECTIONS[(i + 2 * j) % len(COLLECTIONS)]
+        for i, seg in enumerate(SEGMENTS) for j, slot in enumerate(SLOTS)}
+
+
+def click_probability(seg: str, slot: str, collection: str) -> float:
+    return 0.6 if BEST[(seg, slot)] == collection else 0.05
+
+
+def candidates() -> tuple[Candidate, ...]:
+    return tuple(Candidate(cid, (FeatureGroup("collection", {"kind": "seasonal" if i % 2 else "regular",
+                                                             "price": 0.1 * i}),))
+                 for i, cid in enumerate(COLLECTIONS))
+
+
+def decision_input(seg: str, rng: random.Random | None = None) -> DecisionInput:
+    hour = (rng or random.Random(0)).random()
+    return DecisionInput((FeatureGroup("customer", {"segment": seg, "hour": hour}),),
+                         tuple(SlotSpec(s) for s in SLOTS), candidates())

@@ -1,0 +1,80 @@
+"""The reward joiner: windows, aggregation, defaults, deferred activation."""
+
+from __future__ import annotations
+
+import pytest
+
+from bandit.events import DecisionEvent
+from bandit.joiner import ExpiredEvent, Joiner, JoinError, UnknownEvent, UnknownSlot
+from bandit.policy import SlotChoice
+
+from helpers import decision_input
+
+
+def decision(event_id: str, ts: float, deferred: bool = False, slots: int = 3) -> DecisionEvent:
+    inp = decision_input("a")
+    inp = type(inp)(inp.context, inp.slots[:slots], inp.candidates)
+    choices = tuple(SlotChoice(s.id, k, 0.5, ((k, 0.5),)) for k, s in enumerate(inp.slots))
+    return DecisionEvent(event_id, ts, "default", "online", "1", inp, choices, deferred)
+
+
+@pytest.mark.parametrize("aggregation, expected", [("sum", 6.0), ("earliest", 3.0), ("max", 3.0), ("mean", 2.0)])
+def test_aggregations(aggregation, expected):
+    j = Joiner(10, aggregation=aggregation)
+    j.add_decision(decision("e", 0))
+    for ts, value in ((5, 1.0), (1, 3.0), (3, 2.0)):
+        j.add_reward("e", "homepage", value, ts)
+    [joined] = j.close_due(10)
+    assert joined.rewards[0] == expected
+    assert joined.observed == (True, False, False)
+
+
+def test_window_and_default_reward():
+    j = Joiner(10, default_reward=-0.5)
+    j.add_decision(decision("e1", 0))
+    j.add_decision(decision("e2", 5))
+    assert j.close_due(9.99) == []
+    [first] = j.close_due(10)
+    assert first.decision.event_id == "e1"
+    assert first.rewards == (-0.5, -0.5, -0.5)
+    assert j.stats.default_reward_applied == 3
+    with pytest.raises(ExpiredEvent):
+        j.add_reward("e1", "homepage", 1.0, 11)
+    j.add_reward("e2", "email", 1.0, 11)
+    [second] = j.close_due(15)
+    assert second.rewards == (-0.5, 1.0, -0.5)
+    assert j.stats.joined == 2 and j.stats.joined_with_reward == 1
+    assert j.stats.rejected_expired == 1
+
+
+def test_reward_errors():
+    j = Joiner(10)
+    j.add_decision(decision("e", 0))
+    with pytest.raises(UnknownEvent):
+        j.add_reward("nope", "homepage", 1.0, 1)
+    with pytest.raises(UnknownSlot, match="name the slot_id"):
+        j.add_reward("e", "", 1.0, 1)
+    with pytest.raises(UnknownSlot, match="no slot 'banner'"):
+        j.add_reward("e", "banner", 1.0, 1)
+    with pytest.raises(JoinError, match="already decided"):
+        j.add_decision(decision("e", 1))
+    single = Joiner(10)
+    single.add_decision(decision("s", 0, slots=1))
+    single.add_reward("s", "", 2.0, 1)  # one slot: slot id may be omitted
+    assert single.close_all()[0].rewards == (2.0,)
+
+
+def test_deferred_activation():
+    j = Joiner(10)
+    j.add_decision(decision("sent", 0, deferred=True))
+    j.add_decision(decision("never-sent", 0, deferred=True))
+    j.activate("sent", 8)  # the window restarts at activation: the email goes out now
+    j.add_reward("sent", "email", 1.0, 15)
+    assert j.close_due(10) == []  # the unactivated one is dropped, not joined
+    assert j.stats.unactivated_dropped == 1
+    [joined] = j.close_due(18)
+    assert joined.decision.event_id == "sent" and joined.rewards[1] == 1.0
+    with pytest.raises(JoinError, match="not decided with deferred"):
+        k = Joiner(10)
+        k.add_decision(decision("now", 0))
+        k.activate("now", 1)
