@@ -119,8 +119,9 @@ def verify_vw_model(path: Path, expected_sha256: str, required_reduction: str = 
     except Exception as exc:  # VW raises plain RuntimeError for a bad model
         raise ModelStoreError(f"not a Vowpal Wabbit model: {exc}") from None
     try:
-        arguments = ws.get_arguments()
-        if not any(a == f"--{required_reduction}" for a in arguments):
+        raw = ws.get_arguments()
+        arguments = (" ".join(raw) if isinstance(raw, list) else str(raw)).split()
+        if f"--{required_reduction}" not in arguments:
             raise ModelStoreError(f"model was not trained with --{required_reduction}")
         return " ".join(arguments)
     finally:

@@ -1,0 +1,139 @@
+"""Bad input gets a precise status and message; the server keeps answering and
+loses nothing it had accepted."""
+
+from __future__ import annotations
+
+import math
+
+import grpc
+import pytest
+
+from placement.v1 import placement_pb2 as pb
+from server.client import PlacementClient, collection, decide_request, feature_groups, slot
+
+from test_loop import register_collections
+
+CODE = grpc.StatusCode
+CANDS = [collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(3)]
+
+
+def _raw(client: PlacementClient, request: pb.DecideRequest):
+    return client.service.Decide(request, timeout=5)
+
+
+BAD_DECIDES = [
+    ("no slots", decide_request({}, [], CANDS), CODE.INVALID_ARGUMENT, "no slots"),
+    ("duplicate collections", decide_request({}, ["a"], [CANDS[0], CANDS[0]]), CODE.INVALID_ARGUMENT,
+     "duplicate collection ids"),
+    ("duplicate slots", decide_request({}, ["a", "a"], CANDS), CODE.INVALID_ARGUMENT, "duplicate slot ids"),
+    ("more slots than candidates", decide_request({}, ["a", "b"], CANDS[:1]), CODE.INVALID_ARGUMENT,
+     "only 1 candidates"),
+    ("unknown collection", decide_request({}, ["a"], ["not-in-catalog"]), CODE.NOT_FOUND, "not in the catalog"),
+    ("nan feature", decide_request({"u": {"x": math.nan}}, ["a"], CANDS), CODE.INVALID_ARGUMENT, "not finite"),
+    ("inf feature", decide_request({"u": {"x": math.inf}}, ["a"], CANDS), CODE.INVALID_ARGUMENT, "not finite"),
+    ("long category", decide_request({"u": {"x": "y" * 5000}}, ["a"], CANDS), CODE.INVALID_ARGUMENT,
+     "longer than 256"),
+    ("too many features", decide_request({"u": {f"f{i}": 1.0 for i in range(300)}}, ["a"], CANDS),
+     CODE.INVALID_ARGUMENT, "at most 256"),
+    ("bad slot id", decide_request({}, ["home page"], CANDS), CODE.INVALID_ARGUMENT, "may only contain"),
+    ("long event id", decide_request({}, ["a"], CANDS, event_id="e" * 500), CODE.INVALID_ARGUMENT,
+     "longer than 128"),
+    ("too many slots", decide_request({}, [f"s{i}" for i in range(17)], CANDS), CODE.INVALID_ARGUMENT,
+     "at most 16"),
+    ("unknown surface", decide_request({}, ["a"], CANDS, surface="kiosk"), CODE.NOT_FOUND, "unknown surface"),
+    ("unknown mode", pb.DecideRequest(slots=[slot("a")], candidates=CANDS, mode=7), CODE.INVALID_ARGUMENT,
+     "unknown mode 7"),
+    ("feature without value", pb.DecideRequest(slots=[slot("a")], candidates=CANDS,
+                                               context=[pb.FeatureGroup(name="u", features=[pb.Feature(name="x")])]),
+     CODE.INVALID_ARGUMENT, "has no value"),
+]
+
+
+@pytest.mark.parametrize("name, request_, code, message", BAD_DECIDES, ids=[b[0] for b in BAD_DECIDES])
+def test_bad_decide(client, name, request_, code, message):
+    accepted = client.decide({}, ["a"], CANDS, event_id="accepted-before")
+    with pytest.raises(grpc.RpcError) as err:
+        _raw(client, request_)
+    assert err.value.code() == code, err.value.details()
+    assert message in err.value.details()
+    # The server keeps answering, and what it had accepted is still there.
+    assert client.decide({}, ["a"], CANDS, event_id="accepted-before") == accepted
+    assert client.reward("accepted-before", 1.0) == "a"
+
+
+def test_no_eligible_candidates(client):
+    with pytest.raises(grpc.RpcError) as err:
+        client.decide({}, ["a"])  # empty catalog
+    assert err.value.code() == CODE.FAILED_PRECONDITION
+    assert "no eligible collection" in err.value.details()
+    client.put_collections([collection("email-only", {"c": {"x": 1.0}}, eligible_slots=["email"]),
+                            collection("any", {"c": {"x": 2.0}})])
+    with pytest.raises(grpc.RpcError) as err:
+        client.decide({}, ["homepage", "banner"])  # two slots, one collection allowed in either
+    assert err.value.code() == CODE.FAILED_PRECONDITION
+    assert "slot 'banner'" in err.value.details()
+
+
+def test_bad_rewards_and_activations(client):
+    result = client.decide({}, ["a", "b"], CANDS)
+    cases = [
+        (lambda: client.reward("no-such-event", 1.0), CODE.NOT_FOUND, "unknown"),
+        (lambda: client.reward(result.event_id, 1.0), CODE.INVALID_ARGUMENT, "name the slot_id"),
+        (lambda: client.reward(result.event_id, 1.0, slot_id="zzz"), CODE.INVALID_ARGUMENT, "no slot 'zzz'"),
+        (lambda: client.reward(result.event_id, math.nan, slot_id="a"), CODE.INVALID_ARGUMENT, "not finite"),
+        (lambda: client.reward("", 1.0), CODE.INVALID_ARGUMENT, "event_id is required"),
+        (lambda: client.activate(result.event_id), CODE.FAILED_PRECONDITION, "not decided with deferred"),
+        (lambda: client.activate("no-such-event"), CODE.NOT_FOUND, "unknown"),
+    ]
+    for call, code, message in cases:
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        assert err.value.code() == code, (message, err.value.details())
+        assert message in err.value.details()
+    assert client.reward(result.event_id, 1.0, slot_id="b") == "b"
+    stats = client.stats()
+    assert stats.rewards == 1 and stats.rewards_rejected_unknown == 1
+    assert stats.bad_requests == len(cases)
+
+
+def test_reward_after_window_is_expired(start):
+    server = start(join={"window_seconds": 0.05, "tick_seconds": 0.01})
+    with PlacementClient(server.target) as client:
+        result = client.decide({}, ["a"], CANDS)
+        server.engine.join_now(now=server.engine.clock() + 1)
+        with pytest.raises(grpc.RpcError) as err:
+            client.reward(result.event_id, 1.0)
+        assert err.value.code() == CODE.FAILED_PRECONDITION
+        assert "past its reward window" in err.value.details()
+        with pytest.raises(grpc.RpcError) as err:
+            client.decide({}, ["a"], CANDS, event_id=result.event_id)
+        assert err.value.code() == CODE.ALREADY_EXISTS
+        assert client.stats().rewards_rejected_expired == 1
+
+
+def test_limits_are_configurable(start):
+    server = start(limits={"max_candidates": 2, "features": {"max_category_length": 4}})
+    with PlacementClient(server.target) as client:
+        with pytest.raises(grpc.RpcError) as err:
+            client.decide({}, ["a"], CANDS)
+        assert "at most 2" in err.value.details()
+        with pytest.raises(grpc.RpcError) as err:
+            client.decide({"u": {"x": "abcde"}}, ["a"], CANDS[:2])
+        assert "longer than 4" in err.value.details()
+        assert client.decide({"u": {"x": "abcd"}}, ["a"], CANDS[:2]).slots
+
+
+def test_bad_collections_admin(client):
+    with pytest.raises(grpc.RpcError) as err:
+        client.put_collections([])
+    assert err.value.code() == CODE.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:
+        client.put_collections([collection("x", {"c": {"v": math.nan}})])
+    assert err.value.code() == CODE.INVALID_ARGUMENT
+    with pytest.raises(grpc.RpcError) as err:
+        client.put_collections([collection("x"), collection("x")])
+    assert "duplicate" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        client.put_collections([collection("x", active_from=10.0, active_until=5.0)])
+    assert "active_until" in err.value.details()
+    assert client.list_collections() == []

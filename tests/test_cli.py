@@ -1,0 +1,101 @@
+"""The command line as a user runs it."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from typer.testing import CliRunner
+
+from server.cli import app
+from server.config import ConfigError, load_config
+
+import pytest
+
+runner = CliRunner()
+PLACEMENT = str(Path(sys.executable).with_name("placement"))
+
+
+def test_help_lists_the_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("serve", "demo"):
+        assert command in result.output
+    serve_help = runner.invoke(app, ["serve", "--help"]).output
+    for option in ("--config", "--host", "--port", "--data-dir"):
+        assert option in serve_help
+
+
+def test_demo_learns(tmp_path):
+    result = runner.invoke(app, ["demo", "--decisions", "2000", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    match = re.search(r"learned policy: ([0-9.]+) clicks per slot; uniform random: ([0-9.]+)", result.output)
+    assert match, result.output
+    learned, uniform = map(float, match.groups())
+    assert learned > 1.8 * uniform
+    assert (tmp_path / "joined" / "default").exists()
+
+
+def test_serve_runs_and_stops_cleanly(tmp_path):
+    proc = subprocess.Popen([PLACEMENT, "serve", "--port", "0", "--data-dir", str(tmp_path / "d")],
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        port = None
+        for line in proc.stderr:
+            match = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
+            if match:
+                port = int(match.group(1))
+                break
+        assert port, "server did not report its port"
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert (tmp_path / "d" / "models" / "default" / "CURRENT").exists()
+
+
+def test_bad_config_is_named(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[join]\nwindow_secnds = 3\n')
+    result = runner.invoke(app, ["serve", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert "window_secnds" in result.output
+    missing = runner.invoke(app, ["serve", "--config", str(tmp_path / "nope.toml")])
+    assert missing.exit_code == 2 and "does not exist" in missing.output
+
+
+def test_config_file_and_overrides(tmp_path):
+    path = tmp_path / "c.toml"
+    path.write_text("""
+port = 6000
+[join]
+window_seconds = 60
+aggregation = "max"
+[surfaces.email]
+mode = "apprentice"
+[surfaces.email.learning.exploration]
+algorithm = "epsilon"
+epsilon = 0.2
+""")
+    cfg = load_config(path, port=7000)
+    assert cfg.port == 7000 and cfg.join.window_seconds == 60 and cfg.join.aggregation == "max"
+    assert cfg.surfaces["email"].mode == "apprentice"
+    assert cfg.surfaces["email"].learning.exploration.epsilon == 0.2
+    assert "default" in cfg.surfaces
+    for text, message in (('[log]\nfsync = "sometimes"\n', "fsync"),
+                          ('[surfaces.default]\nmode = "yolo"\n', "mode"),
+                          ('[surfaces.default.learning.exploration]\nalgorithm = "magic"\n', "magic"),
+                          ('port = 70000\n', "port")):
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_config(path)

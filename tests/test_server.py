@@ -1,0 +1,139 @@
+"""Server behaviour over real channels: restart, hot swap, admin, health, reflection."""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from server.client import PlacementClient
+
+from helpers import SEGMENTS, SLOTS
+from test_loop import drive, register_collections, settle
+
+
+def test_restart_keeps_model_version_and_pending_joins(start, tmp_path):
+    data = tmp_path / "restart"
+    first = start(data, join={"window_seconds": 3600, "tick_seconds": 0.02})
+    with PlacementClient(first.target) as client:
+        register_collections(client)
+        drive(client, 200, seed=3)
+        first.engine.join_now(now=first.engine.clock() + 7200)  # these 200 are joined and learned
+        first.engine.wait_learned()
+        pending = client.decide({"customer": {"segment": "a"}}, SLOTS, event_id="pending-1")
+        version_before = client.model_info().current_version
+        joined_before = client.stats().joined
+    first.stop()  # publishes what was learned
+    second = start(data, join={"window_seconds": 3600, "tick_seconds": 0.02})
+    with PlacementClient(second.target) as client:
+        info = client.model_info()
+        assert int(info.current_version) >= int(version_before)
+        assert info.versions[-1].examples_learned == joined_before == 200
+        assert client.stats().pending == 1
+        # The pending decision still takes its reward and is joined once.
+        client.reward("pending-1", 1.0, slot_id="email")
+        again = client.decide({"customer": {"segment": "a"}}, SLOTS, event_id="pending-1")
+        assert again.chosen() == pending.chosen()
+        second.engine.join_now(now=second.engine.clock() + 7200)
+        second.engine.wait_learned()
+        stats = client.stats()
+        assert stats.joined == 1 and stats.joined_with_reward == 1
+        assert second.engine.surfaces["default"].examples_learned == 201
+
+
+def test_hot_swap_under_concurrent_decides(start):
+    server = start(learner={"publish_every_examples": 25, "publish_every_seconds": 0.1})
+    failures: list[Exception] = []
+    versions: set[str] = set()
+    stop = threading.Event()
+
+    def hammer(seed: int) -> None:
+        with PlacementClient(server.target) as client:
+            i = 0
+            while not stop.is_set():
+                try:
+                    result = client.decide({"customer": {"segment": SEGMENTS[i % 3]}}, SLOTS)
+                    versions.add(result.model_version)
+                    client.reward(result.event_id, 1.0, slot_id=SLOTS[i % 3])
+                except Exception as exc:  # any failed call fails the test
+                    failures.append(exc)
+                i += 1
+
+    with PlacementClient(server.target) as admin:
+        register_collections(admin)
+        threads = [threading.Thread(target=hammer, args=(s,)) for s in range(4)]
+        for t in threads:
+            t.start()
+        waited = threading.Event()
+        for _ in range(150):  # at most ~30 s; joins close on their own (0.5 s window)
+            if len(versions) >= 5 or waited.wait(0.2):
+                break
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not failures, failures[:3]
+    assert len(versions) >= 5, versions
+
+
+def test_export_import_and_rollback(server, client, tmp_path):
+    register_collections(client)
+    drive(client, 300, seed=4)
+    settle(server)
+    info = client.model_info()
+    current = int(info.current_version)
+    header = client.export_model(tmp_path / "model.vw")
+    assert header.version == current and len(header.sha256) == 64
+    rolled = client.rollback(1)
+    assert int(rolled.current_version) == current + 1
+    assert rolled.versions[-1].origin == "rollback"
+    assert rolled.versions[-1].examples_learned == 0
+    imported = client.import_model(tmp_path / "model.vw")
+    assert imported.versions[-1].origin == "imported"
+    assert imported.versions[-1].sha256 == header.sha256
+    decision = client.decide({"customer": {"segment": "a"}}, SLOTS)
+    assert decision.model_version == imported.current_version
+
+
+def test_import_refuses_bad_checksum_and_non_models(client, tmp_path):
+    path = tmp_path / "model.vw"
+    client.export_model(path)
+    with pytest.raises(grpc.RpcError) as err:
+        client.import_model(path, sha256="0" * 64)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "checksum" in err.value.details()
+    junk = tmp_path / "junk.vw"
+    junk.write_bytes(b"\x80\x04not a model at all")
+    with pytest.raises(grpc.RpcError) as err:
+        client.import_model(junk)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "not a Vowpal Wabbit model" in err.value.details()
+    with pytest.raises(grpc.RpcError) as err:
+        client.rollback(999)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_collections_admin(client):
+    register_collections(client)
+    assert [c.id for c in client.list_collections()] == [f"col-{i}" for i in range(5)]
+    version = client.delete_collection("col-0")
+    assert [c.id for c in client.list_collections()] == [f"col-{i}" for i in range(1, 5)]
+    assert version == client.stats().catalog_version
+    with pytest.raises(grpc.RpcError) as err:
+        client.delete_collection("col-0")
+    assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_health_and_reflection(server):
+    with grpc.insecure_channel(server.target) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in ("", "placement.v1.PlacementService", "placement.v1.PlacementAdmin"):
+            reply = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        replies = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                            timeout=5)
+        names = {s.name for reply in replies for s in reply.list_services_response.service}
+        assert {"placement.v1.PlacementService", "placement.v1.PlacementAdmin", "grpc.health.v1.Health"} <= names
