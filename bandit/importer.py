@@ -1,0 +1,799 @@
+"""Import tabular logged bandit data (CSV or Parquet) into the joined log.
+
+Logs from other systems usually come as one row per shown item: context
+columns, the chosen collection, its propensity, the reward, a timestamp, and
+optionally an event id, a slot/position and the set of collections that were
+available. This module turns such a file into the engine's joined DSJSON (ccb
+layout, via :func:`bandit.events.joined_to_dsjson`), one line per decision, so
+plain VW, ``read_joined`` and the offline evaluators all read it as they read
+the server's own joined log.
+
+Conventions (also shown by ``placement import --help``):
+
+* **Rows** are numbered from 1 for the first data row (CSV line N+1 with a
+  header line). Every row is either written or rejected with its number and a
+  reason; nothing is dropped silently.
+* **Decisions.** Without an event-id column each row is its own decision with
+  the id ``row-<N>``. With one, rows sharing an event id form one decision;
+  with a slot column too, a multi-slot decision whose slots are sorted
+  numerically when all slot values are integers, else kept in file order. A
+  decision with any bad row is rejected whole; its other rows are reported as
+  such. Rows of one decision need not be adjacent, but an event whose rows are
+  spread apart stays in memory until its last row is read.
+* **Logged ranking.** Tabular logs rarely carry the logging policy's full
+  distribution. Unless a distribution column is mapped, the chosen collection
+  gets the logged propensity and the other collections still available to the
+  slot share the remaining mass uniformly. Estimators that only use the chosen
+  action's propensity (IPW, DR, ...) are unaffected; anything that uses the
+  whole logged distribution sees this assumption.
+* **Candidates.** The candidate-set column (``"a|b|c"``) lists what a row could
+  have shown; rows of one decision with different sets give per-slot include
+  lists. Without the column every decision offers every collection seen in
+  the action column of the file (sorted).
+* **Features.** Each context column becomes a feature in a named group (VW
+  namespace ``C.<group>``). A column is numeric when all its non-empty values
+  are numbers, else categorical, unless ``:num``/``:cat`` says otherwise. An
+  empty cell means the feature is absent for that row (VW's sparse "missing").
+  Rows of one decision must agree on their context.
+* **Timestamps** are ISO-8601 strings (naive ones are UTC), epoch seconds, or
+  Parquet timestamps. Without a timestamp column decisions get epoch 0.
+* **Memory.** The file is read twice in chunks: a first pass over the action,
+  event-id and type-inferred context columns (collection set, rows per event,
+  column types), then the conversion pass. Only the per-event row counts and
+  unfinished decisions are held in memory.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import math
+import os
+import tomllib
+from collections import Counter
+from dataclasses import dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence, TextIO
+
+from bandit.features import (
+    DEFAULT_LIMITS,
+    Candidate,
+    FeatureError,
+    FeatureGroup,
+    SlotSpec,
+    check_groups,
+    check_name,
+)
+from bandit.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson
+from bandit.policy import DecisionInput, SlotChoice
+
+DEFAULT_GROUP = "context"
+DEFAULT_SLOT = "slot_0"
+MODEL_VERSION = "imported"
+PROBABILITY_TOLERANCE = 1e-3  # how far a logged distribution's sum may be from 1
+Progress = Callable[[int, int], None]
+
+
+class MappingError(ValueError):
+    """The input cannot be used at all (missing file or column, bad mapping)."""
+
+
+class _RowError(Exception):
+    """One row is bad; ``kind`` is a stable short code, the message says why."""
+
+    def __init__(self, kind: str, reason: str):
+        super().__init__(reason)
+        self.kind = kind
+        self.reason = reason
+
+
+# --- the mapping -------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ContextColumn:
+    """One context column: which group it goes in, its feature name and kind."""
+
+    column: str
+    group: str = DEFAULT_GROUP
+    feature: str = ""
+    kind: str = "auto"  # auto | num | cat
+
+    @property
+    def name(self) -> str:
+        return self.feature or self.column
+
+
+@dataclass(frozen=True)
+class ColumnMap:
+    """Which columns mean what. ``propensity`` may be omitted when a full
+    ``distribution`` column (``"a:0.7|b:0.3"``) is mapped."""
+
+    action: str = ""
+    reward: str = ""
+    propensity: str = ""
+    context: tuple[ContextColumn, ...] = ()
+    slot: str = ""
+    event: str = ""
+    timestamp: str = ""
+    candidates: str = ""
+    distribution: str = ""
+    separator: str = "|"
+    reward_is_cost: bool = False
+    default_slot: str = DEFAULT_SLOT
+    surface: str = "default"
+    collection_features: Path | None = None
+    collection_id_column: str = "id"
+    collection_group: str = "collection"
+
+    def columns(self) -> list[str]:
+        """Every input column the mapping reads, in a stable order."""
+        named = [self.action, self.reward, self.propensity, self.slot, self.event,
+                 self.timestamp, self.candidates, self.distribution]
+        named += [c.column for c in self.context]
+        return list(dict.fromkeys(c for c in named if c))
+
+    def validate(self) -> "ColumnMap":
+        for role in ("action", "reward"):
+            if not getattr(self, role):
+                raise MappingError(f"no {role} column mapped (--{role} or '{role}' in the mapping file)")
+        if not self.propensity and not self.distribution:
+            raise MappingError("no propensity column mapped (--propensity, or --distribution for a full one)")
+        if not self.separator:
+            raise MappingError("candidate separator is empty")
+        try:
+            check_name("default slot", self.default_slot)
+            seen: set[tuple[str, str]] = set()
+            for col in self.context:
+                check_name("context group", col.group)
+                check_name(f"feature for column '{col.column}' (set 'feature' in the mapping file)", col.name)
+                if (col.group, col.name) in seen:
+                    raise MappingError(f"feature '{col.group}:{col.name}' is mapped twice")
+                seen.add((col.group, col.name))
+            per_group = Counter(c.group for c in self.context)
+            for group, n in per_group.items():
+                if n > DEFAULT_LIMITS.max_features_per_group:
+                    raise MappingError(f"group '{group}' has {n} features, at most "
+                                       f"{DEFAULT_LIMITS.max_features_per_group}")
+            if len(per_group) > DEFAULT_LIMITS.max_groups:
+                raise MappingError(f"{len(per_group)} context groups, at most {DEFAULT_LIMITS.max_groups}")
+        except FeatureError as exc:
+            raise MappingError(str(exc)) from None
+        return self
+
+
+def parse_context_spec(text: str) -> tuple[ContextColumn, ...]:
+    """``"user:age,user:segment:cat,hour"`` -> context columns; a bare column
+    goes into group ``context``; a trailing ``:num``/``:cat`` fixes the kind."""
+    return tuple(_context_item(item.strip()) for item in text.split(",") if item.strip())
+
+
+def _context_item(item: str) -> ContextColumn:
+    parts = item.split(":")
+    kind = "auto"
+    if len(parts) > 1 and parts[-1] in ("num", "cat", "auto"):
+        kind = parts.pop()
+    if len(parts) == 1:
+        return ContextColumn(parts[0], kind=kind)
+    if len(parts) == 2 and all(parts):
+        return ContextColumn(parts[1], group=parts[0], kind=kind)
+    raise MappingError(f"context column '{item}': expected [group:]column[:num|:cat]")
+
+
+_KEYS = {f.name for f in fields(ColumnMap)}
+
+
+def build_mapping(mapping_file: Path | None = None, **overrides: Any) -> ColumnMap:
+    """The mapping file (TOML, optional) with command-line values on top;
+    ``None``/empty overrides leave the file's value. Context may be a spec
+    string, a list of spec strings, or a list of tables
+    ``{column, group, feature, kind}``."""
+    raw: dict[str, Any] = _read_toml(mapping_file) if mapping_file else {}
+    for key, value in overrides.items():
+        if value not in (None, "", False, ()):
+            raw[key] = value
+    unknown = sorted(set(raw) - _KEYS)
+    if unknown:
+        raise MappingError(f"unknown mapping key(s): {', '.join(unknown)}; known: {', '.join(sorted(_KEYS))}")
+    raw["context"] = _context_from(raw.get("context", ()))
+    if raw.get("collection_features"):
+        path = Path(raw["collection_features"])
+        if mapping_file and not path.is_absolute() and not overrides.get("collection_features"):
+            path = mapping_file.parent / path
+        raw["collection_features"] = path
+    try:
+        return ColumnMap(**raw).validate()
+    except TypeError as exc:
+        raise MappingError(f"bad mapping: {exc}") from None
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        raise MappingError(f"mapping file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise MappingError(f"mapping file {path}: {exc}") from None
+    return data.get("import", data)  # allow an [import] table in a larger config
+
+
+def _context_from(raw: Any) -> tuple[ContextColumn, ...]:
+    if isinstance(raw, str):
+        return parse_context_spec(raw)
+    out: list[ContextColumn] = []
+    for item in raw or ():
+        if isinstance(item, str):
+            out.extend(parse_context_spec(item))
+        elif isinstance(item, Mapping) and "column" in item:
+            try:
+                out.append(ContextColumn(**item))
+            except TypeError as exc:
+                raise MappingError(f"context entry {dict(item)}: {exc}") from None
+        elif isinstance(item, ContextColumn):
+            out.append(item)
+        else:
+            raise MappingError(f"context entry {item!r}: expected a spec string or a table with 'column'")
+    for col in out:
+        if col.kind not in ("auto", "num", "cat"):
+            raise MappingError(f"context column '{col.column}': kind '{col.kind}' is not auto, num or cat")
+    return tuple(out)
+
+
+# --- reading tabular files ---------------------------------------------------
+
+def _is_parquet(path: Path) -> bool:
+    if path.suffix.lower() in (".parquet", ".pq"):
+        return True
+    if path.suffix.lower() in (".csv", ".tsv", ".txt", ".gz"):
+        return False
+    with open(path, "rb") as fh:
+        return fh.read(4) == b"PAR1"
+
+
+def _csv_separator(path: Path) -> str:
+    return "\t" if ".tsv" in path.suffixes else ","
+
+
+def table_columns(path: Path) -> list[str]:
+    """The file's column names; MappingError if it is missing or unreadable."""
+    if not path.is_file():
+        raise MappingError(f"input file {path} does not exist")
+    try:
+        if _is_parquet(path):
+            import pyarrow.parquet as pq
+            return list(pq.read_schema(path).names)
+        import pandas as pd
+        return [str(c) for c in pd.read_csv(path, nrows=0, sep=_csv_separator(path)).columns]
+    except MappingError:
+        raise
+    except Exception as exc:  # pandas/pyarrow raise many kinds
+        raise MappingError(f"cannot read {path}: {exc}") from None
+
+
+def iter_rows(path: Path, columns: Sequence[str], chunk_rows: int = 50_000) -> Iterator[dict[str, Any]]:
+    """Rows as dicts, chunk by chunk. CSV cells are strings (types are decided
+    here, not by pandas per chunk); empty cells and Parquet nulls are None."""
+    if _is_parquet(path):
+        import pyarrow.parquet as pq
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows, columns=list(columns)):
+            yield from batch.to_pylist()
+        return
+    import pandas as pd
+    reader = pd.read_csv(path, usecols=list(columns), dtype=str, keep_default_na=False, na_filter=False,
+                         chunksize=chunk_rows, sep=_csv_separator(path))
+    try:
+        for chunk in reader:
+            for record in chunk.to_dict("records"):
+                yield {k: (v if isinstance(v, str) and v.strip() else None) for k, v in record.items()}
+    except pd.errors.ParserError as exc:
+        raise MappingError(f"{path} is not well-formed CSV: {exc}") from None
+
+
+# --- cell parsing ------------------------------------------------------------
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _as_id(value: Any) -> str | None:
+    """Ids from any column type: integral floats (pandas' ints with gaps) as ints."""
+    if value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    text = str(value).strip()
+    return text or None
+
+
+def _float(value: Any, what: str, kind: str) -> float:
+    if value is None:
+        raise _RowError(kind, f"missing {what}")
+    if _is_number(value):
+        return float(value)
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        raise _RowError(kind, f"{what} {str(value)[:40]!r} is not a number") from None
+
+
+def parse_propensity(value: Any) -> float:
+    p = _float(value, "propensity", "propensity")
+    if math.isnan(p):
+        raise _RowError("propensity", "propensity is NaN")
+    if not 0.0 < p <= 1.0:
+        raise _RowError("propensity", f"propensity {p:g} is not in (0, 1]")
+    return p
+
+
+def parse_reward(value: Any, is_cost: bool = False) -> float:
+    if isinstance(value, bool):
+        r = float(value)
+    elif isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        r = float(value.strip().lower() == "true")
+    else:
+        r = _float(value, "reward", "reward")
+    if not math.isfinite(r):
+        raise _RowError("reward", f"reward {r:g} is not finite")
+    return -r if is_cost else r
+
+
+def parse_timestamp(value: Any) -> float:
+    """Epoch seconds from epoch numbers, ISO strings (naive = UTC) or datetimes."""
+    if value is None:
+        raise _RowError("timestamp", "missing timestamp")
+    if isinstance(value, datetime):
+        return _aware(value).timestamp()
+    if _is_number(value):
+        ts = float(value)
+    else:
+        text = str(value).strip()
+        try:
+            ts = float(text)
+        except ValueError:
+            try:
+                return _aware(datetime.fromisoformat(text.replace("Z", "+00:00"))).timestamp()
+            except ValueError:
+                raise _RowError("timestamp", f"bad timestamp {text[:40]!r} (expected ISO-8601 or epoch seconds)") from None
+    if not math.isfinite(ts):
+        raise _RowError("timestamp", f"bad timestamp {ts:g}")
+    return ts
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def parse_slot(value: Any) -> str:
+    slot = _as_id(value)
+    if slot is None:
+        raise _RowError("slot", "missing slot")
+    try:
+        return check_name("slot", slot)
+    except FeatureError:
+        raise _RowError("slot", f"unknown slot format {slot[:40]!r} (expected an integer position or a name "
+                                "of letters, digits, '_', '.', '-')") from None
+
+
+def parse_collection(value: Any, what: str = "action") -> str:
+    cid = _as_id(value)
+    if cid is None:
+        raise _RowError(what, f"missing {what}")
+    try:
+        return check_name("collection id", cid)
+    except FeatureError as exc:
+        raise _RowError(what, f"{what}: {exc}") from None
+
+
+def parse_candidates(value: Any, separator: str) -> tuple[str, ...]:
+    items = value if isinstance(value, (list, tuple)) else (str(value).split(separator) if value is not None else [])
+    ids = [i for i in (_as_id(v) for v in items) if i is not None]
+    if not ids:
+        raise _RowError("candidates", "missing candidate set")
+    return tuple(dict.fromkeys(parse_collection(i, "candidate") for i in ids))
+
+
+def parse_distribution(value: Any, separator: str) -> tuple[tuple[str, float], ...]:
+    """``"a:0.7|b:0.3"`` -> ((a, 0.7), (b, 0.3)), checked to be a distribution."""
+    if value is None:
+        raise _RowError("distribution", "missing distribution")
+    out: dict[str, float] = {}
+    for part in str(value).split(separator):
+        cid, colon, prob = part.strip().rpartition(":")
+        if not colon or not cid:
+            raise _RowError("distribution", f"distribution entry {part[:40]!r} is not 'collection:probability'")
+        p = _float(prob, f"probability of '{cid}'", "distribution")
+        if not 0.0 <= p <= 1.0:
+            raise _RowError("distribution", f"probability {p:g} of '{cid}' is not in [0, 1]")
+        out[parse_collection(cid, "distribution collection")] = p
+    total = sum(out.values())
+    if abs(total - 1.0) > PROBABILITY_TOLERANCE:
+        raise _RowError("distribution", f"distribution sums to {total:.6g}, not 1")
+    return tuple(out.items())
+
+
+def _numeric_cell(value: Any) -> bool:
+    if _is_number(value):
+        return True
+    if isinstance(value, str):
+        try:
+            float(value)
+            return True
+        except ValueError:
+            return False
+    return False
+
+
+def feature_value(value: Any, numeric: bool, where: str) -> float | str | None:
+    """A cell as a feature value; None (absent) for an empty cell."""
+    if value is None:
+        return None
+    if not numeric:
+        return str(value).strip() if not isinstance(value, float) or not value.is_integer() else str(int(value))
+    try:
+        number = float(value) if not isinstance(value, bool) else math.nan
+    except (TypeError, ValueError):
+        raise _RowError("feature", f"bad feature value {where}={str(value)[:40]!r}: not a number") from None
+    if not math.isfinite(number):
+        raise _RowError("feature", f"bad feature value {where}={value!r}: not finite")
+    return number
+
+
+# --- the first pass ----------------------------------------------------------
+
+@dataclass
+class _Scan:
+    rows: int = 0
+    actions: set[str] = field(default_factory=set)
+    event_rows: dict[str, int] = field(default_factory=dict)
+    numeric: dict[str, bool] = field(default_factory=dict)
+
+
+def _scan(path: Path, mapping: ColumnMap, chunk_rows: int, progress: Progress | None) -> _Scan:
+    """Collection set, rows per event and the kind of each auto context column."""
+    auto = [c.column for c in mapping.context if c.kind == "auto"]
+    columns = list(dict.fromkeys([mapping.action, *([mapping.event] if mapping.event else []), *auto]))
+    scan = _Scan(numeric={c: True for c in auto})
+    seen_value: set[str] = set()
+    for row in iter_rows(path, columns, chunk_rows):
+        scan.rows += 1
+        action = _as_id(row[mapping.action])
+        if action is not None and _valid_name(action):
+            scan.actions.add(action)
+        if mapping.event:
+            event = _as_id(row[mapping.event])
+            if event is not None:
+                scan.event_rows[event] = scan.event_rows.get(event, 0) + 1
+        for col in auto:
+            value = row[col]
+            if value is not None:
+                seen_value.add(col)
+                if scan.numeric[col] and not _numeric_cell(value):
+                    scan.numeric[col] = False
+        if progress and scan.rows % 10_000 == 0:
+            progress(scan.rows, 0)
+    for col in auto:
+        scan.numeric[col] = scan.numeric[col] and col in seen_value
+    return scan
+
+
+def _valid_name(text: str) -> bool:
+    try:
+        check_name("id", text)
+        return True
+    except FeatureError:
+        return False
+
+
+# --- collection features -----------------------------------------------------
+
+def load_collection_features(path: Path, id_column: str = "id", group: str = "collection") -> dict[str, Candidate]:
+    """Per-collection features from a small CSV/Parquet file: one row per
+    collection, every other column a feature (kind inferred per column)."""
+    columns = table_columns(path)
+    if id_column not in columns:
+        raise MappingError(f"collection feature file {path} has no column '{id_column}' "
+                           f"(columns: {', '.join(columns)})")
+    rows = list(iter_rows(path, columns))
+    feats = [c for c in columns if c != id_column]
+    numeric = {c: all(_numeric_cell(r[c]) for r in rows if r[c] is not None) for c in feats}
+    out: dict[str, Candidate] = {}
+    for n, row in enumerate(rows, start=1):
+        try:
+            cid = parse_collection(row[id_column], "collection id")
+            values = {c: feature_value(row[c], numeric[c], c) for c in feats}
+            groups = (FeatureGroup(group, {k: v for k, v in values.items() if v is not None}),)
+            out[cid] = Candidate(cid, check_groups(groups, f"collection '{cid}'"))
+        except (_RowError, FeatureError) as exc:
+            raise MappingError(f"{path} row {n}: {exc}") from None
+    return out
+
+
+# --- the second pass: rows into decisions ------------------------------------
+
+@dataclass(frozen=True)
+class _Row:
+    number: int
+    event: str
+    slot: str = ""
+    action: str = ""
+    propensity: float = 0.0
+    reward: float = 0.0
+    timestamp: float = 0.0
+    context: tuple[FeatureGroup, ...] = ()
+    candidates: tuple[str, ...] | None = None
+    distribution: tuple[tuple[str, float], ...] | None = None
+    error: _RowError | None = None
+
+
+@dataclass(frozen=True)
+class Reject:
+    row: int
+    event: str
+    kind: str
+    reason: str
+
+
+@dataclass
+class ImportSummary:
+    """What an import did; ``rejects`` keeps the first ``sample`` rejections."""
+
+    rows_read: int = 0
+    rows_written: int = 0
+    decisions_written: int = 0
+    rows_rejected: int = 0
+    decisions_rejected: int = 0
+    by_kind: Counter = field(default_factory=Counter)
+    rejects: list[Reject] = field(default_factory=list)
+    output: Path | None = None
+
+
+class _Converter:
+    """Parses rows and assembles decisions; the caller feeds rows in order."""
+
+    def __init__(self, mapping: ColumnMap, scan: _Scan, catalog: Mapping[str, Candidate]):
+        self.m = mapping
+        self.scan = scan
+        self.catalog = catalog
+        self.kinds = {c.column: (c.kind == "num" or (c.kind == "auto" and scan.numeric.get(c.column, False)))
+                      for c in mapping.context}
+        self.all_ids = tuple(sorted(scan.actions))
+        self.pending: dict[str, list[_Row]] = {}
+
+    def feed(self, number: int, raw: Mapping[str, Any]) -> Iterator[list[_Row]]:
+        """Yields the rows of each decision this row completes."""
+        row = self.parse(number, raw)
+        if not self.m.event or row.error and row.error.kind == "event":
+            yield [row]
+            return
+        rows = self.pending.setdefault(row.event, [])
+        rows.append(row)
+        if len(rows) >= self.scan.event_rows.get(row.event, 1):
+            yield self.pending.pop(row.event)
+
+    def leftovers(self) -> Iterator[list[_Row]]:
+        """Events whose row count changed since the first pass (file rewritten)."""
+        while self.pending:
+            yield self.pending.pop(next(iter(self.pending)))
+
+    def parse(self, number: int, raw: Mapping[str, Any]) -> _Row:
+        m = self.m
+        event = _as_id(raw[m.event]) if m.event else f"row-{number}"
+        if event is None:
+            return _Row(number, "", error=_RowError("event", "missing event id"))
+        try:
+            candidates = parse_candidates(raw[m.candidates], m.separator) if m.candidates else None
+            action = parse_collection(raw[m.action])
+            distribution = parse_distribution(raw[m.distribution], m.separator) if m.distribution else None
+            propensity = self._propensity(raw, action, distribution)
+            allowed = candidates if candidates is not None else self.all_ids
+            if action not in allowed:
+                raise _RowError("candidates", f"action '{action}' is not in the candidate set")
+            for cid, _ in distribution or ():
+                if cid not in allowed:
+                    raise _RowError("distribution", f"distribution names '{cid}', not in the candidate set")
+            return _Row(
+                number, event,
+                slot=parse_slot(raw[m.slot]) if m.slot else m.default_slot,
+                action=action, propensity=propensity,
+                reward=parse_reward(raw[m.reward], m.reward_is_cost),
+                timestamp=parse_timestamp(raw[m.timestamp]) if m.timestamp else 0.0,
+                context=self._context(raw, number),
+                candidates=candidates, distribution=distribution)
+        except _RowError as exc:
+            return _Row(number, event, error=exc)
+
+    def _propensity(self, raw: Mapping[str, Any], action: str,
+                    distribution: tuple[tuple[str, float], ...] | None) -> float:
+        logged = dict(distribution or ()).get(action)
+        if distribution is not None and not logged:
+            raise _RowError("distribution", f"distribution gives action '{action}' no probability")
+        if not self.m.propensity:
+            return float(logged)
+        p = parse_propensity(raw[self.m.propensity])
+        if logged is not None and abs(logged - p) > 1e-6:
+            raise _RowError("propensity", f"propensity {p:g} disagrees with the distribution's {logged:g}")
+        return p
+
+    def _context(self, raw: Mapping[str, Any], number: int) -> tuple[FeatureGroup, ...]:
+        groups: dict[str, dict[str, float | str]] = {}
+        for col in self.m.context:
+            value = feature_value(raw[col.column], self.kinds[col.column], col.column)
+            if value is not None:
+                groups.setdefault(col.group, {})[col.name] = value
+        try:
+            return check_groups([FeatureGroup(g, f) for g, f in groups.items()], "context")
+        except FeatureError as exc:
+            raise _RowError("feature", f"bad feature value: {exc}") from None
+
+    def decision(self, rows: list[_Row]) -> tuple[JoinedEvent | None, list[Reject]]:
+        """The joined event of a decision's rows, or why each row is rejected."""
+        problems = {r.number: r.error for r in rows if r.error} or _decision_problems(rows)
+        if problems:
+            return None, _reject_all(rows, problems)
+        rows = _slot_order(rows)
+        ids = self._candidate_ids(rows)
+        index = {cid: i for i, cid in enumerate(ids)}
+        eligible = tuple(None if r.candidates is None or len(r.candidates) == len(ids)
+                         else tuple(index[c] for c in r.candidates) for r in rows)
+        used: set[int] = set()
+        choices = []
+        for k, r in enumerate(rows):
+            allowed = eligible[k] if eligible[k] is not None else range(len(ids))
+            choices.append(_choice(r, index, [a for a in allowed if a not in used]))
+            used.add(index[r.action])
+        inp = DecisionInput(rows[0].context, tuple(SlotSpec(r.slot) for r in rows),
+                            tuple(self.catalog.get(cid) or Candidate(cid) for cid in ids),
+                            eligible if any(e is not None for e in eligible) else ())
+        event = DecisionEvent(rows[0].event, min(r.timestamp for r in rows), self.m.surface, "online",
+                              MODEL_VERSION, inp, tuple(choices))
+        n = len(rows)
+        return JoinedEvent(event, tuple(r.reward for r in rows), (True,) * n, tuple((r.reward,) for r in rows)), []
+
+    def _candidate_ids(self, rows: Sequence[_Row]) -> tuple[str, ...]:
+        if not self.m.candidates:
+            return self.all_ids
+        return tuple(dict.fromkeys(c for r in rows for c in r.candidates or ()))
+
+
+def _decision_problems(rows: Sequence[_Row]) -> dict[int, _RowError]:
+    """Row-to-row inconsistencies inside one decision."""
+    problems: dict[int, _RowError] = {}
+    first_slot: dict[str, int] = {}
+    first_action: dict[str, int] = {}
+    for r in rows:
+        if r.slot in first_slot:
+            problems[r.number] = _RowError("duplicate", f"duplicate (event, slot) ('{r.event}', '{r.slot}'), "
+                                                         f"first at row {first_slot[r.slot]}")
+        elif r.action in first_action:
+            problems[r.number] = _RowError("duplicate", f"collection '{r.action}' shown in two slots of one "
+                                                         f"decision, first at row {first_action[r.action]}")
+        elif r.context != rows[0].context:
+            problems[r.number] = _RowError("context", f"context differs from row {rows[0].number} "
+                                                       "of the same decision")
+        first_slot.setdefault(r.slot, r.number)
+        first_action.setdefault(r.action, r.number)
+    return problems
+
+
+def _reject_all(rows: Sequence[_Row], problems: Mapping[int, _RowError]) -> list[Reject]:
+    first = min(problems)
+    whole = f"decision rejected whole: row {first} is bad ({problems[first].reason})"
+    return [Reject(r.number, r.event, problems[r.number].kind, problems[r.number].reason) if r.number in problems
+            else Reject(r.number, r.event, "decision", whole) for r in rows]
+
+
+def _slot_order(rows: list[_Row]) -> list[_Row]:
+    """Positions sort numerically; named slots keep file order."""
+    if all(r.slot.isdigit() for r in rows):
+        return sorted(rows, key=lambda r: int(r.slot))
+    return rows
+
+
+def _choice(row: _Row, index: Mapping[str, int], available: Sequence[int]) -> SlotChoice:
+    """The logged ranking: the distribution if mapped, else the propensity for
+    the chosen collection and the rest shared uniformly by the others."""
+    chosen = index[row.action]
+    if row.distribution is not None:
+        ranking = [(index[c], p) for c, p in row.distribution if index[c] in available or c == row.action]
+    else:
+        others = [a for a in available if a != chosen]
+        rest = (1.0 - row.propensity) / len(others) if others else 0.0
+        ranking = [(chosen, row.propensity)] + [(a, rest) for a in others]
+    ranking.sort(key=lambda ap: (-ap[1], ap[0] != chosen, ap[0]))
+    return SlotChoice(row.slot, chosen, row.propensity, tuple(ranking))
+
+
+# --- the import --------------------------------------------------------------
+
+def import_log(source: Path, out: Path, mapping: ColumnMap, *, rejects_path: Path | None = None,
+               chunk_rows: int = 50_000, sample: int = 100, progress: Progress | None = None) -> ImportSummary:
+    """Convert ``source`` into a joined DSJSON log at ``out`` (gzip if it ends in
+    ``.gz``). The output appears atomically and only when at least one decision
+    was written. MappingError when the input is unusable."""
+    source, out = Path(source), Path(out)
+    mapping.validate()
+    available = table_columns(source)
+    missing = [c for c in mapping.columns() if c not in available]
+    if missing:
+        raise MappingError(f"column(s) not in {source.name}: {', '.join(missing)} "
+                           f"(columns: {', '.join(available)})")
+    catalog = (load_collection_features(mapping.collection_features, mapping.collection_id_column,
+                                        mapping.collection_group) if mapping.collection_features else {})
+    scan = _scan(source, mapping, chunk_rows, progress)
+    if scan.rows == 0:
+        raise MappingError(f"{source} has no data rows")
+    converter = _Converter(mapping, scan, catalog)
+    summary = ImportSummary(rows_read=scan.rows, output=out)
+    tmp = out.with_name(out.name + ".importing")
+    try:
+        with _open_text(tmp) as fh, _RejectWriter(rejects_path) as rejects:
+            rows = iter_rows(source, mapping.columns(), chunk_rows)
+            for number, raw in enumerate(rows, start=1):
+                for group in converter.feed(number, raw):
+                    _emit(converter, group, fh, rejects, summary, sample)
+                if progress and number % 10_000 == 0:
+                    progress(number, scan.rows)
+            for group in converter.leftovers():
+                _emit(converter, group, fh, rejects, summary, sample)
+        if summary.decisions_written:
+            os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if progress:
+        progress(scan.rows, scan.rows)
+    return summary
+
+
+def _emit(converter: _Converter, rows: list[_Row], fh: TextIO, rejects: "_RejectWriter",
+          summary: ImportSummary, sample: int) -> None:
+    joined, bad = converter.decision(rows)
+    if joined is not None:
+        fh.write(dumps(joined_to_dsjson(joined)) + "\n")
+        summary.decisions_written += 1
+        summary.rows_written += len(rows)
+        return
+    summary.decisions_rejected += 1
+    summary.rows_rejected += len(bad)
+    for reject in bad:
+        summary.by_kind[reject.kind] += 1
+        if len(summary.rejects) < sample:
+            summary.rejects.append(reject)
+        rejects.write(reject)
+
+
+def _open_text(path: Path) -> TextIO:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.name.endswith(".gz.importing") or path.suffix == ".gz":
+        return gzip.open(path, "wt", encoding="utf-8")
+    return open(path, "w", encoding="utf-8")
+
+
+class _RejectWriter:
+    """The rejection report (CSV: row, event_id, kind, reason); a no-op without a path."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self._fh: TextIO | None = None
+
+    def __enter__(self) -> "_RejectWriter":
+        if self.path:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            self._fh = open(self.path, "w", encoding="utf-8", newline="")
+            self._csv = csv.writer(self._fh)
+            self._csv.writerow(["row", "event_id", "kind", "reason"])
+        return self
+
+    def write(self, reject: Reject) -> None:
+        if self._fh:
+            self._csv.writerow([reject.row, reject.event, reject.kind, reject.reason])
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._fh:
+            self._fh.close()
+
+
+def read_rejects(path: Path) -> list[Reject]:
+    """Read a rejection report back (for checks and tooling)."""
+    with open(path, encoding="utf-8", newline="") as fh:
+        return [Reject(int(r["row"]), r["event_id"], r["kind"], r["reason"]) for r in csv.DictReader(fh)]
