@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import random
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
 from typing import Sequence
@@ -154,6 +154,29 @@ class Policy:
             decision.choices.append(choice)
         return decision
 
+    def scores(self, inp: DecisionInput, k: int, allowed: Sequence[int]) -> dict[int, float]:
+        """VW's predicted reward (-cost) of each allowed candidate in slot k."""
+        text = "\n".join(vw_lines(inp, only_slot=k, include=allowed))
+        with self._lock:
+            examples = self._ws.parse(text)
+            try:
+                self._ws.predict(examples)
+                return {a: -examples[1 + a].get_partial_prediction() for a in allowed}
+            finally:
+                self._ws.finish_example(examples)
+
+    def explain(self, inp: DecisionInput, k: int, allowed: Sequence[int], action: int,
+                top: int = 5, max_features: int = 48) -> list[tuple[str, str, float]]:
+        """Which features raised or lowered the chosen collection's predicted
+        reward: each feature is left out in turn and the score recomputed
+        (exact for VW's model, interactions included; bounded in count)."""
+        base = self.scores(inp, k, allowed)[action]
+        out = []
+        for where, name, ablated in list(_ablations(inp, k, action))[:max_features]:
+            out.append((where, name, base - self.scores(ablated, k, allowed)[action]))
+        out.sort(key=lambda item: -abs(item[2]))
+        return out[:top]
+
     def learn(self, inp: DecisionInput, choices: Sequence[SlotChoice], rewards: Sequence[float]) -> None:
         """One update from a joined decision; VW minimises cost = -reward."""
         lines = vw_lines(inp, choices, [-r for r in rewards])
@@ -167,6 +190,31 @@ class Policy:
     def close(self) -> None:
         with self._lock:
             self._ws.finish()
+
+
+def _without(groups: tuple[FeatureGroup, ...], group: str, feature: str) -> tuple[FeatureGroup, ...]:
+    return tuple(FeatureGroup(g.name, {n: v for n, v in g.features.items() if not (g.name == group and n == feature)})
+                 for g in groups)
+
+
+def _ablations(inp: DecisionInput, k: int, action: int):
+    """(role.group, feature, input without that feature) for the features that
+    can move slot k's score of ``action``."""
+    for g in inp.context:
+        for name in g.features:
+            yield f"context.{g.name}", name, replace(inp, context=_without(inp.context, g.name, name))
+    slot = inp.slots[k]
+    for g in slot.groups:
+        for name in g.features:
+            slots = list(inp.slots)
+            slots[k] = replace(slot, groups=_without(slot.groups, g.name, name))
+            yield f"slot.{g.name}", name, replace(inp, slots=tuple(slots))
+    cand = inp.candidates[action]
+    for g in cand.groups:
+        for name in g.features:
+            cands = list(inp.candidates)
+            cands[action] = replace(cand, groups=_without(cand.groups, g.name, name))
+            yield f"collection.{g.name}", name, replace(inp, candidates=tuple(cands))
 
 
 def baseline_action(inp: DecisionInput, k: int, used: set[int]) -> int:

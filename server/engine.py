@@ -184,6 +184,18 @@ class Engine:
                 surface.counters.apprentice_agreements += sum(c.model_top == c.action for c in event.choices)
         return event
 
+    def explain(self, event: DecisionEvent, top: int = 5) -> list[list[tuple[str, str, float]]]:
+        """Per slot, the features that moved the chosen collection's predicted
+        reward most (by leaving each out); computed only when asked for."""
+        policy = self.surface(event.surface).serving
+        used: set[int] = set()
+        out = []
+        for k, choice in enumerate(event.choices):
+            allowed = [a for a in event.inp.allowed(k) if a not in used]
+            out.append(policy.explain(event.inp, k, allowed, choice.action, top=top))
+            used.add(choice.action)
+        return out
+
     def _existing(self, event_id: str) -> DecisionEvent | None:
         """Idempotency: a repeated id gets the original decision back."""
         existing = self.joiner.get(event_id)

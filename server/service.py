@@ -4,7 +4,6 @@ to precise gRPC status codes. No learning or I/O decisions live here."""
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import math
 import tempfile
@@ -23,7 +22,7 @@ from bandit.vwargs import SettingsError
 from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc
 from server.engine import AlreadyJoined, DecideCall, Engine, UnknownSurface
-from server.modelstore import ModelStoreError, VersionInfo, sha256_of
+from server.modelstore import ModelStoreError, VersionInfo
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +174,13 @@ class PlacementService(pb_grpc.PlacementServiceServicer):
 
     @_rpc
     def Decide(self, request, context):
-        return to_response(self.engine.decide(to_call(request, self.engine)))
+        event = self.engine.decide(to_call(request, self.engine))
+        response = to_response(event)
+        if request.explain:
+            for slot, reasons in zip(response.slots, self.engine.explain(event)):
+                slot.explanation.extend(pb.FeatureContribution(group=g, feature=f, contribution=c)
+                                        for g, f, c in reasons)
+        return response
 
     def DecideStream(self, request_iterator, context) -> Iterator[pb.DecideResponse]:
         for request in request_iterator:

@@ -149,3 +149,17 @@ def test_deferred_decision_learned_only_after_activation(server, client):
     assert stats.joined == 1 and stats.unactivated_dropped == 1
     assert stats.joined_with_reward == 1
     assert sent.slots[0].slot_id == "email"
+
+
+def test_explain_names_the_features_that_drove_the_choice(server, client):
+    register_collections(client)
+    drive(client, 1500, seed=5)
+    settle(server)
+    result = client.decide({"customer": {"segment": "a", "noise": 0.5}}, SLOTS, explain=True, mode="logging_only")
+    for slot_result in result.slots:
+        assert slot_result.explanation, "explain=True must return contributions"
+        groups = [(g, f) for g, f, _ in slot_result.explanation]
+        # Only the segment carries signal in this world; it must be the top reason.
+        assert groups[0] == ("context.customer", "segment"), slot_result.explanation
+    plain = client.decide({"customer": {"segment": "a"}}, SLOTS)
+    assert all(not s.explanation for s in plain.slots)
