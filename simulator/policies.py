@@ -128,7 +128,9 @@ class EnginePolicy:
         return self.policy.decide(inp, event_id).choices
 
     def distributions(self, inp: DecisionInput) -> list[list[tuple[int, float]]]:
-        return self.policy.distributions(inp)
+        """Per-slot marginal distributions (no de-duplication across slots),
+        the form off-policy estimators and :func:`runner.true_value` take."""
+        return [self.policy.slot_distribution(inp, k, list(inp.allowed(k))) for k in range(len(inp.slots))]
 
     def learn(self, joined: JoinedEvent) -> None:
         d = joined.decision

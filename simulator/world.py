@@ -145,8 +145,8 @@ class CollectionConfig:
     event: date | None = None
     ramp_days: float = 21.0
     tail_days: float = 5.0
-    off_level: float = -2.0  # log demand far from the event
-    peak_level: float = 1.5  # log demand on the event day
+    off_level: float = -2.5  # log demand far from the event
+    peak_level: float = 2.0  # log demand on the event day
     # viral
     spike_rate_per_day: float = 0.0
     spike_size: float = 3.0
@@ -401,6 +401,14 @@ def season_bucket(days_to_event: float | None) -> str:
     return "past"
 
 
+def event_proximity(days_to_event: float) -> float:
+    """A calendar signal any merchandiser has: 0 four weeks or more before an
+    event, rising to 1 on the day, back to 0 a week after."""
+    if days_to_event >= 0:
+        return max(0.0, 1.0 - days_to_event / 28.0)
+    return max(0.0, 1.0 + days_to_event / 7.0)
+
+
 def buzz_bucket(buzz: float) -> str:
     return "quiet" if buzz < 0.25 else "warm" if buzz < 1.5 else "hot"
 
@@ -427,6 +435,7 @@ class World:
         self._click_in = {x.id: float(x.click_delay.cdf(window)) for x in s.slots}
         self._purchase_in = {x.id: _convolved_cdf(x.click_delay, s.reward.purchase_delay, window) for x in s.slots}
         self._current: Request | None = None
+        self._cache: tuple[Request, tuple[np.ndarray, np.ndarray, float]] | None = None
 
     # -- time-varying demand ---------------------------------------------------
     def _draw_spikes(self, c: CollectionConfig) -> tuple[Spike, ...]:
@@ -449,7 +458,8 @@ class World:
             if to_event > c.ramp_days:
                 return c.off_level
             if to_event >= 0:
-                return c.off_level + (c.peak_level - c.off_level) * (1.0 - to_event / c.ramp_days)
+                # Concave ramp: demand builds early and plateaus towards the event.
+                return c.off_level + (c.peak_level - c.off_level) * (1.0 - (to_event / c.ramp_days) ** 2)
             return c.peak_level + (c.off_level - c.peak_level) * min(1.0, -to_event / c.tail_days)
         if c.kind == "viral":
             return math.log1p(self.buzz(c.id, day))
@@ -534,45 +544,62 @@ class World:
         meta.update({f"tag_{t}": 1.0 for t in c.tags})
         meta.update({f"cat_{t}": 1.0 for t in c.categories})
         event_day = self.scenario.event_day(c)
-        when = {"season": season_bucket(None if event_day is None else event_day - day),
-                "buzz": buzz_bucket(buzz) if buzz is not None else "none"}
+        to_event = None if event_day is None else event_day - day
+        when: dict[str, float | str] = {"season": season_bucket(to_event),
+                                        "buzz": buzz_bucket(buzz) if buzz is not None else "none"}
+        if to_event is not None:
+            when["proximity"] = event_proximity(to_event)
         return Candidate(c.id, (FeatureGroup("meta", meta), FeatureGroup("when", when)))
 
     # -- truth -----------------------------------------------------------------
-    def _probabilities(self, r: Request, k: int, c: CollectionConfig) -> tuple[float, float]:
-        """(click probability, purchase probability given a click)."""
-        s, slot = self.scenario, r.slots[k]
-        affinity = sum(r.customer.taste.get(t, 0.0) for t in c.tags) / math.sqrt(max(1, len(c.tags)))
-        score = _logit(slot.base_rate) + c.appeal + affinity + self.demand(c, r.day)
-        if set(r.intent.tags) & set(c.tags):
-            score += r.intent.boost
-        score += slot.kind_effects.get(c.kind, 0.0)
-        if r.category in c.categories:
-            score += slot.category_effect
+    def _terms(self, r: Request) -> tuple[np.ndarray, np.ndarray, float]:
+        """Per-collection logit terms common to every slot, purchase
+        probabilities, and the time-of-day effect; cached for the last request
+        (the oracle, the record and the outcomes all ask about it)."""
+        if self._cache is not None and self._cache[0] is r:
+            return self._cache[1]
+        s = self.scenario
+        common, buy = np.empty(len(r.collections)), np.empty(len(r.collections))
+        for j, c in enumerate(r.collections):
+            affinity = sum(r.customer.taste.get(t, 0.0) for t in c.tags) / math.sqrt(max(1, len(c.tags)))
+            boost = r.intent.boost if set(r.intent.tags) & set(c.tags) else 0.0
+            common[j] = c.appeal + affinity + self.demand(c, r.day) + boost
+            buy[j] = min(0.95, c.purchase_rate * r.customer.segment.purchase_multiplier * math.exp(0.3 * affinity))
         moment = datetime.fromtimestamp(r.timestamp, tz=timezone.utc)
-        score += s.hour_effects.get(hour_bucket(moment.hour), 0.0)
-        score += s.weekend_effect if moment.weekday() >= 5 else 0.0
-        p_click = _sigmoid(score) * s.position_decay ** k
-        p_buy = min(0.95, c.purchase_rate * r.customer.segment.purchase_multiplier * math.exp(0.3 * affinity))
-        return p_click, p_buy
+        when = s.hour_effects.get(hour_bucket(moment.hour), 0.0) + (s.weekend_effect if moment.weekday() >= 5 else 0.0)
+        self._cache = (r, (common, buy, when))
+        return common, buy, when
+
+    def _probabilities(self, r: Request, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """Click probability of each collection in slot k, and purchase probability given a click."""
+        common, buy, when = self._terms(r)
+        slot = r.slots[k]
+        score = common + _logit(slot.base_rate) + when
+        score += np.array([slot.kind_effects.get(c.kind, 0.0)
+                           + (slot.category_effect if r.category in c.categories else 0.0)
+                           for c in r.collections])
+        p_click = 1.0 / (1.0 + np.exp(-score)) * self.scenario.position_decay ** k
+        return p_click, buy
 
     def expected_reward(self, request: Request, slot: int | str, collection: int | str) -> float:
         """Exact expected joined reward of showing a collection in a slot
         (late and lost rewards count as the default)."""
         k = slot if isinstance(slot, int) else [x.id for x in request.slots].index(slot)
-        c = request.collections[collection] if isinstance(collection, int) else self.scenario.collection(collection)
+        a = collection if isinstance(collection, int) else [c.id for c in request.collections].index(collection)
+        return float(self._slot_values(request, k)[a])
+
+    def _slot_values(self, r: Request, k: int) -> np.ndarray:
         rw = self.scenario.reward
-        p_click, p_buy = self._probabilities(request, k, c)
+        p_click, p_buy = self._probabilities(r, k)
         kept = 1.0 - rw.lost_share
-        slot_id = request.slots[k].id
+        slot_id = r.slots[k].id
         seen = kept * p_click * self._click_in[slot_id]
         bought = kept * p_click * p_buy * self._purchase_in[slot_id]
         return seen * rw.click_value + bought * rw.purchase_value + (1.0 - seen) * rw.default
 
     def expected_matrix(self, request: Request) -> np.ndarray:
         """Expected reward of every (slot, candidate) pair: shape (slots, candidates)."""
-        return np.array([[self.expected_reward(request, k, a) for a in range(len(request.collections))]
-                         for k in range(len(request.slots))])
+        return np.stack([self._slot_values(request, k) for k in range(len(request.slots))])
 
     def outcome(self, request: Request, k: int, collection: int) -> Outcome:
         """Sample what showing a collection in slot k leads to. Draws come in a
@@ -582,9 +609,9 @@ class World:
         u_click, u_buy, u_lost = rng.uniform(size=3)
         click_h = request.slots[k].click_delay.sample_hours(rng)
         buy_h = self.scenario.reward.purchase_delay.sample_hours(rng)
-        p_click, p_buy = self._probabilities(request, k, request.collections[collection])
-        clicked = bool(u_click < p_click)
-        purchased = clicked and bool(u_buy < p_buy)
+        p_click, p_buy = self._probabilities(request, k)
+        clicked = bool(u_click < p_click[collection])
+        purchased = clicked and bool(u_buy < p_buy[collection])
         rewards: list[tuple[float, float]] = []
         if clicked and u_lost >= self.scenario.reward.lost_share:
             rw = self.scenario.reward

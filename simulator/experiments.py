@@ -1,0 +1,166 @@
+"""Grids of policies x scenarios x seeds, run in local processes or on Ray.
+
+Each grid cell is one independent :func:`simulator.runner.run`, fully
+determined by (policy, scenario, seed, decisions), so the engine that runs it
+(a process pool here, a local Ray or an existing Ray cluster) cannot change
+the numbers, only the wall time. Ray is imported only when asked for.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import pandas as pd
+
+from simulator.policies import PolicySpec, parse_policy
+from simulator.runner import run
+from simulator.world import Scenario, load_scenario
+
+# Columns that measure the machine, not the policy: ignored when comparing runs.
+TIMING_COLUMNS = ("seconds",)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One grid cell; picklable, so it travels to a process or a Ray worker."""
+
+    policy: PolicySpec
+    scenario: Scenario
+    seed: int
+    decisions: int
+    log_path: str | None = None
+
+
+@dataclass
+class GridResult:
+    summary: pd.DataFrame  # one row per run
+    records: pd.DataFrame  # one row per (run, decision, slot)
+
+
+def run_job(job: Job) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Run one cell; module-level so process pools and Ray can call it."""
+    result = run(job.scenario, job.policy, job.seed, job.decisions, log_path=job.log_path)
+    records = result.records
+    for col in ("policy", "scenario", "slot", "collection", "kind", "oracle_collection"):
+        records[col] = records[col].astype("category")
+    return result.summary, records.drop(columns=["event_id"])
+
+
+def log_path_for(base: Path | str, job: Job, single: bool) -> str:
+    """The joined-log file of one run: ``base`` itself for a single run, else
+    ``<stem>.<policy>.<scenario>.s<seed><suffix>`` beside it."""
+    base = Path(base)
+    if single:
+        return str(base)
+    tag = re.sub(r"[^A-Za-z0-9_.-]", "-", f"{job.policy.name}.{job.scenario.name}.s{job.seed}")
+    return str(base.with_name(f"{base.stem}.{tag}{base.suffix or '.json'}"))
+
+
+def make_jobs(policies: Sequence[str | PolicySpec], scenarios: Sequence[str | Path | Scenario],
+              seeds: Sequence[int], decisions: int, log_path: Path | str | None = None) -> list[Job]:
+    """The grid, in a fixed order (scenario, seed, policy)."""
+    specs = [parse_policy(p) for p in policies]
+    loaded = [s if isinstance(s, Scenario) else load_scenario(s) for s in scenarios]
+    if not specs or not loaded or not seeds:
+        raise ValueError("a grid needs at least one policy, scenario and seed")
+    jobs = [Job(p, s, int(seed), decisions) for s in loaded for seed in seeds for p in specs]
+    if log_path is not None:
+        single = len(jobs) == 1
+        jobs = [Job(j.policy, j.scenario, j.seed, j.decisions, log_path_for(log_path, j, single)) for j in jobs]
+    return jobs
+
+
+def run_grid(policies: Sequence[str | PolicySpec], scenarios: Sequence[str | Path | Scenario],
+             seeds: Sequence[int], decisions: int, *, workers: int | None = None, ray: bool = False,
+             ray_address: str | None = None, log_path: Path | str | None = None,
+             on_done: Callable[[dict[str, Any]], None] | None = None) -> GridResult:
+    """Run every policy on every scenario and seed.
+
+    ``workers`` defaults to the number of cores; 1 runs in this process.
+    ``ray=True`` uses a local Ray, ``ray_address`` an existing cluster (which
+    needs this package and VW installed). ``on_done`` sees each run's summary."""
+    jobs = make_jobs(policies, scenarios, seeds, decisions, log_path)
+    workers = max(1, workers or os.cpu_count() or 1)
+    if ray or ray_address:
+        outputs = _run_ray(jobs, workers, ray_address, on_done)
+    elif workers == 1 or len(jobs) == 1:
+        outputs = []
+        for job in jobs:
+            outputs.append(run_job(job))
+            if on_done:
+                on_done(outputs[-1][0])
+    else:
+        outputs = _run_pool(jobs, workers, on_done)
+    summary = pd.DataFrame([s for s, _ in outputs])
+    records = pd.concat([r for _, r in outputs], ignore_index=True)
+    for col in ("policy", "scenario", "slot", "collection", "kind", "oracle_collection"):
+        records[col] = records[col].astype("category")
+    return GridResult(summary, records)
+
+
+def _run_pool(jobs: list[Job], workers: int, on_done) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    outputs: list[Any] = [None] * len(jobs)
+    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
+        for future in as_completed(futures):
+            outputs[futures[future]] = future.result()
+            if on_done:
+                on_done(outputs[futures[future]][0])
+    return outputs
+
+
+def _run_ray(jobs: list[Job], workers: int, address: str | None, on_done) -> list[tuple[dict[str, Any], pd.DataFrame]]:
+    """Run on Ray; a Ray we start is shut down afterwards, a running one is left alone."""
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("Ray is not installed: pip install 'placement-engine[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        if address:
+            import bandit
+            import simulator
+            # Ship this code to the cluster so workers run the same version.
+            ray.init(address=address, log_to_driver=False,
+                     runtime_env={"py_modules": [bandit, simulator]})
+        else:
+            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+    try:
+        remote = ray.remote(num_cpus=1)(run_job)
+        pending = {remote.remote(job): i for i, job in enumerate(jobs)}
+        outputs: list[Any] = [None] * len(jobs)
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                i = pending.pop(ref)
+                outputs[i] = ray.get(ref)
+                if on_done:
+                    on_done(outputs[i][0])
+        return outputs
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def save_results(frame: pd.DataFrame, path: Path | str) -> Path:
+    """Write a results table as Parquet or CSV, chosen by the file suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix == ".parquet":
+        frame.to_parquet(path, index=False)
+    elif path.suffix == ".csv":
+        frame.to_csv(path, index=False)
+    else:
+        raise ValueError(f"results file '{path}' must end in .parquet or .csv")
+    return path
+
+
+def comparable(summary: pd.DataFrame) -> pd.DataFrame:
+    """The summary without timing columns, sorted: equal across engines for the same grid."""
+    cols = [c for c in summary.columns if c not in TIMING_COLUMNS]
+    return summary[cols].sort_values(["scenario", "seed", "policy"]).reset_index(drop=True)
