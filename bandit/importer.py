@@ -264,7 +264,7 @@ def table_columns(path: Path) -> list[str]:
             import pyarrow.parquet as pq
             return list(pq.read_schema(path).names)
         import pandas as pd
-        return [str(c) for c in pd.read_csv(path, nrows=0, sep=_csv_separator(path)).columns]
+        return [str(c) for c in pd.read_csv(path, nrows=0, sep=_csv_separator(path), encoding="utf-8-sig").columns]
     except MappingError:
         raise
     except Exception as exc:  # pandas/pyarrow raise many kinds
@@ -281,11 +281,13 @@ def iter_rows(path: Path, columns: Sequence[str], chunk_rows: int = 50_000) -> I
         return
     import pandas as pd
     reader = pd.read_csv(path, usecols=list(columns), dtype=str, keep_default_na=False, na_filter=False,
-                         chunksize=chunk_rows, sep=_csv_separator(path))
+                         chunksize=chunk_rows, sep=_csv_separator(path), encoding="utf-8-sig")
     try:
         for chunk in reader:
-            for record in chunk.to_dict("records"):
-                yield {k: (v if isinstance(v, str) and v.strip() else None) for k, v in record.items()}
+            names = list(chunk.columns)
+            cells = [[v if isinstance(v, str) and v.strip() else None for v in chunk[c].tolist()] for c in names]
+            for values in zip(*cells):
+                yield dict(zip(names, values))
     except pd.errors.ParserError as exc:
         raise MappingError(f"{path} is not well-formed CSV: {exc}") from None
 
@@ -558,6 +560,8 @@ class _Converter:
         self.kinds = {c.column: (c.kind == "num" or (c.kind == "auto" and scan.numeric.get(c.column, False)))
                       for c in mapping.context}
         self.all_ids = tuple(sorted(scan.actions))
+        self.all_index = {cid: i for i, cid in enumerate(self.all_ids)}
+        self.all_candidates = tuple(catalog.get(cid) or Candidate(cid) for cid in self.all_ids)
         self.pending: dict[str, list[_Row]] = {}
 
     def feed(self, number: int, raw: Mapping[str, Any]) -> Iterator[list[_Row]]:
@@ -628,12 +632,11 @@ class _Converter:
 
     def decision(self, rows: list[_Row]) -> tuple[JoinedEvent | None, list[Reject]]:
         """The joined event of a decision's rows, or why each row is rejected."""
-        problems = {r.number: r.error for r in rows if r.error} or _decision_problems(rows)
+        problems = {r.number: r.error for r in rows if r.error} or _decision_problems(rows, bool(self.m.slot))
         if problems:
             return None, _reject_all(rows, problems)
         rows = _slot_order(rows)
-        ids = self._candidate_ids(rows)
-        index = {cid: i for i, cid in enumerate(ids)}
+        ids, index, candidates = self._candidates(rows)
         eligible = tuple(None if r.candidates is None or len(r.candidates) == len(ids)
                          else tuple(index[c] for c in r.candidates) for r in rows)
         used: set[int] = set()
@@ -643,28 +646,31 @@ class _Converter:
             choices.append(_choice(r, index, [a for a in allowed if a not in used]))
             used.add(index[r.action])
         inp = DecisionInput(rows[0].context, tuple(SlotSpec(r.slot) for r in rows),
-                            tuple(self.catalog.get(cid) or Candidate(cid) for cid in ids),
+                            candidates,
                             eligible if any(e is not None for e in eligible) else ())
         event = DecisionEvent(rows[0].event, min(r.timestamp for r in rows), self.m.surface, "online",
                               MODEL_VERSION, inp, tuple(choices))
         n = len(rows)
         return JoinedEvent(event, tuple(r.reward for r in rows), (True,) * n, tuple((r.reward,) for r in rows)), []
 
-    def _candidate_ids(self, rows: Sequence[_Row]) -> tuple[str, ...]:
+    def _candidates(self, rows: Sequence[_Row]) -> tuple[tuple[str, ...], dict[str, int], tuple[Candidate, ...]]:
+        """Ids, id -> index, and candidates: the file-wide set, or the rows' union."""
         if not self.m.candidates:
-            return self.all_ids
-        return tuple(dict.fromkeys(c for r in rows for c in r.candidates or ()))
+            return self.all_ids, self.all_index, self.all_candidates
+        ids = tuple(dict.fromkeys(c for r in rows for c in r.candidates or ()))
+        return ids, {c: i for i, c in enumerate(ids)}, tuple(self.catalog.get(c) or Candidate(c) for c in ids)
 
 
-def _decision_problems(rows: Sequence[_Row]) -> dict[int, _RowError]:
+def _decision_problems(rows: Sequence[_Row], has_slots: bool) -> dict[int, _RowError]:
     """Row-to-row inconsistencies inside one decision."""
     problems: dict[int, _RowError] = {}
     first_slot: dict[str, int] = {}
     first_action: dict[str, int] = {}
     for r in rows:
         if r.slot in first_slot:
-            problems[r.number] = _RowError("duplicate", f"duplicate (event, slot) ('{r.event}', '{r.slot}'), "
-                                                         f"first at row {first_slot[r.slot]}")
+            what = (f"duplicate (event, slot) ('{r.event}', '{r.slot}')" if has_slots
+                    else f"duplicate event id '{r.event}' (no slot column mapped)")
+            problems[r.number] = _RowError("duplicate", f"{what}, first at row {first_slot[r.slot]}")
         elif r.action in first_action:
             problems[r.number] = _RowError("duplicate", f"collection '{r.action}' shown in two slots of one "
                                                          f"decision, first at row {first_action[r.action]}")
@@ -765,7 +771,7 @@ def _emit(converter: _Converter, rows: list[_Row], fh: TextIO, rejects: "_Reject
 def _open_text(path: Path) -> TextIO:
     path.parent.mkdir(parents=True, exist_ok=True)
     if path.name.endswith(".gz.importing") or path.suffix == ".gz":
-        return gzip.open(path, "wt", encoding="utf-8")
+        return gzip.open(path, "wt", encoding="utf-8", compresslevel=6)
     return open(path, "w", encoding="utf-8")
 
 

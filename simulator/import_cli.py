@@ -31,20 +31,20 @@ def import_log(
     propensity: Optional[str] = typer.Option(None, help="Column with the probability the chosen collection was "
                                                         "shown with, in (0, 1]."),
     context: Optional[str] = typer.Option(None, help="Context columns, comma-separated, each "
-                                                     "[group:]column[:num|:cat], e.g. 'user:age,user:segment'. "
+                                                     "column, group:column or group:column:num|cat, e.g. 'user:age,user:segment'. "
                                                      "Bare columns go to group 'context'; numeric columns are "
                                                      "numeric features, others categorical."),
     slot: Optional[str] = typer.Option(None, help="Slot/position column: rows with one event id and different "
                                                   "slots form one multi-slot decision. Without it every row is "
                                                   "a single-slot decision."),
-    slot_id: Optional[str] = typer.Option(None, help="Slot id for single-slot decisions [default: slot_0]."),
-    event: Optional[str] = typer.Option(None, help="Event id column [default: 'row-<N>' from the row number]."),
+    slot_id: Optional[str] = typer.Option(None, help="Slot id for single-slot decisions (default: slot_0)."),
+    event: Optional[str] = typer.Option(None, help="Event id column (default: 'row-<N>' from the row number)."),
     timestamp: Optional[str] = typer.Option(None, help="Timestamp column: ISO-8601 (naive = UTC) or epoch "
-                                                       "seconds [default: epoch 0]."),
+                                                       "seconds (default: epoch 0)."),
     candidates: Optional[str] = typer.Option(None, help="Column listing the collections available, e.g. "
-                                                        "'a|b|c' [default: every action seen in the file]."),
+                                                        "'a|b|c' (default: every action seen in the file)."),
     separator: Optional[str] = typer.Option(None, help="Separator in candidate and distribution cells "
-                                                       "[default: '|']."),
+                                                       "(default: '|')."),
     distribution: Optional[str] = typer.Option(None, help="Column with the full logged distribution, "
                                                           "'a:0.7|b:0.2|c:0.1'. Without it the other candidates "
                                                           "share 1 - propensity uniformly."),
@@ -53,8 +53,8 @@ def import_log(
     collection_features: Optional[Path] = typer.Option(None, help="CSV/Parquet with one row per collection; "
                                                                   "its columns become collection features."),
     collection_id_column: Optional[str] = typer.Option(None, help="Id column of --collection-features "
-                                                                  "[default: id]."),
-    surface: Optional[str] = typer.Option(None, help="Surface name recorded on each decision [default: default]."),
+                                                                  "(default: id)."),
+    surface: Optional[str] = typer.Option(None, help="Surface name recorded on each decision (default: default)."),
     rejects: Optional[Path] = typer.Option(None, "--rejects", help="Write rejected rows here as CSV "
                                                                    "(row, event_id, kind, reason)."),
     chunk_rows: int = typer.Option(50_000, min=1, help="Rows read per chunk; bounds memory on large files."),

@@ -99,6 +99,18 @@ def test_default_candidates_are_all_actions_seen(tmp_path: Path) -> None:
     assert events[0].decision.inp.context[0].name == "context"
 
 
+def test_duplicate_event_without_slot_column(tmp_path: Path) -> None:
+    src = write_csv(tmp_path / "log.csv", "sid,col,p,r", ["e1,a,0.5,1", "e2,b,0.5,0", "e1,b,0.5,1"])
+    out, rej = tmp_path / "out.json", tmp_path / "rej.csv"
+    summary = import_log(src, out, build_mapping(None, action="col", reward="r", propensity="p", event="sid"),
+                         rejects_path=rej)
+    assert [e.decision.event_id for e in read_joined([out])] == ["e2"]
+    assert summary.decisions_rejected == 1
+    reasons = {r.row: r.reason for r in read_rejects(rej)}
+    assert reasons[3] == "duplicate event id 'e1' (no slot column mapped), first at row 1"
+    assert reasons[1].startswith("decision rejected whole: row 3 is bad")
+
+
 def _frame() -> pd.DataFrame:
     return pd.DataFrame({
         "sid": ["e1", "e1", "e2", "e3", "e3", "e4"],
