@@ -3,7 +3,9 @@ on one port; start and graceful stop around an :class:`Engine`."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
+import os
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -13,8 +15,10 @@ from grpc_reflection.v1alpha import reflection
 
 from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc
-from server.config import ServerConfig
+from server.config import ConfigError, SecurityConfig, ServerConfig
 from server.engine import Engine
+from server.interceptors import AuthInterceptor, MetricsInterceptor, read_token
+from server.metrics import Metrics
 from server.service import PlacementAdmin, PlacementService
 
 log = logging.getLogger(__name__)
@@ -33,6 +37,8 @@ class RunningServer:
     engine: Engine
     port: int
     health: health.HealthServicer
+    metrics: Metrics
+    metrics_port: int | None = None
 
     @property
     def target(self) -> str:
@@ -43,17 +49,59 @@ class RunningServer:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.stop(grace).wait()
         self.engine.stop()
+        self.metrics.stop()
 
     def wait(self) -> None:
         self.server.wait_for_termination()
 
 
+def is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _auth(security: SecurityConfig, host: str) -> AuthInterceptor:
+    """Admin calls are authenticated when a token or mTLS identities are set;
+    beyond loopback that is required unless explicitly waived."""
+    try:
+        token = read_token(security.admin_token_file, security.admin_token_env, dict(os.environ))
+    except (OSError, ValueError) as exc:
+        raise ConfigError(str(exc)) from None
+    auth = AuthInterceptor(token, security.admin_identities, security.protect_all)
+    if not is_loopback(host) and not auth.enabled and not security.allow_unauthenticated_admin:
+        raise ConfigError(
+            f"refusing to listen on {host} with PlacementAdmin unauthenticated: set an admin token "
+            f"(security.admin_token_file or ${security.admin_token_env}) or mTLS admin_identities, "
+            "or security.allow_unauthenticated_admin = true")
+    return auth
+
+
+def _credentials(security: SecurityConfig) -> grpc.ServerCredentials | None:
+    if not security.tls:
+        return None
+    cert = open(security.tls_cert_file, "rb").read()
+    key = open(security.tls_key_file, "rb").read()
+    if security.tls_client_ca_file is None:
+        return grpc.ssl_server_credentials([(key, cert)])
+    ca = open(security.tls_client_ca_file, "rb").read()
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
+
+
 def start_server(config: ServerConfig, engine: Engine | None = None) -> RunningServer:
     """Start serving; port 0 lets the OS choose (tests)."""
+    auth = _auth(config.security, config.host)
+    credentials = _credentials(config.security)
     engine = engine or Engine(config)
+    metrics = Metrics(engine)
     limit = config.limits.max_message_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="rpc"),
+        interceptors=[MetricsInterceptor(metrics), auth],
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
                  ("grpc.so_reuseport", 0)],
         maximum_concurrent_rpcs=config.threads * 8,
@@ -63,12 +111,18 @@ def start_server(config: ServerConfig, engine: Engine | None = None) -> RunningS
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
-        raise OSError(f"could not listen on {config.host}:{config.port}")
+        raise OSError(f"could not listen on {address}")
     engine.start()
     server.start()
     for name in (*SERVICE_NAMES, ""):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("placement engine listening on %s:%d (data in %s)", config.host, port, config.data_dir)
-    return RunningServer(server, engine, port, health_servicer)
+    metrics_port = None
+    if config.metrics.port is not None:
+        metrics_port = metrics.serve(config.metrics.host, config.metrics.port)
+    log.info("placement engine listening on %s:%d (%s, admin %s, data in %s)", config.host, port,
+             "TLS" if credentials else "plaintext", "authenticated" if auth.enabled else "open",
+             config.data_dir)
+    return RunningServer(server, engine, port, health_servicer, metrics, metrics_port)

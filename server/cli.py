@@ -33,17 +33,25 @@ def serve(
     port: Optional[int] = typer.Option(None, help="Port to listen on; 0 lets the OS choose [default: 50051]."),
     data_dir: Optional[Path] = typer.Option(None, help="Where the event log, joined data and models live "
                                                        "[default: ./placement-data]."),
+    metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus metrics on this HTTP port "
+                                                          "(loopback; 0 lets the OS choose) [default: off]."),
     log_level: str = typer.Option("INFO", help="Logging level: DEBUG, INFO, WARNING, ERROR."),
+    log_format: str = typer.Option("text", help="Log format: 'text' for people, 'json' for log pipelines."),
 ) -> None:
     """Run the gRPC server (PlacementService, PlacementAdmin, health, reflection)."""
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        cfg = load_config(config, host=host, port=port, data_dir=data_dir)
-    except ConfigError as exc:
-        _fail(str(exc))
-    from server.app import start_server
+    from server.logs import setup_logging
 
-    running = start_server(cfg)
+    try:
+        setup_logging(log_level, log_format)
+        metrics = {"port": metrics_port} if metrics_port is not None else None
+        cfg = load_config(config, host=host, port=port, data_dir=data_dir, metrics=metrics)
+        from server.app import start_server
+
+        running = start_server(cfg)
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"cannot start: {exc}")
     typer.echo(f"serving on {cfg.host}:{running.port}, data in {cfg.data_dir}", err=True)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

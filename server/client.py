@@ -100,8 +100,13 @@ class PlacementClient:
     """Both services over one channel. Use as a context manager."""
 
     def __init__(self, target: str, *, timeout: float = 10.0, channel: grpc.Channel | None = None,
-                 metadata: Sequence[tuple[str, str]] = ()):
-        self.channel = channel or grpc.insecure_channel(target)
+                 metadata: Sequence[tuple[str, str]] = (), credentials: grpc.ChannelCredentials | None = None,
+                 token: str | None = None):
+        if channel is None:
+            channel = grpc.secure_channel(target, credentials) if credentials else grpc.insecure_channel(target)
+        self.channel = channel
+        if token:
+            metadata = (*metadata, ("authorization", f"Bearer {token}"))
         self.service = pb_grpc.PlacementServiceStub(self.channel)
         self.admin = pb_grpc.PlacementAdminStub(self.channel)
         self.timeout = timeout

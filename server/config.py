@@ -91,6 +91,38 @@ class RequestLimits:
 
 
 @dataclass(frozen=True)
+class SecurityConfig:
+    """Transport security and who may call what. Secrets are read from files or
+    the environment, never from this file, and are never logged."""
+
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # With a client CA, clients must present a certificate it signed (mTLS).
+    tls_client_ca_file: Path | None = None
+    # Admin token: read from this file, else from $PLACEMENT_ADMIN_TOKEN.
+    admin_token_file: Path | None = None
+    admin_token_env: str = "PLACEMENT_ADMIN_TOKEN"
+    # mTLS identities (certificate common names) allowed to call PlacementAdmin.
+    admin_identities: tuple[str, ...] = ()
+    # Require the token (or an allowed identity) for PlacementService too.
+    protect_all: bool = False
+    # Listening beyond loopback with an unauthenticated admin service is refused
+    # unless this is set.
+    allow_unauthenticated_admin: bool = False
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    # Prometheus metrics over HTTP on this port (0: the OS chooses); None: off.
+    port: int | None = None
+    host: str = "127.0.0.1"
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     host: str = "127.0.0.1"
     port: int = 50051
@@ -101,6 +133,8 @@ class ServerConfig:
     log: LogConfig = field(default_factory=LogConfig)
     limits: RequestLimits = field(default_factory=RequestLimits)
     surfaces: Mapping[str, SurfaceConfig] = field(default_factory=lambda: {"default": SurfaceConfig()})
+    security: SecurityConfig = field(default_factory=SecurityConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
     def validate(self) -> "ServerConfig":
         if not (0 <= self.port <= 65535):
@@ -120,6 +154,16 @@ class ServerConfig:
         for name, surface in self.surfaces.items():
             if surface.mode not in {m.value for m in Mode}:
                 raise ConfigError(f"surfaces.{name}.mode '{surface.mode}' is not online, apprentice or logging_only")
+        sec = self.security
+        if (sec.tls_cert_file is None) != (sec.tls_key_file is None):
+            raise ConfigError("security.tls_cert_file and security.tls_key_file go together")
+        if sec.tls_client_ca_file is not None and not sec.tls:
+            raise ConfigError("security.tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        if sec.admin_identities and sec.tls_client_ca_file is None:
+            raise ConfigError("security.admin_identities needs mutual TLS (security.tls_client_ca_file)")
+        for path in (sec.tls_cert_file, sec.tls_key_file, sec.tls_client_ca_file, sec.admin_token_file):
+            if path is not None and not Path(path).is_file():
+                raise ConfigError(f"security: file {path} does not exist")
         return self
 
 
@@ -166,4 +210,12 @@ def _from_dict(raw: dict[str, Any]) -> ServerConfig:
     surfaces.setdefault("default", SurfaceConfig())
     if "data_dir" in raw:
         raw["data_dir"] = Path(raw["data_dir"])
+    sec = dict(raw.pop("security", {}))
+    for key in ("tls_cert_file", "tls_key_file", "tls_client_ca_file", "admin_token_file"):
+        if sec.get(key) is not None:
+            sec[key] = Path(sec[key])
+    if "admin_identities" in sec:
+        sec["admin_identities"] = tuple(sec["admin_identities"])
+    nested["security"] = _build(SecurityConfig, sec, "security")
+    nested["metrics"] = _build(MetricsConfig, raw.pop("metrics", {}), "metrics")
     return _build(ServerConfig, {**raw, **nested, "surfaces": surfaces}, "top level")

@@ -83,6 +83,7 @@ class Engine:
             self.joined_logs[name] = AppendLog(data / "joined" / name, "joined", ext="dsjson",
                                                fsync=config.log.fsync, segment_bytes=config.log.segment_bytes)
         self.counts = {"decisions": 0, "rewards": 0, "activations": 0, "bad_requests": 0}
+        self.learner_errors = 0
         self._lock = threading.Lock()  # event log order == joiner order
         self._learn_queue: queue.Queue[tuple[str, JoinedEvent] | None] = queue.Queue(config.learner.queue_size)
         self._stop = threading.Event()
@@ -122,7 +123,7 @@ class Engine:
             for index, obj in enumerate(jlog.read()):
                 joined_ids.add(str(obj.get("EventId")))
                 if index >= surface.joined_through:
-                    surface.learn(joined_from_dsjson(obj))
+                    self._relearn(surface, index, obj)
         for rec in self.events.read():
             try:
                 event = event_from_record(rec)
@@ -144,6 +145,21 @@ class Engine:
             self.joiner._remember_closed(jid)
         if self.joiner:
             log.info("recovered %d pending decisions", len(self.joiner))
+
+    def _relearn(self, surface: SurfaceModel, index: int, obj: dict) -> None:
+        """A corrupt joined record is counted and skipped; it never stops the server."""
+        try:
+            joined = joined_from_dsjson(obj)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            self.learner_errors += 1
+            surface.skip()
+            log.error("joined record %d of surface %s unreadable, skipped: %r", index, surface.name, exc)
+            return
+        try:
+            surface.learn(joined)
+        except Exception as exc:
+            self.learner_errors += 1
+            log.error("joined record %d of surface %s not learned: %r", index, surface.name, exc)
 
     # --- serving --------------------------------------------------------------
 
@@ -260,7 +276,8 @@ class Engine:
                     if surface.publish_due():
                         surface.publish()
             except Exception:
-                log.exception("learning step failed")
+                self.learner_errors += 1
+                log.exception("learning step failed; serving continues on the last good model")
             finally:
                 if item:
                     self._learn_queue.task_done()

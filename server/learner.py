@@ -63,15 +63,24 @@ class SurfaceModel:
         return self.serving.version
 
     def learn(self, joined: JoinedEvent) -> None:
-        """Learn one joined example (the next line of the joined log)."""
+        """Learn one joined example (the next line of the joined log). The
+        position advances even if VW fails on it, so a bad record is skipped
+        once, not retried forever."""
+        with self._learn_lock:
+            try:
+                if joined.decision.mode != Mode.LOGGING_ONLY.value:
+                    d = joined.decision
+                    self._learner.learn(d.inp, d.choices, joined.rewards)
+                    self.examples_learned += 1
+                    self._since_publish += 1
+                self.last_learned_event_ts = joined.decision.timestamp
+            finally:
+                self.joined_through += 1
+
+    def skip(self) -> None:
+        """Step over a joined-log line that could not be read."""
         with self._learn_lock:
             self.joined_through += 1
-            if joined.decision.mode != Mode.LOGGING_ONLY.value:
-                d = joined.decision
-                self._learner.learn(d.inp, d.choices, joined.rewards)
-                self.examples_learned += 1
-                self._since_publish += 1
-            self.last_learned_event_ts = joined.decision.timestamp
 
     def publish_due(self) -> bool:
         if self._since_publish == 0:

@@ -18,8 +18,8 @@ FAST = {
 
 
 def make_config(data_dir: Path, **overrides: Any):
-    settings = {**FAST, **overrides}
-    return load_config(None, host="127.0.0.1", port=0, data_dir=data_dir, **settings)
+    settings = {"host": "127.0.0.1", "port": 0, "data_dir": data_dir, **FAST, **overrides}
+    return load_config(None, **settings)
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -43,16 +44,19 @@ def test_demo_learns(tmp_path):
 
 
 def test_serve_runs_and_stops_cleanly(tmp_path):
-    proc = subprocess.Popen([PLACEMENT, "serve", "--port", "0", "--data-dir", str(tmp_path / "d")],
+    proc = subprocess.Popen([PLACEMENT, "serve", "--port", "0", "--data-dir", str(tmp_path / "d"),
+                             "--log-format", "json"],
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        port = None
+        port, logged = None, []
         for line in proc.stderr:
             match = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
             if match:
                 port = int(match.group(1))
                 break
+            logged.append(json.loads(line))  # structured logs: every line is a JSON object
         assert port, "server did not report its port"
+        assert any("listening" in entry["message"] for entry in logged), logged
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING

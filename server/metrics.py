@@ -1,0 +1,78 @@
+"""Prometheus metrics. Engine counters are read at scrape time (nothing extra
+on the decision path); call counts and latencies come from the interceptor."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Iterator
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+if TYPE_CHECKING:
+    from server.engine import Engine
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
+
+
+class _EngineCollector:
+    def __init__(self, engine: "Engine"):
+        self.engine = engine
+
+    def collect(self) -> Iterator:
+        e = self.engine
+        js = e.joiner.stats
+        counters = {
+            "placement_decisions": ("Decisions served and logged.", e.counts["decisions"]),
+            "placement_rewards": ("Rewards accepted and logged.", e.counts["rewards"]),
+            "placement_activations": ("Deferred decisions activated.", e.counts["activations"]),
+            "placement_joined": ("Decisions joined with their rewards.", js.joined),
+            "placement_joined_with_reward": ("Joined decisions with at least one reward.", js.joined_with_reward),
+            "placement_default_reward_applied": ("Slots joined with the default reward.", js.default_reward_applied),
+            "placement_unactivated_dropped": ("Deferred decisions never activated.", js.unactivated_dropped),
+            "placement_learner_errors": ("Joined examples the learner could not learn.", e.learner_errors),
+        }
+        for name, (doc, value) in counters.items():
+            yield CounterMetricFamily(name, doc, value=value)
+        rejected = CounterMetricFamily("placement_rewards_rejected", "Rewards refused.", labels=["reason"])
+        rejected.add_metric(["unknown_event"], js.rejected_unknown)
+        rejected.add_metric(["expired"], js.rejected_expired)
+        yield rejected
+        yield GaugeMetricFamily("placement_pending_decisions", "Decisions waiting for their join.",
+                                value=len(e.joiner))
+        version = GaugeMetricFamily("placement_model_version", "Serving model version.", labels=["surface"])
+        learned = GaugeMetricFamily("placement_examples_learned", "Examples in the learner.", labels=["surface"])
+        lag = GaugeMetricFamily("placement_learner_lag_seconds",
+                                "Age of the newest decision the learner has learned.", labels=["surface"])
+        for s in e.surfaces.values():
+            version.add_metric([s.name], float(s.version))
+            learned.add_metric([s.name], s.examples_learned)
+            lag.add_metric([s.name], e.clock() - s.last_learned_event_ts if s.last_learned_event_ts else 0.0)
+        yield from (version, learned, lag)
+
+
+class Metrics:
+    """One registry per server, so several servers in one process stay apart."""
+
+    def __init__(self, engine: "Engine"):
+        self.registry = CollectorRegistry()
+        self.registry.register(_EngineCollector(engine))
+        self.calls = Counter("placement_rpc", "gRPC calls by method and status.", ["method", "code"],
+                             registry=self.registry)
+        self.latency = Histogram("placement_rpc_seconds", "gRPC call latency.", ["method"],
+                                 buckets=LATENCY_BUCKETS, registry=self.registry)
+        self._http = None
+
+    def observe_call(self, method: str, code: grpc.StatusCode, seconds: float) -> None:
+        self.calls.labels(method, code.name).inc()
+        self.latency.labels(method).observe(seconds)
+
+    def serve(self, host: str, port: int) -> int:
+        """Expose /metrics over HTTP; returns the bound port."""
+        self._http, _ = start_http_server(port, addr=host, registry=self.registry)
+        return self._http.server_port
+
+    def stop(self) -> None:
+        if self._http is not None:
+            self._http.shutdown()
+            self._http.server_close()
