@@ -428,7 +428,7 @@ def _numeric_cell(value: Any) -> bool:
 
 def feature_value(value: Any, numeric: bool, where: str) -> float | str | None:
     """A cell as a feature value; None (absent) for an empty cell."""
-    if value is None:
+    if value is None or isinstance(value, str) and not value.strip():
         return None
     if not numeric:
         return str(value).strip() if not isinstance(value, float) or not value.is_integer() else str(int(value))
