@@ -1,0 +1,228 @@
+"""The simulator against its own ground truth: a real VW engine, a real joiner,
+real files read back by plain VW. No mocks.
+
+One module-scoped grid (every policy on seasonal-retail, one seed) is shared
+by the comparisons so the file stays well under a minute on two cores."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from rich.console import Console
+from typer.testing import CliRunner
+
+from bandit.events import read_joined
+from simulator.cli import simulate
+from simulator.experiments import comparable, run_grid
+from simulator.report import print_results, write_report
+from simulator.runner import contexts, run, true_value
+from simulator.world import ScenarioError, World, builtin_scenarios, load_scenario, scenario_from_dict
+
+N = 2000
+SEED = 1
+POLICIES = ["engine", "uniform", "greedy-ctr", "rule", "oracle"]
+SEASONAL = ["mothers-day", "fathers-day", "summer-sale", "back-to-school"]
+
+
+@pytest.fixture(scope="module")
+def grid(tmp_path_factory):
+    logs = tmp_path_factory.mktemp("logs")
+    result = run_grid(POLICIES, ["seasonal-retail"], [SEED], N, workers=2, log_path=logs / "joined.json")
+    return result, logs
+
+
+def _row(summary: pd.DataFrame, policy: str) -> pd.Series:
+    return summary.set_index("policy").loc[policy]
+
+
+# --- reproducibility -----------------------------------------------------------
+
+def test_same_seed_same_results_different_seed_differs():
+    a = run("trend-shock", "engine", seed=3, decisions=300)
+    b = run("trend-shock", "engine", seed=3, decisions=300)
+    c = run("trend-shock", "engine", seed=4, decisions=300)
+    pd.testing.assert_frame_equal(a.records, b.records)
+    assert {k: v for k, v in a.summary.items() if k != "seconds"} == \
+        {k: v for k, v in b.summary.items() if k != "seconds"}
+    assert not a.records["collection"].equals(c.records["collection"])
+    assert a.summary["reward"] != c.summary["reward"] or a.summary["expected_reward"] != c.summary["expected_reward"]
+
+
+def test_request_stream_depends_only_on_seed():
+    _, first = contexts("seasonal-retail", 5, 200)
+    _, again = contexts("seasonal-retail", 5, 200)
+    _, other = contexts("seasonal-retail", 6, 200)
+    assert [r.inp for r in first] == [r.inp for r in again]
+    assert [r.timestamp for r in first] == [r.timestamp for r in again]
+    assert [r.inp for r in first] != [r.inp for r in other]
+
+
+# --- who wins ------------------------------------------------------------------
+
+def test_oracle_is_best_and_engine_beats_uniform(grid):
+    summary = grid[0].summary
+    oracle = _row(summary, "oracle")
+    for policy in POLICIES:
+        row = _row(summary, policy)
+        assert oracle["expected_reward"] >= row["expected_reward"] - 1e-9, policy
+        assert oracle["reward"] >= row["reward"], policy
+        assert row["oracle_reward"] == pytest.approx(oracle["expected_reward"])  # same contexts for all
+    engine, uniform = _row(summary, "engine"), _row(summary, "uniform")
+    assert engine["expected_reward"] > 1.3 * uniform["expected_reward"]
+    assert engine["reward"] > 1.3 * uniform["reward"]
+    assert engine["regret"] < 0.7 * uniform["regret"]
+
+
+def test_every_decision_is_valid(grid):
+    records = grid[0].records
+    per_decision = records.groupby(["policy", "decision"], observed=True)["collection"]
+    assert (per_decision.nunique() == per_decision.size()).all(), "a collection placed twice in one request"
+    assert ((records["propensity"] > 0) & (records["propensity"] <= 1)).all()
+    assert records["reward"].notna().all(), "every decision was joined"
+    late = records[records["collection"] == "summer-essentials"]["day"]
+    assert late.min() >= 60 and late.max() < 130  # added and retired mid-run
+    assert records[records["collection"] == "spring-cleaning"]["day"].max() < 50
+
+
+# --- seasonality -----------------------------------------------------------------
+
+def test_seasonal_true_value_peaks_inside_its_window():
+    world, requests = contexts("seasonal-retail", SEED, N)
+    for cid in SEASONAL:
+        inside = [world.expected_reward(r, 0, cid) for r in requests
+                  if world.in_window(cid, r.day) and cid in [c.id for c in r.collections]]
+        outside = [world.expected_reward(r, 0, cid) for r in requests if not world.in_window(cid, r.day)]
+        assert inside and outside
+        assert np.mean(inside) > 2 * np.mean(outside), cid
+
+
+def test_engine_share_follows_the_season(grid):
+    records = grid[0].records
+    engine = records[records["policy"] == "engine"]
+    world = World("seasonal-retail", SEED, N)
+    for cid in SEASONAL:
+        inside = np.array([world.in_window(cid, d) for d in engine["day"]])
+        share_in = (engine["collection"][inside] == cid).mean()
+        share_out = (engine["collection"][~inside] == cid).mean()
+        assert share_in > share_out, (cid, share_in, share_out)
+    # The oracle, which knows the truth, shifts the same way.
+    oracle = records[records["policy"] == "oracle"]
+    inside = np.array([world.in_window("back-to-school", d) for d in oracle["day"]])
+    assert (oracle["collection"][inside] == "back-to-school").mean() > \
+        5 * (oracle["collection"][~inside] == "back-to-school").mean()
+
+
+# --- the joined log ----------------------------------------------------------------
+
+def test_joined_log_trains_plain_vw(grid):
+    _, logs = grid
+    path = logs / "joined.engine.seasonal-retail.s1.json"
+    assert path.exists()
+    done = subprocess.run([sys.executable, "-m", "vowpalwabbit", "--dsjson", "--ccb_explore_adf", "-d", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    match = re.search(r"number of examples = (\d+)", done.stdout + done.stderr)
+    assert match and int(match.group(1)) == N
+    events = list(read_joined([path]))
+    assert len(events) == N
+    records = grid[0].records
+    engine = records[records["policy"] == "engine"]
+    assert sum(sum(e.rewards) for e in events) == pytest.approx(engine["reward"].sum())
+
+
+def test_deterministic_policies_log_readable_too(grid):
+    _, logs = grid
+    path = logs / "joined.rule.seasonal-retail.s1.json"
+    done = subprocess.run([sys.executable, "-m", "vowpalwabbit", "--dsjson", "--ccb_explore_adf", "-d", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert f"number of examples = {N}" in done.stdout + done.stderr
+
+
+# --- true value of target policies -----------------------------------------------------
+
+def test_true_value_of_target_policies():
+    world, requests = contexts("cold-start", 2, 150)
+    uniform_rows = [[np.full(len(r.collections), 1 / len(r.collections)) for _ in r.slots] for r in requests]
+    value = true_value(world, requests, uniform_rows)
+    expected = np.mean([world.expected_matrix(r).mean(axis=1).sum() for r in requests])
+    assert value["value"] == pytest.approx(expected)
+    pairs = [[[(a, 1 / len(r.collections)) for a in range(len(r.collections))] for _ in r.slots] for r in requests]
+    assert true_value(world, requests, pairs)["value"] == pytest.approx(expected)
+    # The oracle's per-slot argmax is an upper bound for any per-slot target.
+    behind = {id(r.inp): r for r in requests}  # a callable target sees only the DecisionInput
+    greedy = true_value(world, requests, lambda inp: [
+        [(int(np.argmax(world.expected_matrix(behind[id(inp)])[k])), 1.0)] for k in range(len(inp.slots))])
+    assert greedy["value"] >= value["value"]
+    assert set(value["per_slot"]) <= {"homepage", "detail", "email"}
+
+
+# --- scenarios ----------------------------------------------------------------------
+
+def test_builtin_scenarios_load_and_unknown_keys_are_errors(tmp_path):
+    assert {"seasonal-retail", "cold-start", "trend-shock"} <= set(builtin_scenarios())
+    for name in builtin_scenarios():
+        assert load_scenario(name).name == name
+    text = (Path(load_scenario.__code__.co_filename).parent / "scenarios" / "trend-shock.toml").read_text()
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text.replace('id = "beauty-edit"', 'id = "beauty-edit"\npopularity = 3'))
+    with pytest.raises(ScenarioError, match=r"collections\[2\].*unknown key\(s\) popularity"):
+        load_scenario(bad)
+    with pytest.raises(ScenarioError, match="unknown scenario 'nope'.*seasonal-retail"):
+        load_scenario("nope")
+    with pytest.raises(ScenarioError, match="unknown key"):
+        scenario_from_dict({"name": "x", "start": "2024-01-01", "days": 1, "slots": [], "segments": [],
+                            "intents": [], "collections": [], "colour": "red"})
+    good = tmp_path / "mine.toml"
+    good.write_text(text)
+    assert load_scenario(good).name == "trend-shock"
+
+
+# --- report and command line ------------------------------------------------------------
+
+def test_report_writes_html_and_plots(grid, tmp_path):
+    result = grid[0]
+    buffer = io.StringIO()
+    print_results(result.summary, Console(file=buffer, width=200))
+    assert "oracle" in buffer.getvalue() and "regret" in buffer.getvalue()
+    index = write_report(tmp_path / "report", result, share_policies=["engine", "oracle"])
+    page = index.read_text()
+    for name in ("reward.png", "regret.png", "share-seasonal-retail-engine.png", "share-seasonal-retail-oracle.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 1000
+        assert name in page
+
+
+def test_cli_simulate(tmp_path):
+    app = typer.Typer()
+    app.command("simulate")(simulate)
+    app.command("noop")(lambda: None)  # two commands, so 'simulate' is a subcommand as in 'placement'
+    out = tmp_path / "results.csv"
+    log = tmp_path / "joined.json"
+    result = CliRunner().invoke(app, ["simulate", "--scenario", "cold-start", "--decisions", "120",
+                                      "--policy", "uniform", "--policy", "engine:epsilon", "--seeds", "0",
+                                      "--workers", "1", "--out", str(out), "--log", str(log)])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(out)
+    assert set(table["policy"]) == {"uniform", "engine:epsilon"}
+    assert len(list(tmp_path.glob("joined.*.json"))) == 2
+    help_text = CliRunner().invoke(app, ["simulate", "--help"], env={"COLUMNS": "200"}).output
+    for option in ("--scenario", "--decisions", "--policy", "--seeds", "--workers", "--ray", "--ray-address",
+                   "--report", "--out", "--log"):
+        assert option in help_text
+    bad = CliRunner().invoke(app, ["simulate", "--policy", "engine:nope"])
+    assert bad.exit_code != 0 and "unknown explorer" in bad.output
+
+
+def test_process_pool_equals_in_process():
+    args = (["engine", "greedy-ctr"], ["trend-shock"], [0, 1], 150)
+    pool = run_grid(*args, workers=2)
+    inline = run_grid(*args, workers=1)
+    pd.testing.assert_frame_equal(comparable(pool.summary), comparable(inline.summary))
