@@ -76,5 +76,15 @@ def demo(
     sys.exit(run_demo(decisions=decisions, seed=seed, data_dir=data_dir))
 
 
+def _register_commands() -> None:
+    """Commands implemented next to what they use (simulator/)."""
+    from simulator.import_cli import import_log
+
+    app.command("import")(import_log)
+
+
+_register_commands()
+
+
 def main() -> None:
     app()
