@@ -1,0 +1,257 @@
+"""The Decide benchmark suite: ``.venv/bin/python -m bench.decide [--quick]``.
+
+Measures, on identical seeded requests (candidates x slots), decisions per
+second of
+  A         bare VW predict on pre-parsed examples (one multi-slot ccb predict: the limit)
+  A_slot    bare VW, pre-parsed, one single-slot predict per slot (the engine's VW work)
+  B         a hand-written pyvw loop: build text, ws.predict(lines), draw
+  C_policy  Policy.decide alone
+  C         Engine.decide(DecideCall) with a real data dir (event log, joiner)
+  C_catalog Engine.decide with the candidates from the catalog (precomputed action text)
+  D         placement serve over gRPC on loopback: max throughput (closed loop),
+            then p50/p90/p99 at 50/70/90 % of it (open loop, fixed rate)
+and prints the ratios C/A, D/A, C/B (and worker scaling when ``placement serve``
+has ``--workers``), checked against the targets for 50 candidates x 3 slots.
+See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+TARGET_CONFIG = "50x3"
+TARGET_D_PER_CORE = 0.8  # D (all workers) per core >= 0.8 x A
+TARGET_C_OVER_B = 1.5  # C >= 1.5 x B
+TARGET_P99_MS = 5.0  # p99 at 70 % of max
+INPROC = ("A", "A_slot", "B", "C_policy", "C", "C_catalog")
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import grpc
+    import vowpalwabbit
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                cwd=Path(__file__).parent).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "nproc": os.cpu_count(),
+            "cpu": cpu, "python": platform.python_version(), "vowpalwabbit": vowpalwabbit.__version__,
+            "grpcio": grpc.__version__, "platform": platform.platform(), "commit": commit}
+
+
+def parse_configs(text: str) -> list[tuple[int, int]]:
+    out = []
+    for item in text.split(","):
+        c, s = item.lower().split("x")
+        out.append((int(c), int(s)))
+    return out
+
+
+def parse_workers(text: str, nproc: int, supported: bool) -> list[int | None]:
+    """``None`` means: do not pass --workers (the server's single process)."""
+    if not supported:
+        return [None]
+    out: list[int | None] = []
+    for item in text.split(","):
+        n = nproc if item.strip() == "all" else int(item)
+        if n not in out:
+            out.append(n)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.decide", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="~1 minute smoke run (10x1 and 50x3, short windows)")
+    ap.add_argument("--seed", type=int, default=7, help="seed of the request and of every draw [7]")
+    ap.add_argument("--configs", help="candidates x slots list [10x1,10x3,50x1,50x3,200x1,200x3]")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds per in-process variant (median) [3]")
+    ap.add_argument("--seconds", type=float, help="seconds per in-process round [1.0]")
+    ap.add_argument("--workers", default="1,all",
+                    help="server worker counts, passed as 'placement serve --workers N' when that flag "
+                         "exists ('all' = nproc); without the flag one process is measured [1,all]")
+    ap.add_argument("--clients", type=int, default=max(2, os.cpu_count() or 2),
+                    help="load-generator processes, each with its own channel [nproc, at least 2]")
+    ap.add_argument("--concurrency", type=int, default=4, help="closed loop: calls in flight per client [4]")
+    ap.add_argument("--grpc-seconds", type=float, help="seconds per gRPC measurement window [5]")
+    ap.add_argument("--grpc-configs", help="configs measured through gRPC [all of --configs]")
+    ap.add_argument("--no-grpc", action="store_true", help="skip D")
+    ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "latest.json",
+                    help="where to write the raw results [bench/results/latest.json]")
+    args = ap.parse_args(argv)
+
+    quick = args.quick
+    configs = parse_configs(args.configs or ("10x1,50x3" if quick else "10x1,10x3,50x1,50x3,200x1,200x3"))
+    grpc_configs = parse_configs(args.grpc_configs) if args.grpc_configs else (
+        [(50, 3)] if quick else configs)
+    rounds = args.rounds or (1 if quick else 3)
+    seconds = args.seconds or (0.5 if quick else 1.0)
+    grpc_seconds = args.grpc_seconds or (2.0 if quick else 5.0)
+    warmup = 0.5 if quick else 1.0
+
+    from bench.grpc_load import measure_server, serve_supports_workers
+    from bench.inproc import inproc_variants, measure_interleaved
+    from bench.workload import make_workload
+
+    info = machine()
+    has_workers = serve_supports_workers()
+    workers = parse_workers(args.workers, info["nproc"], has_workers)
+    info["serve_has_workers"] = has_workers
+    log(f"machine: {info['nproc']} x {info['cpu']}, Python {info['python']}, VW {info['vowpalwabbit']}, "
+        f"grpcio {info['grpcio']}; placement serve --workers: {'yes' if has_workers else 'no (one process)'}")
+    t_start = time.monotonic()
+    results = {"machine": info, "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+               "settings": {"rounds": rounds, "seconds": seconds, "grpc_seconds": grpc_seconds, "warmup": warmup},
+               "configs": {}}
+    for cands, slots in configs:
+        w = make_workload(cands, slots, args.seed)
+        names = [n for n in INPROC if not (n == "A_slot" and slots == 1)]
+        log(f"{w.label}: in-process {', '.join(names)} ({rounds} x {seconds}s each)")
+        variants = inproc_variants(w, args.seed, names)
+        try:
+            rates = measure_interleaved(variants, rounds, seconds)
+        finally:
+            for v in variants.values():
+                v.close()
+        for name, r in rates.items():
+            log(f"    {name:9s} {r['rate']:9.1f}/s  (min {r['min']:.1f}, max {r['max']:.1f})")
+        entry = {"inproc": rates, "grpc": {}}
+        if not args.no_grpc and (cands, slots) in grpc_configs:
+            for n in workers:
+                key = "1proc" if n is None else f"w{n}"
+                log(f"{w.label}: gRPC, {'one process' if n is None else f'--workers {n}'}, "
+                    f"{args.clients} clients x {args.concurrency} in flight")
+                entry["grpc"][key] = measure_server(
+                    w.request_bytes(), slots, n, args.clients, args.concurrency, grpc_seconds, grpc_seconds,
+                    warmup, (0.5, 0.7, 0.9), log=log)
+                entry["grpc"][key]["workers"] = n or 1
+        results["configs"][w.label] = entry
+    results["elapsed_seconds"] = time.monotonic() - t_start
+    results["summary"] = summarise(results)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(results, indent=1))
+    print(report(results))
+    log(f"raw results: {args.json}  ({results['elapsed_seconds']:.0f} s)")
+    return 0
+
+
+def _best_grpc(entry: dict) -> tuple[str, dict] | None:
+    """The run with the most workers."""
+    if not entry["grpc"]:
+        return None
+    key = max(entry["grpc"], key=lambda k: entry["grpc"][k]["workers"])
+    return key, entry["grpc"][key]
+
+
+def summarise(results: dict) -> dict:
+    nproc = results["machine"]["nproc"]
+    out = {}
+    for label, entry in results["configs"].items():
+        r = {k: v["rate"] for k, v in entry["inproc"].items()}
+        row = {"C/A": r["C"] / r["A"], "C/B": r["C"] / r["B"], "C_policy/A": r["C_policy"] / r["A"],
+               "C_policy/B": r["C_policy"] / r["B"], "C/C_policy": r["C"] / r["C_policy"],
+               "C_catalog/B": r["C_catalog"] / r["B"], "B/A": r["B"] / r["A"]}
+        if "A_slot" in r:
+            row["A_slot/A"] = r["A_slot"] / r["A"]
+        best = _best_grpc(entry)
+        if best:
+            key, g = best
+            cores = min(g["workers"], nproc)
+            row["D/A"] = g["max"]["rate"] / r["A"]
+            row["D_per_core/A"] = g["max"]["rate"] / cores / r["A"]
+            row["D/C"] = g["max"]["rate"] / r["C"]
+            row["D_workers"] = g["workers"]
+            lat70 = [x for x in g["latency"] if abs(x["fraction"] - 0.7) < 1e-9]
+            if lat70:
+                row["p99_ms_at_70"] = lat70[0]["p99_ms"]
+            singles = [v for v in entry["grpc"].values() if v["workers"] == 1]
+            if singles and g["workers"] > 1:
+                row["worker_scaling"] = g["max"]["rate"] / singles[0]["max"]["rate"]
+        out[label] = row
+    target = out.get(TARGET_CONFIG)
+    if target:
+        checks = {"C >= 1.5 x B": (target["C/B"], TARGET_C_OVER_B, "ge")}
+        if "D_per_core/A" in target:
+            checks["D (all workers) per core >= 0.8 x A"] = (target["D_per_core/A"], TARGET_D_PER_CORE, "ge")
+        if "p99_ms_at_70" in target:
+            checks["p99 <= 5 ms at 70 % of max"] = (target["p99_ms_at_70"], TARGET_P99_MS, "le")
+        out["targets"] = {}
+        for name, (value, goal, kind) in checks.items():
+            ok = value >= goal if kind == "ge" else value <= goal
+            factor = goal / value if kind == "ge" else value / goal  # how far off (>1 = missing)
+            out["targets"][name] = {"value": value, "goal": goal, "met": ok, "off_by_factor": factor}
+    return out
+
+
+def _fmt(x: float) -> str:
+    return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
+
+
+def report(results: dict) -> str:
+    m = results["machine"]
+    lines = [f"## Decide benchmark ({m['date']}, commit {m['commit']})", "",
+             f"Machine: {m['nproc']} x {m['cpu']}; Python {m['python']}; VW {m['vowpalwabbit']}; "
+             f"grpcio {m['grpcio']}; `placement serve --workers`: {'yes' if m['serve_has_workers'] else 'no'}",
+             "", "### Throughput (decisions/s, median of interleaved rounds)", ""]
+    grpc_keys = sorted({k for e in results["configs"].values() for k in e["grpc"]})
+    head = ["config", *INPROC, *[f"D {k}" for k in grpc_keys]]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, e in results["configs"].items():
+        cells = [label] + [_fmt(e["inproc"][n]["rate"]) if n in e["inproc"] else "–" for n in INPROC]
+        cells += [_fmt(e["grpc"][k]["max"]["rate"]) if k in e["grpc"] else "–" for k in grpc_keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "### Ratios", ""]
+    cols = ["C/A", "D/A", "C/B", "C_policy/A", "C/C_policy", "C_catalog/B", "B/A", "A_slot/A", "D_per_core/A",
+            "worker_scaling"]
+    summary = results["summary"]
+    present = [c for c in cols if any(c in row for k, row in summary.items() if k != "targets")]
+    lines += ["| config | " + " | ".join(present) + " |", "|---|" + "---|" * len(present)]
+    for label, row in summary.items():
+        if label == "targets":
+            continue
+        lines.append(f"| {label} | " + " | ".join(f"{row[c]:.2f}" if c in row else "–" for c in present) + " |")
+    lat_rows = [(label, k, g) for label, e in results["configs"].items() for k, g in e["grpc"].items()]
+    if lat_rows:
+        lines += ["", "### gRPC latency, open loop at a fixed rate (ms; from the scheduled send time)", "",
+                  "| config | server | max/s (in flight) | server cores at max | load | rate/s | p50 | p90 | p99 | errors |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        for label, k, g in lat_rows:
+            for x in g["latency"]:
+                lines.append(f"| {label} | {k} | {_fmt(g['max']['rate'])} ({g['max']['in_flight']}) | "
+                             f"{g['max']['server_cores']:.2f} | {x['fraction']:.0%} | {x['achieved_rate']:.0f} | "
+                             f"{x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | {x['errors']} |")
+    targets = summary.get("targets")
+    if targets:
+        lines += ["", f"### Targets ({TARGET_CONFIG})", ""]
+        for name, t in targets.items():
+            verdict = "met" if t["met"] else f"NOT met (off by {t['off_by_factor']:.1f}x)"
+            lines.append(f"- {name}: {t['value']:.2f} vs {t['goal']:g} -> {verdict}")
+        if not m["serve_has_workers"]:
+            lines.append("- D was measured with the server's single process (`placement serve` has no "
+                         "`--workers` yet); 'per core' divides by 1.")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

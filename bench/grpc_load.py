@@ -1,0 +1,352 @@
+"""Measurement D: the engine through gRPC on loopback.
+
+The server is ``placement serve`` in a child process (``--workers N`` is passed
+only when ``placement serve --help`` lists it). The load generator runs in its
+own processes (multiprocessing, spawn), each with its own channel, sending the
+same pre-serialized DecideRequest bytes (no client-side protobuf work):
+
+* closed loop: each client process keeps ``concurrency`` calls in flight;
+  completions inside the measurement window give the maximum throughput;
+* open loop: each process sends at a fixed rate (its share of the target rate,
+  phase-shifted so processes interleave), whether or not earlier calls have
+  returned; latency is measured from the *scheduled* send time, so a stalled
+  server is not hidden (no coordinated omission). Outstanding calls per process
+  are capped; a send that waits for the cap still counts its wait.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DECIDE = "/placement.v1.PlacementService/Decide"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+# --- the server ---------------------------------------------------------------------------
+
+def placement_command() -> list[str]:
+    script = Path(sys.executable).parent / "placement"
+    if script.exists():
+        return [str(script)]
+    found = shutil.which("placement")
+    if found:
+        return [found]
+    return [sys.executable, "-c", "from server.cli import main; main()"]
+
+
+def serve_supports_workers() -> bool:
+    out = subprocess.run([*placement_command(), "serve", "--help"], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "200", "NO_COLOR": "1"}, timeout=60)
+    return "--workers" in out.stdout
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _proc_tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+        except OSError:
+            pass
+    return out
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """user+system CPU seconds of a process and its live descendants."""
+    total = 0
+    for p in _proc_tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError):
+            pass
+    return total / CLK_TCK
+
+
+class Server:
+    """``placement serve`` on a free loopback port with a fresh data directory."""
+
+    def __init__(self, workers: int | None):
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+        self.port = _free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        cmd = [*placement_command(), "serve", "--port", str(self.port), "--data-dir", str(self.dir / "data"),
+               "--log-level", "WARNING"]
+        if workers is not None:
+            cmd += ["--workers", str(workers)]
+        self.command = cmd
+        self._stderr = open(self.dir / "serve.stderr", "wb")
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        self._wait_ready()
+
+    def _wait_ready(self, timeout: float = 60.0) -> None:
+        import grpc
+
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited ({self.proc.returncode}): {self.stderr_tail()}")
+            with grpc.insecure_channel(self.target) as ch:
+                try:
+                    grpc.channel_ready_future(ch).result(timeout=1.0)
+                    return
+                except grpc.FutureTimeoutError:
+                    pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"server not ready after {timeout}s: {self.stderr_tail()}")
+
+    def check(self, payload: bytes, slots: int) -> None:
+        """One real call: the response parses and fills every slot."""
+        import grpc
+        from placement.v1 import placement_pb2 as pb
+
+        with grpc.insecure_channel(self.target) as ch:
+            raw = ch.unary_unary(DECIDE)(payload, timeout=30)
+        resp = pb.DecideResponse.FromString(raw)
+        if len(resp.slots) != slots:
+            raise RuntimeError(f"server filled {len(resp.slots)} slots, expected {slots}")
+
+    def cpu_seconds(self) -> float:
+        return tree_cpu_seconds(self.proc.pid)
+
+    def stderr_tail(self) -> str:
+        self._stderr.flush()
+        return (self.dir / "serve.stderr").read_text(errors="replace")[-2000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+# --- the load generator ------------------------------------------------------------------------
+
+@dataclass
+class Phase:
+    """One measurement phase, sent to every client process."""
+
+    mode: str  # "closed" | "open"
+    start_at: float  # time.monotonic() (system-wide on Linux) when the window opens
+    duration: float
+    warmup: float
+    concurrency: int = 4  # closed loop: calls in flight per process
+    rate: float = 0.0  # open loop: calls per second per process
+    phase: float = 0.0  # open loop: offset of this process's schedule, in intervals
+    max_outstanding: int = 64
+
+
+@dataclass
+class ClientResult:
+    completed: int = 0  # completions inside the window
+    errors: int = 0
+    cap_waits: int = 0  # open loop: sends delayed by the outstanding cap
+    latencies_ms: list[float] = field(default_factory=list)
+    cpu_seconds: float = 0.0
+
+
+async def _run_phase(target: str, payload: bytes, ph: Phase) -> ClientResult:
+    import asyncio
+
+    import grpc
+
+    res = ClientResult()
+    end = ph.start_at + ph.duration
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = channel.unary_unary(DECIDE)
+        await channel.channel_ready()
+
+        async def one(scheduled: float) -> None:
+            try:
+                await call(payload, timeout=30)
+            except grpc.RpcError:
+                if ph.start_at <= scheduled < end:
+                    res.errors += 1
+                return
+            done = time.monotonic()
+            if ph.start_at <= scheduled < end:
+                res.latencies_ms.append((done - scheduled) * 1e3)
+                if ph.mode == "closed" and done < end:
+                    res.completed += 1
+                elif ph.mode == "open":
+                    res.completed += 1
+
+        if ph.mode == "closed":
+            async def worker() -> None:
+                while True:
+                    now = time.monotonic()
+                    if now >= end:
+                        return
+                    await one(now)
+
+            begin = ph.start_at - ph.warmup
+            await asyncio.sleep(max(0.0, begin - time.monotonic()))
+            await asyncio.gather(*(worker() for _ in range(ph.concurrency)))
+        else:
+            interval = 1.0 / ph.rate
+            first = ph.start_at - ph.warmup + ph.phase * interval
+            cap = asyncio.Semaphore(ph.max_outstanding)
+            tasks = set()
+
+            async def paced(scheduled: float) -> None:
+                try:
+                    await one(scheduled)
+                finally:
+                    cap.release()
+
+            i = 0
+            while True:
+                scheduled = first + i * interval
+                if scheduled >= end:
+                    break
+                delay = scheduled - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if cap.locked():
+                    res.cap_waits += 1
+                await cap.acquire()
+                task = asyncio.ensure_future(paced(scheduled))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+                i += 1
+            if tasks:
+                await asyncio.wait(list(tasks), timeout=60)
+    return res
+
+
+def _client_main(target: str, payload: bytes, tasks: "mp.Queue", results: "mp.Queue", index: int) -> None:
+    import asyncio
+
+    while True:
+        ph = tasks.get()
+        if ph is None:
+            return
+        t0 = sum(os.times()[:2])
+        try:
+            res = asyncio.run(_run_phase(target, payload, ph))
+        except Exception as exc:  # report, do not hang the parent
+            results.put((index, exc))
+            continue
+        res.cpu_seconds = sum(os.times()[:2]) - t0
+        results.put((index, res))
+
+
+class LoadGenerator:
+    """``processes`` client processes, each with its own channel."""
+
+    def __init__(self, target: str, payload: bytes, processes: int):
+        ctx = mp.get_context("spawn")
+        self.results = ctx.Queue()
+        self.queues = [ctx.Queue() for _ in range(processes)]
+        self.procs = [ctx.Process(target=_client_main, args=(target, payload, q, self.results, i), daemon=True)
+                      for i, q in enumerate(self.queues)]
+        for p in self.procs:
+            p.start()
+
+    def run(self, phases: list[Phase], server: Server | None = None) -> tuple[list[ClientResult], float]:
+        """Run one phase per process; returns the results and the server's CPU
+        seconds spent inside the window."""
+        for q, ph in zip(self.queues, phases):
+            q.put(ph)
+        cpu = 0.0
+        if server is not None:
+            ph = phases[0]
+            time.sleep(max(0.0, ph.start_at - time.monotonic()))
+            c0 = server.cpu_seconds()
+            time.sleep(max(0.0, ph.start_at + ph.duration - time.monotonic()))
+            cpu = server.cpu_seconds() - c0
+        out: list[ClientResult] = [None] * len(phases)  # type: ignore[list-item]
+        for _ in phases:
+            index, res = self.results.get(timeout=phases[0].duration + phases[0].warmup + 180)
+            if isinstance(res, Exception):
+                raise RuntimeError(f"client process {index} failed: {res!r}")
+            out[index] = res
+        return out, cpu
+
+    def close(self) -> None:
+        for q in self.queues:
+            q.put(None)
+        for p in self.procs:
+            p.join(timeout=30)
+            if p.is_alive():
+                p.terminate()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    k = min(len(s) - 1, max(0, int(round(q / 100.0 * (len(s) - 1)))))
+    return s[k]
+
+
+def measure_server(payload: bytes, slots: int, workers: int | None, clients: int, concurrency: int,
+                   max_seconds: float, latency_seconds: float, warmup: float,
+                   fractions: tuple[float, ...], log=print) -> dict:
+    """Max throughput (closed loop) then latency at fractions of it (open loop)."""
+    server = Server(workers)
+    gen = None
+    try:
+        server.check(payload, slots)
+        gen = LoadGenerator(server.target, payload, clients)
+        lead = 2.0  # time for spawned clients to start and connect
+        start = time.monotonic() + lead + warmup
+        phases = [Phase("closed", start, max_seconds, warmup, concurrency=concurrency) for _ in range(clients)]
+        results, cpu = gen.run(phases, server)
+        done = sum(r.completed for r in results)
+        lat = [x for r in results for x in r.latencies_ms]
+        max_rate = done / max_seconds
+        out = {
+            "command": " ".join(server.command),
+            "max": {"rate": max_rate, "in_flight": clients * concurrency, "errors": sum(r.errors for r in results),
+                    "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
+                    "server_cores": cpu / max_seconds,
+                    "client_cores": sum(r.cpu_seconds for r in results) / (max_seconds + warmup)},
+            "latency": [],
+        }
+        log(f"    D max {max_rate:8.1f}/s  ({clients}x{concurrency} in flight, server {cpu / max_seconds:.2f} cores)")
+        for frac in fractions:
+            rate = frac * max_rate
+            start = time.monotonic() + 0.5 + warmup
+            phases = [Phase("open", start, latency_seconds, warmup, rate=rate / clients, phase=i / clients)
+                      for i in range(clients)]
+            results, cpu = gen.run(phases, server)
+            lat = [x for r in results for x in r.latencies_ms]
+            row = {"fraction": frac, "target_rate": rate, "achieved_rate": len(lat) / latency_seconds,
+                   "sent": sum(r.completed + r.errors for r in results),
+                   "errors": sum(r.errors for r in results), "cap_waits": sum(r.cap_waits for r in results),
+                   "p50_ms": percentile(lat, 50), "p90_ms": percentile(lat, 90), "p99_ms": percentile(lat, 99),
+                   "server_cores": cpu / latency_seconds}
+            out["latency"].append(row)
+            log(f"    D {frac:.0%} ({rate:7.1f}/s): p50 {row['p50_ms']:6.2f} ms  p90 {row['p90_ms']:6.2f} ms  "
+                f"p99 {row['p99_ms']:6.2f} ms  errors {row['errors']}")
+        return out
+    finally:
+        if gen is not None:
+            gen.close()
+        server.stop()
