@@ -17,7 +17,7 @@ from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc
 from server.config import ConfigError, SecurityConfig, ServerConfig
 from server.engine import Engine
-from server.interceptors import AuthInterceptor, MetricsInterceptor, read_token
+from server.interceptors import AuthInterceptor, MalformedRequestInterceptor, MetricsInterceptor, read_token
 from server.metrics import Metrics
 from server.service import PlacementAdmin, PlacementService
 
@@ -101,10 +101,10 @@ def start_server(config: ServerConfig, engine: Engine | None = None) -> RunningS
     limit = config.limits.max_message_bytes
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="rpc"),
-        interceptors=[MetricsInterceptor(metrics), auth],
+        interceptors=[MetricsInterceptor(metrics), auth, MalformedRequestInterceptor()],
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
                  ("grpc.so_reuseport", 0)],
-        maximum_concurrent_rpcs=config.threads * 8,
+        maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs,
     )
     pb_grpc.add_PlacementServiceServicer_to_server(PlacementService(engine), server)
     pb_grpc.add_PlacementAdminServicer_to_server(PlacementAdmin(engine), server)

@@ -78,8 +78,10 @@ def demo(
 
 def _register_commands() -> None:
     """Commands implemented next to what they use (simulator/)."""
+    from simulator.cli import simulate
     from simulator.import_cli import import_log
 
+    app.command("simulate")(simulate)
     app.command("import")(import_log)
 
 

@@ -87,6 +87,8 @@ class RequestLimits:
     max_candidates: int = 1000
     max_id_length: int = 128
     max_message_bytes: int = 4 * 1024 * 1024
+    # Calls in flight beyond this are answered RESOURCE_EXHAUSTED at once.
+    max_concurrent_rpcs: int = 256
     features: Limits = field(default_factory=Limits)
 
 

@@ -36,6 +36,54 @@ def _wrap(handler: grpc.RpcMethodHandler, around: Callable) -> grpc.RpcMethodHan
                                                  handler.response_serializer)
 
 
+class _Malformed:
+    def __init__(self, error: Exception):
+        self.error = error
+
+
+def _lenient(deserializer):
+    """A deserializer that reports bad bytes instead of raising (which gRPC
+    would turn into an opaque INTERNAL error)."""
+    def parse(data: bytes):
+        try:
+            return deserializer(data)
+        except Exception as exc:
+            return _Malformed(exc)
+    return parse
+
+
+class MalformedRequestInterceptor(grpc.ServerInterceptor):
+    """Bytes that are not the expected message get INVALID_ARGUMENT."""
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.request_deserializer is None:
+            return handler
+        streaming = handler.request_streaming
+
+        def refuse(context):
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"request is not a valid {handler_call_details.method.rsplit('/', 1)[-1]} message")
+
+        def checked(iterator, context):
+            for item in iterator:
+                if isinstance(item, _Malformed):
+                    refuse(context)
+                yield item
+
+        def around(behaviour):
+            def guarded(request, context):
+                if streaming:
+                    return behaviour(checked(request, context), context)
+                if isinstance(request, _Malformed):
+                    refuse(context)
+                return behaviour(request, context)
+            return guarded
+
+        wrapped = _wrap(handler, around)
+        return wrapped._replace(request_deserializer=_lenient(handler.request_deserializer))
+
+
 class AuthInterceptor(grpc.ServerInterceptor):
     """Admin calls (and, if asked, every placement call) need the bearer token
     or a client certificate whose common name is allowed. Health checks and

@@ -76,6 +76,8 @@ def rpc(counts: Callable[[], dict[str, int]]):
             try:
                 return method(self, request, context)
             except Exception as exc:
+                if context.code() not in (None, grpc.StatusCode.OK):
+                    raise  # already aborted with a precise status (e.g. a malformed stream message)
                 code = _status_for(exc)
                 counts(self)["bad_requests"] += 1
                 if code is None:
@@ -174,7 +176,10 @@ class PlacementService(pb_grpc.PlacementServiceServicer):
 
     @_rpc
     def Decide(self, request, context):
-        event = self.engine.decide(to_call(request, self.engine))
+        call = to_call(request, self.engine)
+        if not context.is_active():  # cancelled or past its deadline: never log an unseen decision
+            context.abort(grpc.StatusCode.CANCELLED, "the caller is gone; decision not made")
+        event = self.engine.decide(call)
         response = to_response(event)
         if request.explain:
             for slot, reasons in zip(response.slots, self.engine.explain(event)):
