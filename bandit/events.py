@@ -212,7 +212,15 @@ def _decode(name: str, value: Any) -> FeatureValue:
 
 def joined_from_dsjson(obj: Mapping[str, Any]) -> JoinedEvent:
     """Rebuild a joined event from a DSJSON line (ccb layout, or the cb layout
-    with ``_label_*`` fields, read as a single slot)."""
+    with ``_label_*`` fields, read as a single slot); LogFormatError if it is
+    not one."""
+    try:
+        return _joined_from_dsjson(obj)
+    except (AttributeError, KeyError, TypeError, ValueError, IndexError) as exc:
+        raise LogFormatError(f"not a joined DSJSON event: {exc!r}") from None
+
+
+def _joined_from_dsjson(obj: Mapping[str, Any]) -> JoinedEvent:
     c = obj["c"]
     _, context = _groups_from_spaces(CONTEXT, c)
     candidates = []
@@ -321,5 +329,5 @@ def read_joined(paths: Sequence[Path]) -> Iterator[JoinedEvent]:
         for number, obj in read_lines(Path(path)):
             try:
                 yield joined_from_dsjson(obj)
-            except (KeyError, TypeError, ValueError, IndexError) as exc:
-                raise LogFormatError(f"{path}:{number}: not a joined DSJSON event ({exc!r})") from None
+            except LogFormatError as exc:
+                raise LogFormatError(f"{path}:{number}: {exc}") from None

@@ -321,4 +321,4 @@ class PlacementAdmin(pb_grpc.PlacementAdminServicer):
                         unactivated_dropped=js.unactivated_dropped, rewards_rejected_unknown=js.rejected_unknown,
                         rewards_rejected_expired=js.rejected_expired, pending=e.pending(),
                         bad_requests=e.counts["bad_requests"], surfaces=surfaces,
-                        catalog_version=e.catalog.version)
+                        catalog_version=e.catalog.version, learner_errors=e.learner_errors)

@@ -137,3 +137,29 @@ def test_health_and_reflection(server):
                                             timeout=5)
         names = {s.name for reply in replies for s in reply.list_services_response.service}
         assert {"placement.v1.PlacementService", "placement.v1.PlacementAdmin", "grpc.health.v1.Health"} <= names
+
+
+def test_corrupt_joined_record_is_counted_and_serving_continues(start, tmp_path):
+    data = tmp_path / "corrupt"
+    first = start(data)
+    with PlacementClient(first.target) as client:
+        register_collections(client)
+        drive(client, 50, seed=6)
+        first.engine.join_now(now=first.engine.clock() + 3600)
+        first.engine.wait_learned()
+    first.stop()
+    models = data / "models" / "default"
+    for meta in models.glob("v*.json"):  # as if no learned version had been published
+        if meta.name != "v000001.json":
+            meta.unlink()
+    (models / "CURRENT").write_text("1")
+    joined = sorted((data / "joined" / "default").glob("*.dsjson"))[0]
+    lines = joined.read_text().splitlines()
+    lines[10] = '{"c": {"_multi": "not a list"}, "_outcomes": 3}'  # parses as JSON, not as an event
+    joined.write_text("\n".join(lines) + "\n")
+    second = start(data)
+    with PlacementClient(second.target) as client:
+        stats = client.stats()
+        assert stats.learner_errors == 1
+        assert second.engine.surfaces["default"].examples_learned == 49
+        assert client.decide({"customer": {"segment": "a"}}, SLOTS).slots  # still serving

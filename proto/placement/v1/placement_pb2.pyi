@@ -282,7 +282,7 @@ class SurfaceStats(_message.Message):
     def __init__(self, surface: _Optional[str] = ..., model_version: _Optional[str] = ..., decisions: _Optional[int] = ..., examples_learned: _Optional[int] = ..., apprentice_decisions: _Optional[int] = ..., apprentice_agreements: _Optional[int] = ..., learner_lag_seconds: _Optional[float] = ...) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("decisions", "rewards", "activations", "joined", "joined_with_reward", "default_reward_applied", "unactivated_dropped", "rewards_rejected_unknown", "rewards_rejected_expired", "pending", "bad_requests", "surfaces", "catalog_version")
+    __slots__ = ("decisions", "rewards", "activations", "joined", "joined_with_reward", "default_reward_applied", "unactivated_dropped", "rewards_rejected_unknown", "rewards_rejected_expired", "pending", "bad_requests", "surfaces", "catalog_version", "learner_errors")
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     REWARDS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
@@ -296,6 +296,7 @@ class Stats(_message.Message):
     BAD_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     SURFACES_FIELD_NUMBER: _ClassVar[int]
     CATALOG_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_ERRORS_FIELD_NUMBER: _ClassVar[int]
     decisions: int
     rewards: int
     activations: int
@@ -309,4 +310,5 @@ class Stats(_message.Message):
     bad_requests: int
     surfaces: _containers.RepeatedCompositeFieldContainer[SurfaceStats]
     catalog_version: int
-    def __init__(self, decisions: _Optional[int] = ..., rewards: _Optional[int] = ..., activations: _Optional[int] = ..., joined: _Optional[int] = ..., joined_with_reward: _Optional[int] = ..., default_reward_applied: _Optional[int] = ..., unactivated_dropped: _Optional[int] = ..., rewards_rejected_unknown: _Optional[int] = ..., rewards_rejected_expired: _Optional[int] = ..., pending: _Optional[int] = ..., bad_requests: _Optional[int] = ..., surfaces: _Optional[_Iterable[_Union[SurfaceStats, _Mapping]]] = ..., catalog_version: _Optional[int] = ...) -> None: ...
+    learner_errors: int
+    def __init__(self, decisions: _Optional[int] = ..., rewards: _Optional[int] = ..., activations: _Optional[int] = ..., joined: _Optional[int] = ..., joined_with_reward: _Optional[int] = ..., default_reward_applied: _Optional[int] = ..., unactivated_dropped: _Optional[int] = ..., rewards_rejected_unknown: _Optional[int] = ..., rewards_rejected_expired: _Optional[int] = ..., pending: _Optional[int] = ..., bad_requests: _Optional[int] = ..., surfaces: _Optional[_Iterable[_Union[SurfaceStats, _Mapping]]] = ..., catalog_version: _Optional[int] = ..., learner_errors: _Optional[int] = ...) -> None: ...
