@@ -12,6 +12,17 @@ import pytest
 from server.client import PlacementClient, collection, decide_request
 
 
+def _capacity_returns(client: PlacementClient, seconds: float = 5.0) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            assert client.decide({}, ["homepage"]).slots
+            return
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
+            time.sleep(0.05)
+
+
 def test_resource_exhausted_beyond_capacity_and_recovery(start):
     server = start(threads=4, limits={"max_concurrent_rpcs": 3})
     with PlacementClient(server.target) as client:
@@ -36,14 +47,7 @@ def test_resource_exhausted_beyond_capacity_and_recovery(start):
             q.put(None)
         for stream in streams:
             assert list(stream) == []
-        deadline = time.monotonic() + 5
-        while True:  # capacity comes back once the streams end
-            try:
-                assert client.decide({}, ["homepage"]).slots
-                break
-            except grpc.RpcError as err:
-                assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
-                time.sleep(0.05)
+        _capacity_returns(client)  # once the streams end
 
 
 def test_client_deadline_ends_a_stalled_stream_and_frees_capacity(start):
@@ -58,11 +62,4 @@ def test_client_deadline_ends_a_stalled_stream_and_frees_capacity(start):
             next(stream)
         assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
         q.put(None)
-        deadline = time.monotonic() + 5
-        while True:  # the server cancelled the stream and took the next call
-            try:
-                assert client.decide({}, ["homepage"]).slots
-                break
-            except grpc.RpcError as exc:
-                assert exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and time.monotonic() < deadline
-                time.sleep(0.05)
+        _capacity_returns(client)  # the server cancelled the stream
