@@ -86,27 +86,32 @@ def _slot_label(choice: SlotChoice | None, cost: float | None) -> str:
     return ",".join([head, *rest])
 
 
-def vw_lines(inp: DecisionInput, choices: Sequence[SlotChoice] | None = None,
-             costs: Sequence[float] | None = None, action_text: Sequence[str] | None = None,
-             only_slot: int | None = None, include: Sequence[int] | None = None) -> list[str]:
-    """The multi-line VW text example; with choices and costs it is labelled.
-
-    ``action_text`` may hold the candidates' precomputed ``|A ...`` strings
-    (they change only with the catalog). ``only_slot``/``include`` build a
-    one-slot example restricted to the included candidates."""
-    lines = [f"ccb shared {vw_text(context_spaces(inp.context))}"]
+def head_lines(inp: DecisionInput, action_text: Sequence[str] | None = None) -> list[str]:
+    """The shared and action lines of an example: the same for every slot of a
+    request, so a decision builds them once. ``action_text`` may hold the
+    candidates' precomputed ``|A ...`` strings (they change only with the catalog)."""
     texts = action_text or [vw_text(c.spaces()) for c in inp.candidates]
-    lines += [f"ccb action {t}" for t in texts]
-    for k, slot in enumerate(inp.slots):
-        if only_slot is not None and k != only_slot:
-            continue
+    return [f"ccb shared {vw_text(context_spaces(inp.context))}", *(f"ccb action {t}" for t in texts)]
+
+
+def slot_line(inp: DecisionInput, k: int, label: str = "", allowed: Sequence[int] | None = None) -> str:
+    """Slot k's line; ``allowed`` (else the slot's eligibility) becomes VW's include list."""
+    if allowed is None and inp.eligible:
+        allowed = inp.eligible[k]
+    include = ",".join(map(str, allowed)) if allowed is not None and len(allowed) < len(inp.candidates) else ""
+    head = " ".join(part for part in ("ccb slot", label, include) if part)
+    return f"{head} {vw_text(inp.slots[k].spaces())}"
+
+
+def vw_lines(inp: DecisionInput, choices: Sequence[SlotChoice] | None = None,
+             costs: Sequence[float] | None = None, only_slot: int | None = None,
+             include: Sequence[int] | None = None) -> list[str]:
+    """The VW text example (every slot, or ``only_slot`` restricted to
+    ``include``); with choices and costs it is labelled."""
+    lines = head_lines(inp)
+    for k in range(len(inp.slots)) if only_slot is None else (only_slot,):
         label = _slot_label(choices[k] if choices else None, costs[k] if costs else None)
-        allowed = include if include is not None else (inp.eligible[k] if inp.eligible else None)
-        include_text = ""
-        if allowed is not None and len(allowed) < len(texts):
-            include_text = ",".join(str(i) for i in allowed)
-        head = " ".join(part for part in ("ccb slot", label, include_text) if part)
-        lines.append(f"{head} {vw_text(slot.spaces())}")
+        lines.append(slot_line(inp, k, label, include))
     return lines
 
 
@@ -123,11 +128,11 @@ class Policy:
         self.version = version
 
     def slot_distribution(self, inp: DecisionInput, k: int, allowed: Sequence[int],
-                          action_text: Sequence[str] | None = None) -> list[tuple[int, float]]:
+                          head: list[str] | None = None) -> list[tuple[int, float]]:
         """VW's probability distribution (exploration included) for slot k over
         ``allowed``. One slot per predict: in a multi-slot predict VW would
         condition later slots on its own internal draw, not on ours."""
-        lines = vw_lines(inp, action_text=action_text, only_slot=k, include=allowed)
+        lines = [*(head or head_lines(inp)), slot_line(inp, k, allowed=allowed)]
         with self._lock:
             pdf = self._ws.predict(lines)
         return _renormalise(pdf[0] if pdf else [], list(allowed))
@@ -136,13 +141,14 @@ class Policy:
                action_text: Sequence[str] | None = None) -> Decision:
         """Fill every slot in order, never the same collection twice."""
         rng = seeded_rng(event_id)
+        head = head_lines(inp, action_text)
         used: set[int] = set()
         decision = Decision()
         for k, slot in enumerate(inp.slots):
             allowed = [a for a in inp.allowed(k) if a not in used]
             if not allowed:
                 raise NoEligibleCandidate(f"slot '{slot.id}' has no eligible collection left")
-            ranking = self.slot_distribution(inp, k, allowed, action_text)
+            ranking = self.slot_distribution(inp, k, allowed, head)
             model_top = ranking[0][0]
             if mode is Mode.APPRENTICE:
                 action = _baseline(inp, slot, allowed)
@@ -156,7 +162,7 @@ class Policy:
 
     def scores(self, inp: DecisionInput, k: int, allowed: Sequence[int]) -> dict[int, float]:
         """VW's predicted reward (-cost) of each allowed candidate in slot k."""
-        text = "\n".join(vw_lines(inp, only_slot=k, include=allowed))
+        text = "\n".join([*head_lines(inp), slot_line(inp, k, allowed=allowed)])
         with self._lock:
             examples = self._ws.parse(text)
             try:
