@@ -257,25 +257,32 @@ def default_workers() -> int:
 
 def run_targets(log: ReplayLog, tasks: Sequence[ProgressiveTask], workers: int | None = None,
                 progress: Progress | None = None) -> list[np.ndarray]:
-    """Distributions for every task, in order. Several tasks run in a process
-    pool (spawned: the caller may hold threads, e.g. a gRPC server); one task,
-    or ``workers=1``, runs here with per-event progress."""
+    """Distributions for every task, in order. VW tasks (two or more) run in a
+    process pool -- spawned, since the caller may hold threads (a gRPC
+    server); cheap targets, a single VW task or ``workers=1`` run here."""
     workers = workers or default_workers()
-    if workers <= 1 or len(tasks) <= 1:
-        out = []
-        for task in tasks:
-            out.append(_run_task(task, log, progress))
-        return out
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(min(workers, len(tasks)), mp_context=ctx,
-                             initializer=_init_worker, initargs=(log,)) as pool:
-        futures = [pool.submit(_run_task, task) for task in tasks]
-        results = []
-        for future in futures:
-            results.append(future.result())
+    heavy = [i for i, t in enumerate(tasks) if t.spec.kind in ("vw", "model")]
+    pooled = heavy if workers > 1 and len(heavy) > 1 else []
+    out: dict[int, np.ndarray] = {}
+    futures = {}
+    pool = None
+    if pooled:
+        ctx = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(min(workers, len(pooled)), mp_context=ctx,
+                                   initializer=_init_worker, initargs=(log,))
+        futures = {i: pool.submit(_run_task, tasks[i]) for i in pooled}
+    try:
+        for i, task in enumerate(tasks):
+            if i not in futures:
+                out[i] = _run_task(task, log, progress)
+        for i, future in futures.items():
+            out[i] = future.result()
             if progress:
                 progress(log.n)
-        return results
+    finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
+    return [out[i] for i in range(len(tasks))]
 
 
 # --------------------------------------------------------------------------- reward model

@@ -62,7 +62,7 @@ def recommend(current: dict[str, Any], ranked: Sequence[dict[str, Any]]) -> dict
         return {"change": False, "reason": "no other candidate has an estimate"}
     best = others[0]
     if best["lower"] > current["value"]:
-        return {"change": True, "to": best["name"], "settings": best["settings"],
+        return {"change": True, "to": best["name"], "settings": best.get("settings"),
                 "reason": f"lower bound {best['lower']:.4g} of {best['name']} beats the current estimate "
                           f"{current['value']:.4g}"}
     return {"change": False, "best_alternative": best["name"],
