@@ -57,7 +57,7 @@ def machine() -> dict:
         commit = ""
     return {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "nproc": os.cpu_count(),
             "cpu": cpu, "python": platform.python_version(), "vowpalwabbit": vowpalwabbit.__version__,
-            "grpcio": grpc.__version__, "platform": platform.platform(), "commit": commit}
+            "grpcio": grpc.__version__, "loadavg_start": os.getloadavg(), "platform": platform.platform(), "commit": commit}
 
 
 def parse_configs(text: str) -> list[tuple[int, int]]:
@@ -86,8 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="~1 minute smoke run (10x1 and 50x3, short windows)")
     ap.add_argument("--seed", type=int, default=7, help="seed of the request and of every draw [7]")
     ap.add_argument("--configs", help="candidates x slots list [10x1,10x3,50x1,50x3,200x1,200x3]")
-    ap.add_argument("--rounds", type=int, help="interleaved rounds per in-process variant (median) [3]")
-    ap.add_argument("--seconds", type=float, help="seconds per in-process round [1.0]")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds per in-process variant (median) [5]")
+    ap.add_argument("--seconds", type=float, help="seconds per in-process round [0.6]")
     ap.add_argument("--workers", default="1,all",
                     help="server worker counts, passed as 'placement serve --workers N' when that flag "
                          "exists ('all' = nproc); without the flag one process is measured [1,all]")
@@ -96,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=4, help="closed loop: calls in flight per client [4]")
     ap.add_argument("--grpc-seconds", type=float, help="seconds per gRPC measurement window [5]")
     ap.add_argument("--grpc-configs", help="configs measured through gRPC [all of --configs]")
+    ap.add_argument("--server-gc-off", action="store_true",
+                    help="diagnosis: run the server with Python's cyclic GC disabled (not a supported setting)")
     ap.add_argument("--no-grpc", action="store_true", help="skip D")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "latest.json",
                     help="where to write the raw results [bench/results/latest.json]")
@@ -105,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     configs = parse_configs(args.configs or ("10x1,50x3" if quick else "10x1,10x3,50x1,50x3,200x1,200x3"))
     grpc_configs = parse_configs(args.grpc_configs) if args.grpc_configs else (
         [(50, 3)] if quick else configs)
-    rounds = args.rounds or (1 if quick else 3)
-    seconds = args.seconds or (0.5 if quick else 1.0)
+    rounds = args.rounds or (1 if quick else 5)
+    seconds = args.seconds or (0.5 if quick else 0.6)
     grpc_seconds = args.grpc_seconds or (2.0 if quick else 5.0)
     warmup = 0.5 if quick else 1.0
 
@@ -144,10 +146,12 @@ def main(argv: list[str] | None = None) -> int:
                     f"{args.clients} clients x {args.concurrency} in flight")
                 entry["grpc"][key] = measure_server(
                     w.request_bytes(), slots, n, args.clients, args.concurrency, grpc_seconds, grpc_seconds,
-                    warmup, (0.5, 0.7, 0.9), log=log)
+                    warmup, (0.5, 0.7, 0.9), log=log, gc_off=args.server_gc_off)
                 entry["grpc"][key]["workers"] = n or 1
         results["configs"][w.label] = entry
     results["elapsed_seconds"] = time.monotonic() - t_start
+    results["machine"]["loadavg_end"] = os.getloadavg()
+    results["command"] = " ".join([".venv/bin/python -m bench.decide", *(argv if argv is not None else sys.argv[1:])])
     results["summary"] = summarise(results)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=1))
@@ -204,6 +208,10 @@ def summarise(results: dict) -> dict:
     return out
 
 
+def _load(avg) -> str:
+    return "/".join(f"{x:.1f}" for x in avg) if avg else "?"
+
+
 def _fmt(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.1f}"
 
@@ -213,7 +221,16 @@ def report(results: dict) -> str:
     lines = [f"## Decide benchmark ({m['date']}, commit {m['commit']})", "",
              f"Machine: {m['nproc']} x {m['cpu']}; Python {m['python']}; VW {m['vowpalwabbit']}; "
              f"grpcio {m['grpcio']}; `placement serve --workers`: {'yes' if m['serve_has_workers'] else 'no'}",
-             "", "### Throughput (decisions/s, median of interleaved rounds)", ""]
+             f"Load average (1/5/15 min) at start {_load(m.get('loadavg_start'))}, at end {_load(m.get('loadavg_end'))}"
+             " (other work on the machine skews absolute numbers; compare ratios within one run)",
+             ""]
+    st, a = results["settings"], results["args"]
+    lines += [f"Command: `{results['command']}`",
+              f"Settings: seed {a['seed']}; in-process {st['rounds']} interleaved rounds x {st['seconds']} s (median); "
+              f"gRPC {a['clients']} client processes, {a['concurrency']} in flight each for max, "
+              f"{st['grpc_seconds']} s windows after {st['warmup']} s warm-up"
+              + ("; SERVER GC DISABLED (diagnosis)" if a.get("server_gc_off") else ""),
+              "", "### Throughput (decisions/s, median of interleaved rounds)", ""]
     grpc_keys = sorted({k for e in results["configs"].values() for k in e["grpc"]})
     head = ["config", *INPROC, *[f"D {k}" for k in grpc_keys]]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

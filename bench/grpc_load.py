@@ -86,11 +86,14 @@ def tree_cpu_seconds(pid: int) -> float:
 class Server:
     """``placement serve`` on a free loopback port with a fresh data directory."""
 
-    def __init__(self, workers: int | None):
+    def __init__(self, workers: int | None, gc_off: bool = False):
         self.dir = Path(tempfile.mkdtemp(prefix="bench-serve-"))
         self.port = _free_port()
         self.target = f"127.0.0.1:{self.port}"
-        cmd = [*placement_command(), "serve", "--port", str(self.port), "--data-dir", str(self.dir / "data"),
+        base = placement_command()
+        if gc_off:  # diagnosis only: the same CLI with Python's cyclic GC disabled
+            base = [sys.executable, "-c", "import gc; gc.disable(); from server.cli import main; main()"]
+        cmd = [*base, "serve", "--port", str(self.port), "--data-dir", str(self.dir / "data"),
                "--log-level", "WARNING"]
         if workers is not None:
             cmd += ["--workers", str(workers)]
@@ -159,6 +162,7 @@ class Phase:
     rate: float = 0.0  # open loop: calls per second per process
     phase: float = 0.0  # open loop: offset of this process's schedule, in intervals
     max_outstanding: int = 64
+    channels: int = 4  # connections per client process
 
 
 @dataclass
@@ -177,11 +181,19 @@ async def _run_phase(target: str, payload: bytes, ph: Phase) -> ClientResult:
 
     res = ClientResult()
     end = ph.start_at + ph.duration
-    async with grpc.aio.insecure_channel(target) as channel:
-        call = channel.unary_unary(DECIDE)
-        await channel.channel_ready()
-
+    # Several connections per process (a local subchannel pool keeps gRPC from
+    # sharing one): with SO_REUSEPORT the kernel spreads *connections* over the
+    # server's workers, so a single connection per client could leave a worker idle.
+    channels = [grpc.aio.insecure_channel(target, options=[("grpc.use_local_subchannel_pool", 1)])
+                for _ in range(ph.channels)]
+    calls = [ch.unary_unary(DECIDE) for ch in channels]
+    for ch in channels:
+        await ch.channel_ready()
+    turn = [0]
+    try:
         async def one(scheduled: float) -> None:
+            turn[0] += 1
+            call = calls[turn[0] % len(calls)]
             try:
                 await call(payload, timeout=30)
             except grpc.RpcError:
@@ -236,6 +248,9 @@ async def _run_phase(target: str, payload: bytes, ph: Phase) -> ClientResult:
                 i += 1
             if tasks:
                 await asyncio.wait(list(tasks), timeout=60)
+    finally:
+        for ch in channels:
+            await ch.close()
     return res
 
 
@@ -307,9 +322,9 @@ def percentile(values: list[float], q: float) -> float:
 
 def measure_server(payload: bytes, slots: int, workers: int | None, clients: int, concurrency: int,
                    max_seconds: float, latency_seconds: float, warmup: float,
-                   fractions: tuple[float, ...], log=print) -> dict:
+                   fractions: tuple[float, ...], log=print, gc_off: bool = False) -> dict:
     """Max throughput (closed loop) then latency at fractions of it (open loop)."""
-    server = Server(workers)
+    server = Server(workers, gc_off=gc_off)
     gen = None
     try:
         server.check(payload, slots)

@@ -52,7 +52,7 @@ class BareVW:
     sampling: one single-slot predict per slot, each with an include list
     (slot k excludes k earlier choices)."""
 
-    def __init__(self, w: Workload, per_slot: bool = False, batch: int = 64):
+    def __init__(self, w: Workload, per_slot: bool = False, batch: int | None = None):
         self.ws = pyvw.Workspace(vw_arguments(SETTINGS))
         inp = w.decision_input()
         if per_slot:
@@ -62,7 +62,9 @@ class BareVW:
         else:
             self.texts = ["\n".join(vw_lines(inp))]
         self.slots = w.slots
-        self.batch = batch
+        # Small batches for big examples: 64 parsed copies of 200 actions no longer
+        # fit in cache and predict slows down by ~2x, which is not VW's limit.
+        self.batch = batch or max(4, min(32, 1000 // w.candidates))
 
     def run(self, seconds: float) -> float:
         ws, done, timed = self.ws, 0, 0.0
