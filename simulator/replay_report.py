@@ -139,8 +139,10 @@ def diagnostics_table(results: dict[str, Any]) -> Table:
 def search_table(search: dict[str, Any], top: int = 15) -> Table:
     table = Table(title=f"Search: page value by {search['estimator']}, ranked by the "
                         f"{search['level']:.0%} lower bound")
-    for col in ("rank", "setting", "estimate", "lower", "upper"):
-        table.add_column(col)
+    table.add_column("rank")
+    table.add_column("setting", overflow="fold")
+    for col in ("estimate", "lower", "upper"):
+        table.add_column(col, justify="right", no_wrap=True)
     current = search["current"]["name"]
     for i, entry in enumerate(search["ranked"][:top], start=1):
         name = entry["name"] + ("  (current)" if entry["name"] == current else "")
