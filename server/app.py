@@ -37,7 +37,7 @@ class RunningServer:
     engine: Engine
     port: int
     health: health.HealthServicer
-    metrics: Metrics
+    metrics: Metrics | None = None
     metrics_port: int | None = None
 
     @property
@@ -49,7 +49,8 @@ class RunningServer:
             self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         self.server.stop(grace).wait()
         self.engine.stop()
-        self.metrics.stop()
+        if self.metrics is not None:
+            self.metrics.stop()
 
     def wait(self) -> None:
         self.server.wait_for_termination()
@@ -92,22 +93,31 @@ def _credentials(security: SecurityConfig) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
 
 
-def start_server(config: ServerConfig, engine: Engine | None = None) -> RunningServer:
-    """Start serving; port 0 lets the OS choose (tests)."""
+def start_server(config: ServerConfig, engine=None, *, admin_handler: grpc.GenericRpcHandler | None = None,
+                 reuse_port: bool = False) -> RunningServer:
+    """Start serving; port 0 lets the OS choose (tests). A serving worker of
+    the multi-process mode passes its own engine, a handler that forwards admin
+    calls, and ``reuse_port`` to share the port with its siblings."""
     auth = _auth(config.security, config.host)
     credentials = _credentials(config.security)
     engine = engine or Engine(config)
-    metrics = Metrics(engine)
+    metrics = Metrics(engine) if admin_handler is None else None
     limit = config.limits.max_message_bytes
+    interceptors = [auth, MalformedRequestInterceptor()]
+    if metrics is not None:
+        interceptors.insert(0, MetricsInterceptor(metrics))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="rpc"),
-        interceptors=[MetricsInterceptor(metrics), auth, MalformedRequestInterceptor()],
+        interceptors=interceptors,
         options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
-                 ("grpc.so_reuseport", 0)],
+                 ("grpc.so_reuseport", int(reuse_port))],
         maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs,
     )
     pb_grpc.add_PlacementServiceServicer_to_server(PlacementService(engine), server)
-    pb_grpc.add_PlacementAdminServicer_to_server(PlacementAdmin(engine), server)
+    if admin_handler is None:
+        pb_grpc.add_PlacementAdminServicer_to_server(PlacementAdmin(engine), server)
+    else:
+        server.add_generic_rpc_handlers((admin_handler,))
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -120,7 +130,7 @@ def start_server(config: ServerConfig, engine: Engine | None = None) -> RunningS
     for name in (*SERVICE_NAMES, ""):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     metrics_port = None
-    if config.metrics.port is not None:
+    if metrics is not None and config.metrics.port is not None:
         metrics_port = metrics.serve(config.metrics.host, config.metrics.port)
     log.info("placement engine listening on %s:%d (%s, admin %s, data in %s)", config.host, port,
              "TLS" if credentials else "plaintext", "authenticated" if auth.enabled else "open",

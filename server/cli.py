@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 import threading
@@ -33,6 +34,10 @@ def serve(
     port: Optional[int] = typer.Option(None, help="Port to listen on; 0 lets the OS choose [default: 50051]."),
     data_dir: Optional[Path] = typer.Option(None, help="Where the event log, joined data and models live "
                                                        "[default: ./placement-data]."),
+    workers: int = typer.Option(os.cpu_count() or 1, min=1, max=256,
+                                help="Serving processes sharing the port (SO_REUSEPORT), plus one coordinator "
+                                     "that joins and learns; 1 serves, joins and learns in one process. "
+                                     "[default: number of cores]"),
     metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus metrics on this HTTP port "
                                                           "(loopback; 0 lets the OS choose) [default: off]."),
     log_level: str = typer.Option("INFO", help="Logging level: DEBUG, INFO, WARNING, ERROR."),
@@ -45,14 +50,22 @@ def serve(
         setup_logging(log_level, log_format)
         metrics = {"port": metrics_port} if metrics_port is not None else None
         cfg = load_config(config, host=host, port=port, data_dir=data_dir, metrics=metrics)
-        from server.app import start_server
+        if workers > 1:
+            from server.workers import Coordinator
 
-        running = start_server(cfg)
+            running = Coordinator(cfg, workers)
+            bound = running.start()
+        else:
+            from server.app import start_server
+
+            running = start_server(cfg)
+            bound = running.port
     except (ConfigError, ValueError) as exc:
         _fail(str(exc))
-    except OSError as exc:
+    except (OSError, RuntimeError) as exc:
         _fail(f"cannot start: {exc}")
-    typer.echo(f"serving on {cfg.host}:{running.port}, data in {cfg.data_dir}", err=True)
+    typer.echo(f"serving on {cfg.host}:{bound} ({workers} worker{'s' if workers > 1 else ''}), "
+               f"data in {cfg.data_dir}", err=True)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
@@ -80,8 +93,10 @@ def _register_commands() -> None:
     """Commands implemented next to what they use (simulator/)."""
     from simulator.cli import simulate
     from simulator.import_cli import import_log
+    from simulator.replay_cli import replay
 
     app.command("simulate")(simulate)
+    app.command("replay")(replay)
     app.command("import")(import_log)
 
 

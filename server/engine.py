@@ -10,6 +10,7 @@ the latest model version.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
@@ -17,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from bandit.catalog import Catalog
 from bandit.events import (
@@ -35,7 +36,7 @@ from bandit.features import Candidate, FeatureGroup, SlotSpec
 from bandit.joiner import Joiner, JoinError
 from bandit.policy import DecisionInput, Mode
 from server.config import ServerConfig
-from server.eventlog import AppendLog
+from server.eventlog import AppendLog, read_log_dir
 from server.learner import SurfaceModel
 from server.modelstore import ModelStore, VersionInfo, verify_vw_model
 
@@ -65,10 +66,44 @@ class DecideCall:
     at: float | None
 
 
+def make_decision(call: DecideCall, event_id: str, surface, catalog: Catalog, now: float) -> DecisionEvent:
+    """Candidates (the request's, else the catalog's active and eligible ones),
+    then the surface's serving policy decides; nothing is logged here."""
+    candidates, eligible, action_text = call.candidates, (), None
+    if not candidates:
+        cset = catalog.candidates_for(call.slots, call.at if call.at is not None else now)
+        candidates, eligible, action_text = cset.candidates, cset.eligible, cset.action_text
+    inp = DecisionInput(call.context, call.slots, candidates, eligible)
+    mode = call.mode or surface.mode
+    policy = surface.serving
+    decision = policy.decide(inp, event_id, mode, action_text=action_text)
+    return DecisionEvent(event_id, now, surface.name, mode.value, policy.version, inp,
+                         tuple(decision.choices), call.deferred)
+
+
+def explain_decision(policy, event: DecisionEvent, top: int = 5) -> list[list[tuple[str, str, float]]]:
+    """Per slot, the features that moved the chosen collection's predicted
+    reward most (by leaving each out); computed only when asked for."""
+    used: set[int] = set()
+    out = []
+    for k, choice in enumerate(event.choices):
+        allowed = [a for a in event.inp.allowed(k) if a not in used]
+        out.append(policy.explain(event.inp, k, allowed, choice.action, top=top))
+        used.add(choice.action)
+    return out
+
+
 class Engine:
-    def __init__(self, config: ServerConfig, clock: Callable[[], float] = time.time):
+    def __init__(self, config: ServerConfig, clock: Callable[[], float] = time.time,
+                 decision_dirs: Sequence[Path] = ()):
+        """``decision_dirs``: event logs of serving worker processes (multi-process
+        mode), whose decisions this engine joins and learns from."""
         self.config = config
         self.clock = clock
+        self.decision_dirs = [Path(d) for d in decision_dirs]
+        # Multi-process mode: read the workers' newest decisions before calling
+        # a reward's event unknown (they were logged before the client saw them).
+        self.catch_up: Callable[[], None] | None = None
         data = Path(config.data_dir)
         data.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(data / "catalog.json", config.limits.features)
@@ -124,7 +159,8 @@ class Engine:
                 joined_ids.add(str(obj.get("EventId")))
                 if index >= surface.joined_through:
                     self._relearn(surface, index, obj)
-        for rec in self.events.read():
+        worker_records = (rec for d in self.decision_dirs for rec in read_log_dir(d))
+        for rec in itertools.chain(worker_records, self.events.read()):
             try:
                 event = event_from_record(rec)
             except (KeyError, TypeError, ValueError) as exc:
@@ -175,42 +211,40 @@ class Engine:
         existing = self._existing(event_id)
         if existing is not None:
             return existing
-        now = self.clock()
-        candidates, eligible, action_text = call.candidates, (), None
-        if not candidates:
-            cset = self.catalog.candidates_for(call.slots, call.at if call.at is not None else now)
-            candidates, eligible, action_text = cset.candidates, cset.eligible, cset.action_text
-        inp = DecisionInput(call.context, call.slots, candidates, eligible)
-        mode = call.mode or surface.mode
-        policy = surface.serving
-        decision = policy.decide(inp, event_id, mode, action_text=action_text)
-        event = DecisionEvent(event_id, now, surface.name, mode.value, policy.version, inp,
-                              tuple(decision.choices), call.deferred)
+        event = make_decision(call, event_id, surface, self.catalog, self.clock())
         line = dumps(event_to_record(event))
         with self._lock:
             existing = self._existing(event_id)
             if existing is not None:  # a concurrent call with the same id won
                 return existing
             self.events.append(line)
-            self.joiner.add_decision(event)
-            self.counts["decisions"] += 1
-            surface.counters.decisions += 1
-            if mode is Mode.APPRENTICE:
-                surface.counters.apprentice_decisions += len(event.choices)
-                surface.counters.apprentice_agreements += sum(c.model_top == c.action for c in event.choices)
+            self._admit(event)
         return event
 
+    def ingest(self, event: DecisionEvent) -> bool:
+        """A decision logged by a serving worker process (multi-process mode);
+        False for a duplicate id (the first one logged wins)."""
+        with self._lock:
+            if event.event_id in self.joiner or self.joiner.is_closed(event.event_id):
+                self.counts["duplicates"] = self.counts.get("duplicates", 0) + 1
+                return False
+            self._admit(event)
+            return True
+
+    def _admit(self, event: DecisionEvent) -> None:
+        """Join bookkeeping and counters for a logged decision (under the lock)."""
+        self.joiner.add_decision(event)
+        surface = self.surfaces.get(event.surface)
+        self.counts["decisions"] += 1
+        if surface is None:
+            return
+        surface.counters.decisions += 1
+        if event.mode == Mode.APPRENTICE.value:
+            surface.counters.apprentice_decisions += len(event.choices)
+            surface.counters.apprentice_agreements += sum(c.model_top == c.action for c in event.choices)
+
     def explain(self, event: DecisionEvent, top: int = 5) -> list[list[tuple[str, str, float]]]:
-        """Per slot, the features that moved the chosen collection's predicted
-        reward most (by leaving each out); computed only when asked for."""
-        policy = self.surface(event.surface).serving
-        used: set[int] = set()
-        out = []
-        for k, choice in enumerate(event.choices):
-            allowed = [a for a in event.inp.allowed(k) if a not in used]
-            out.append(policy.explain(event.inp, k, allowed, choice.action, top=top))
-            used.add(choice.action)
-        return out
+        return explain_decision(self.surface(event.surface).serving, event, top)
 
     def _existing(self, event_id: str) -> DecisionEvent | None:
         """Idempotency: a repeated id gets the original decision back."""
@@ -222,6 +256,7 @@ class Engine:
     def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None) -> str:
         """Log and join a reward; returns the slot it joined."""
         ts = self.clock() if at is None else at
+        self._catch_up(event_id)
         with self._lock:
             k = self.joiner.check_reward(event_id, slot_id)
             slot = self.joiner.get(event_id).inp.slots[k].id
@@ -232,11 +267,16 @@ class Engine:
 
     def activate(self, event_id: str, at: float | None = None) -> None:
         ts = self.clock() if at is None else at
+        self._catch_up(event_id)
         with self._lock:
             self.joiner.check_activation(event_id)
             self.events.append(dumps(event_to_record(ActivationEvent(event_id, ts))))
             self.joiner.activate(event_id, ts)
             self.counts["activations"] += 1
+
+    def _catch_up(self, event_id: str) -> None:
+        if self.catch_up is not None and event_id not in self.joiner and not self.joiner.is_closed(event_id):
+            self.catch_up()
 
     # --- joining and learning ---------------------------------------------------
 

@@ -9,6 +9,8 @@ operating system (so a killed server loses nothing it acknowledged). With
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
 import threading
@@ -18,6 +20,7 @@ from typing import Iterable, Iterator
 
 from bandit.events import read_lines
 
+log = logging.getLogger(__name__)
 _SEGMENT = re.compile(r"^(?P<prefix>.+)-(?P<n>\d{6})\.(?P<ext>\w+)$")
 
 
@@ -36,8 +39,7 @@ class AppendLog:
         self.lines_written = 0
 
     def segments(self) -> list[Path]:
-        found = [p for p in self.directory.glob(f"{self.prefix}-*.{self.ext}") if _SEGMENT.match(p.name)]
-        return sorted(found, key=_number)
+        return segments(self.directory, self.prefix, self.ext)
 
     def _open(self):
         path = self.directory / f"{self.prefix}-{self._index:06d}.{self.ext}"
@@ -78,9 +80,7 @@ class AppendLog:
         """Every record of every segment, in order (torn last lines skipped)."""
         with self._lock:
             self._fh.flush()
-        for path in self.segments():
-            for _, obj in read_lines(path, strict=False):
-                yield obj
+        yield from read_log_dir(self.directory, self.prefix, self.ext)
 
     def close(self) -> None:
         with self._lock:
@@ -89,6 +89,63 @@ class AppendLog:
                 if self.fsync != "never":
                     os.fsync(self._fh.fileno())
                 self._fh.close()
+
+
+def segments(directory: Path, prefix: str = "events", ext: str = "jsonl") -> list[Path]:
+    found = [p for p in Path(directory).glob(f"{prefix}-*.{ext}") if _SEGMENT.match(p.name)]
+    return sorted(found, key=_number)
+
+
+def read_log_dir(directory: Path, prefix: str = "events", ext: str = "jsonl") -> Iterator[dict]:
+    """Every record of a log directory written by another process, in order."""
+    for path in segments(directory, prefix, ext):
+        for _, obj in read_lines(path, strict=False):
+            yield obj
+
+
+class Tailer:
+    """Follows log directories that other processes append to, returning only
+    complete new lines (a line being written is left for the next call)."""
+
+    def __init__(self, directories: Iterable[Path], prefix: str = "events", ext: str = "jsonl"):
+        self.prefix, self.ext = prefix, ext
+        self._pos: dict[Path, tuple[int, int]] = {Path(d): (0, 0) for d in directories}
+        self._lock = threading.Lock()
+
+    def skip_existing(self) -> None:
+        """Start from the current ends (what recovery has already read)."""
+        for directory in self._pos:
+            found = segments(directory, self.prefix, self.ext)
+            if found:
+                self._pos[directory] = (_number(found[-1]), found[-1].stat().st_size)
+
+    def poll(self) -> list[dict]:
+        with self._lock:
+            out: list[dict] = []
+            for directory, (index, offset) in self._pos.items():
+                for path in segments(directory, self.prefix, self.ext):
+                    number = _number(path)
+                    if number < index:
+                        continue
+                    start = offset if number == index else 0
+                    with open(path, "rb") as fh:
+                        fh.seek(start)
+                        data = fh.read()
+                    complete = data[: data.rfind(b"\n") + 1]
+                    out += _records(path, complete)
+                    index, offset = number, start + len(complete)
+                self._pos[directory] = (index, offset)
+            return out
+
+
+def _records(path: Path, data: bytes) -> list[dict]:
+    records = []
+    for line in data.decode("utf-8", errors="replace").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("%s: unreadable line skipped", path)
+    return records
 
 
 def _number(path: Path) -> int:

@@ -78,6 +78,9 @@ def rpc(counts: Callable[[], dict[str, int]]):
             except Exception as exc:
                 if context.code() not in (None, grpc.StatusCode.OK):
                     raise  # already aborted with a precise status (e.g. a malformed stream message)
+                if isinstance(exc, grpc.RpcError):  # forwarded by a worker: pass the verdict on
+                    counts(self)["bad_requests"] += 1
+                    context.abort(exc.code(), exc.details())
                 code = _status_for(exc)
                 counts(self)["bad_requests"] += 1
                 if code is None:

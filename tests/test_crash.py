@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bandit.events import read_lines
@@ -32,9 +33,10 @@ publish_every_seconds = 0.3
 """
 
 
-def _start(data: Path, config: Path) -> tuple[subprocess.Popen, str, float]:
+def _start(data: Path, config: Path, workers: int) -> tuple[subprocess.Popen, str, float]:
     started = time.monotonic()
-    proc = subprocess.Popen([PLACEMENT, "serve", "--port", "0", "--data-dir", str(data), "--config", str(config)],
+    proc = subprocess.Popen([PLACEMENT, "serve", "--port", "0", "--data-dir", str(data), "--config", str(config),
+                             "--workers", str(workers)],
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     for line in proc.stderr:
         match = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
@@ -71,25 +73,29 @@ def _traffic(target: str, seed: int, stop: threading.Event, acked: dict) -> None
 
 
 def _events(data: Path) -> list[dict]:
-    return [obj for path in sorted((data / "events").glob("*.jsonl")) for _, obj in read_lines(path, strict=False)]
+    return [obj for path in sorted((data / "events").rglob("*.jsonl")) for _, obj in read_lines(path, strict=False)]
 
 
-def test_sigkill_loses_nothing_acknowledged_and_learns_once(tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_sigkill_loses_nothing_acknowledged_and_learns_once(tmp_path, workers):
+    """With workers, SIGKILL hits the coordinator; its workers notice and stop."""
     data, config = tmp_path / "data", tmp_path / "c.toml"
     config.write_text(CONFIG)
-    proc, target, _ = _start(data, config)
+    proc, target, _ = _start(data, config, workers)
     with PlacementClient(target) as admin:
         admin.put_collections([collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(4)])
+    time.sleep(0.5)  # workers pick up catalog changes within REFRESH_SECONDS
     acked = {"decisions": set(), "rewards": set(), "activations": set()}
     stop = threading.Event()
-    workers = [threading.Thread(target=_traffic, args=(target, s, stop, acked)) for s in range(3)]
-    for w in workers:
+    load = [threading.Thread(target=_traffic, args=(target, s, stop, acked)) for s in range(3)]
+    for w in load:
         w.start()
     time.sleep(3.0)  # several joins and model versions happen meanwhile
     proc.send_signal(signal.SIGKILL)
     proc.wait()
+    time.sleep(1.0)  # orphaned workers notice their coordinator is gone
     stop.set()
-    for w in workers:
+    for w in load:
         w.join()
     assert len(acked["decisions"]) > 100
 
@@ -98,10 +104,10 @@ def test_sigkill_loses_nothing_acknowledged_and_learns_once(tmp_path):
     assert acked["decisions"] <= logged
     assert acked["rewards"] <= {(e["id"], e["slot"]) for e in events if e["kind"] == "reward"}
     assert acked["activations"] <= {e["id"] for e in events if e["kind"] == "activate"}
-    with open(sorted((data / "events").glob("*.jsonl"))[-1], "a") as fh:
+    with open(sorted((data / "events").rglob("*.jsonl"))[-1], "a") as fh:
         fh.write('{"kind":"decision","id":"torn')  # a torn last line, as a crash mid-write leaves
 
-    proc, target, seconds = _start(data, config)
+    proc, target, seconds = _start(data, config, workers)
     assert seconds < 15
     with PlacementClient(target) as client:
         info = client.model_info()

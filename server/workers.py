@@ -1,0 +1,320 @@
+"""Multi-process serving: ``placement serve --workers N``.
+
+Python serves one request at a time per process, so decisions scale by
+processes. N serving workers share the port (``SO_REUSEPORT``; the kernel
+spreads connections), each with its own VW workspaces. Each worker logs its
+decisions to its own event log (``events/worker-K``) before answering, and
+picks up new model versions and catalog changes from the data directory.
+
+One coordinator process owns everything that needs a single writer: it tails
+the workers' decision logs, takes rewards and activations (workers forward
+them, and admin calls, over a Unix socket in the data directory), joins,
+learns and publishes model versions. A reward can reach the coordinator before
+its tailer has read the decision; the decision was logged before the client
+saw it, so the coordinator reads the logs once more before calling an event
+unknown. Duplicated event ids across workers: the first one logged wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from concurrent import futures
+from dataclasses import replace
+from pathlib import Path
+
+import grpc
+
+from bandit.catalog import Catalog
+from bandit.events import DecisionEvent, dumps, event_from_record, event_to_record
+from bandit.policy import Mode, Policy
+from placement.v1 import placement_pb2 as pb
+from placement.v1 import placement_pb2_grpc as pb_grpc
+from server.app import start_server
+from server.config import ServerConfig
+from server.engine import DecideCall, Engine, UnknownSurface, explain_decision, make_decision
+from server.eventlog import AppendLog, Tailer
+from server.modelstore import ModelStore
+from server.service import PlacementAdmin, PlacementService
+
+log = logging.getLogger(__name__)
+
+REFRESH_SECONDS = 0.2
+TAIL_SECONDS = 0.02
+
+
+def worker_log_dir(data_dir: Path, index: int) -> Path:
+    return Path(data_dir) / "events" / f"worker-{index}"
+
+
+def socket_path(data_dir: Path) -> Path:
+    return Path(data_dir) / "coordinator.sock"
+
+
+# --- serving worker -----------------------------------------------------------
+
+class ServingSurface:
+    """A surface's serving policy in a worker: follows the published version."""
+
+    def __init__(self, name: str, mode: Mode, settings, store: ModelStore):
+        self.name, self.mode, self.settings, self.store = name, mode, settings, store
+        self.serving = self._load()
+
+    def _load(self) -> Policy:
+        info = self.store.current()
+        return Policy(self.settings, model_path=self.store.path(info.version), version=str(info.version))
+
+    @property
+    def version(self) -> str:
+        return self.serving.version
+
+    def refresh(self) -> None:
+        info = self.store.current()
+        if info is not None and str(info.version) != self.serving.version:
+            self.serving = Policy(self.settings, model_path=self.store.path(info.version), version=str(info.version))
+
+
+class WorkerEngine:
+    """The serving half of the engine: decide and log; rewards, activations and
+    admin calls go to the coordinator."""
+
+    def __init__(self, config: ServerConfig, index: int, coordinator: grpc.Channel, remember: int = 100_000):
+        data = Path(config.data_dir)
+        self.config, self.index = config, index
+        self.catalog_path = data / "catalog.json"
+        self.catalog = Catalog(self.catalog_path, config.limits.features)
+        self._catalog_stamp = self._stamp()
+        self.events = AppendLog(worker_log_dir(data, index), "events", fsync=config.log.fsync,
+                                segment_bytes=config.log.segment_bytes)
+        self.surfaces = {name: ServingSurface(name, Mode(s.mode), s.learning,
+                                              ModelStore(data / "models" / name, keep=config.learner.keep_versions))
+                         for name, s in config.surfaces.items()}
+        self.counts = {"decisions": 0, "bad_requests": 0}
+        self._service = pb_grpc.PlacementServiceStub(coordinator)
+        self._recent: OrderedDict[str, DecisionEvent] = OrderedDict()
+        self._remember = remember
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.events.close()
+
+    def _stamp(self) -> float:
+        return self.catalog_path.stat().st_mtime_ns if self.catalog_path.exists() else 0
+
+    def _refresh_loop(self) -> None:
+        while not self._stop.wait(REFRESH_SECONDS):
+            try:
+                for surface in self.surfaces.values():
+                    surface.refresh()
+                if self._stamp() != self._catalog_stamp:
+                    self._catalog_stamp = self._stamp()
+                    self.catalog = Catalog(self.catalog_path, self.config.limits.features)
+            except Exception:
+                log.exception("worker %d: refresh failed; serving the last good model", self.index)
+
+    def surface(self, name: str) -> ServingSurface:
+        try:
+            return self.surfaces[name or "default"]
+        except KeyError:
+            raise UnknownSurface(name) from None
+
+    def decide(self, call: DecideCall) -> DecisionEvent:
+        surface = self.surface(call.surface)
+        event_id = call.event_id or uuid.uuid4().hex
+        with self._lock:
+            if event_id in self._recent:
+                return self._recent[event_id]
+        event = make_decision(call, event_id, surface, self.catalog, time.time())
+        line = dumps(event_to_record(event))
+        with self._lock:
+            if event_id in self._recent:
+                return self._recent[event_id]
+            self.events.append(line)
+            self.counts["decisions"] += 1
+            self._recent[event_id] = event
+            if len(self._recent) > self._remember:
+                self._recent.popitem(last=False)
+        return event
+
+    def explain(self, event: DecisionEvent, top: int = 5):
+        return explain_decision(self.surface(event.surface).serving, event, top)
+
+    def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None) -> str:
+        request = pb.RewardRequest(event_id=event_id, slot_id=slot_id, value=value)
+        if at is not None:
+            request.at.FromNanoseconds(int(at * 1e9))
+        return self._service.Reward(request, timeout=30).slot_id
+
+    def activate(self, event_id: str, at: float | None = None) -> None:
+        request = pb.ActivateRequest(event_id=event_id)
+        if at is not None:
+            request.at.FromNanoseconds(int(at * 1e9))
+        self._service.Activate(request, timeout=30)
+
+
+def _forward_admin(channel: grpc.Channel) -> grpc.GenericRpcHandler:
+    """PlacementAdmin as raw bytes passed to the coordinator (auth was checked here)."""
+    service = pb.DESCRIPTOR.services_by_name["PlacementAdmin"]
+    handlers = {}
+    for method in service.methods:
+        path = f"/{service.full_name}/{method.name}"
+        if method.client_streaming:
+            call = channel.stream_unary(path)
+            handlers[method.name] = grpc.stream_unary_rpc_method_handler(
+                lambda it, ctx, call=call: call(it, timeout=ctx.time_remaining()))
+        elif method.server_streaming:
+            call = channel.unary_stream(path)
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                lambda req, ctx, call=call: call(req, timeout=ctx.time_remaining()))
+        else:
+            call = channel.unary_unary(path)
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                lambda req, ctx, call=call: call(req, timeout=ctx.time_remaining()))
+    return _Forwarding(grpc.method_handlers_generic_handler(service.full_name, handlers))
+
+
+class _Forwarding(grpc.GenericRpcHandler):
+    """Turns the coordinator's error statuses into this call's status."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler):
+        self.inner = inner
+
+    def service(self, handler_call_details):
+        handler = self.inner.service(handler_call_details)
+        if handler is None:
+            return None
+
+        def relay(behaviour):
+            def call(request, context):
+                try:
+                    return behaviour(request, context)
+                except grpc.RpcError as err:
+                    context.abort(err.code(), err.details())
+            return call
+
+        from server.interceptors import _wrap
+
+        return _wrap(handler, relay)
+
+
+def _worker_main(config: ServerConfig, index: int, ready: mp.Event) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when workers stop
+    logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s worker-{index} %(levelname)s %(message)s")
+    channel = grpc.insecure_channel(f"unix:{socket_path(config.data_dir)}")
+    engine = WorkerEngine(config, index, channel)
+    running = start_server(config, engine, admin_handler=_forward_admin(channel), reuse_port=True)
+    ready.set()
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    parent = os.getppid()
+    while not done.wait(0.5):
+        if os.getppid() != parent:  # the coordinator died: never serve without it
+            log.error("coordinator is gone; worker %d stops", index)
+            break
+    running.stop(grace=5.0)
+    channel.close()
+
+
+# --- coordinator ----------------------------------------------------------------
+
+class Coordinator:
+    """Joins, learns and answers rewards/activations/admin for N workers."""
+
+    def __init__(self, config: ServerConfig, workers: int):
+        if workers < 2:
+            raise ValueError("the multi-process mode needs at least 2 workers; use start_server for one")
+        self.config, self.workers = config, workers
+        dirs = [worker_log_dir(config.data_dir, i) for i in range(workers)]
+        self.engine = Engine(config, decision_dirs=dirs)
+        self.tailer = Tailer(dirs)
+        self.tailer.skip_existing()
+        self.engine.catch_up = self.catch_up
+        self._stop = threading.Event()
+        self._ingest_lock = threading.Lock()
+        self._procs: list[mp.Process] = []
+        self.port = 0
+
+    def catch_up(self) -> None:
+        """Read and ingest the workers' new decisions; one reader at a time, so
+        a caller returns only after everything logged so far is ingested."""
+        with self._ingest_lock:
+            for record in self.tailer.poll():
+                if record.get("kind") == "decision":
+                    self.engine.ingest(event_from_record(record))
+
+    def _tail_loop(self) -> None:
+        while not self._stop.wait(TAIL_SECONDS):
+            try:
+                self.catch_up()
+            except Exception:
+                log.exception("reading worker decisions failed")
+
+    def start(self) -> int:
+        """Start the coordinator and the workers; returns the shared port."""
+        path = socket_path(self.config.data_dir)
+        path.unlink(missing_ok=True)
+        self.internal = grpc.server(futures.ThreadPoolExecutor(max_workers=self.config.threads))
+        pb_grpc.add_PlacementServiceServicer_to_server(PlacementService(self.engine), self.internal)
+        pb_grpc.add_PlacementAdminServicer_to_server(PlacementAdmin(self.engine), self.internal)
+        self.internal.add_insecure_port(f"unix:{path}")
+        self.internal.start()
+        os.chmod(path, 0o600)
+        self.engine.start()
+        threading.Thread(target=self._tail_loop, name="tail", daemon=True).start()
+        self.port, reservation = _reserve_port(self.config.host, self.config.port)
+        ctx = mp.get_context("spawn")
+        worker_config = replace(self.config, port=self.port, metrics=replace(self.config.metrics, port=None))
+        try:
+            readiness = []
+            for index in range(self.workers):  # started together: each spends its start importing
+                ready = ctx.Event()
+                proc = ctx.Process(target=_worker_main, args=(worker_config, index, ready), name=f"worker-{index}")
+                proc.start()
+                self._procs.append(proc)
+                readiness.append(ready)
+            for index, ready in enumerate(readiness):
+                if not ready.wait(120):
+                    raise RuntimeError(f"worker {index} did not start")
+        finally:
+            reservation.close()
+        log.info("coordinator: %d workers serving on %s:%d", self.workers, self.config.host, self.port)
+        return self.port
+
+    def stop(self) -> None:
+        """Workers drain first; then the last decisions are read, joined and learned."""
+        for proc in self._procs:
+            if proc.is_alive():
+                proc.terminate()
+        for proc in self._procs:
+            proc.join(timeout=30)
+        self._stop.set()
+        self.catch_up()
+        self.internal.stop(5.0).wait()
+        self.engine.stop()
+        socket_path(self.config.data_dir).unlink(missing_ok=True)
+
+    def alive(self) -> bool:
+        return all(p.is_alive() for p in self._procs)
+
+
+def _reserve_port(host: str, port: int) -> tuple[int, socket.socket]:
+    """Bind (without listening) with SO_REUSEPORT so the workers can share the
+    port, and port 0 resolves to one port for all of them."""
+    family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host.strip("[]"), port))
+    return sock.getsockname()[1], sock
