@@ -12,8 +12,12 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+import pandas as pd
+from rich.table import Table
+
 from simulator.experiments import run_grid, save_results
 from simulator.policies import BASELINES, parse_policy
+from simulator.runner import remote_policy_check
 from simulator.report import print_results, write_report
 from simulator.world import DEFAULT_SCENARIO, ScenarioError, builtin_scenarios, load_scenario
 
@@ -44,10 +48,11 @@ def simulate(
     decisions: Annotated[int, typer.Option(
         "--decisions", "-n", min=1,
         help="Decisions (requests) per run; the scenario's days are spread over them.")] = 5000,
-    policy: Annotated[list[str], typer.Option(
+    policy: Annotated[Optional[list[str]], typer.Option(
         "--policy", "-p",
         help="Policy to compare. Repeatable: engine (default LearningSettings), engine:<explorer> "
-             "(epsilon, softmax, bag, cover, squarecb, rnd, first), " + ", ".join(BASELINES) + ".")] = DEFAULT_POLICIES,  # noqa: B006
+             "(epsilon, softmax, bag, cover, squarecb, rnd, first), " + ", ".join(BASELINES) + ". "
+             f"Default: {', '.join(DEFAULT_POLICIES)}; with --target: engine.")] = None,
     seeds: Annotated[str, typer.Option(
         "--seeds", help="Seeds to run, e.g. '0,1,2' or '0-4'. Same seed, same numbers.")] = "0,1,2",
     workers: Annotated[Optional[int], typer.Option(
@@ -64,13 +69,55 @@ def simulate(
     log: Annotated[Optional[Path], typer.Option(
         "--log", help="Write the joined DSJSON log here; with several runs, one file per run named "
                       "<stem>.<policy>.<scenario>.s<seed><suffix> beside it.")] = None,
+    true_value: Annotated[Optional[list[str]], typer.Option(
+        "--true-value",
+        help="Also compute this policy's true value on each run's logged events (repeatable; any --policy "
+             "name). 'value' is what 'placement replay' estimates from the run's --log: per event, the sum over "
+             "slots of the policy's expected reward given the collections the logged earlier slots took, a "
+             "learning policy valued before it learns each event. Printed, and saved with --out as "
+             "true_value[POLICY] columns.")] = None,
+    target: Annotated[Optional[str], typer.Option(
+        "--target", metavar="HOST:PORT",
+        help="Drive a live 'placement serve' at HOST:PORT over gRPC instead of an in-process engine: register "
+             "the scenario's collections, Decide each request, send each reward once the simulated clock "
+             "reaches it. Only with --policy engine (the server's own learning settings apply); runs go one "
+             "after another and the server keeps learning across them. Rewards later than the scenario's "
+             "reward window are dropped, and so are those the server receives after its join.window_seconds, "
+             "as in production.")] = None,
+    token: Annotated[Optional[str], typer.Option(
+        "--token", envvar="PLACEMENT_TOKEN",
+        help="With --target: bearer token sent with every call (needed when the server protects its admin "
+             "service, which PutCollections uses). Also read from $PLACEMENT_TOKEN.")] = None,
+    pace: Annotated[Optional[float], typer.Option(
+        "--pace", min=0.001,
+        help="With --target: wall seconds per simulated reward window (the loop waits when ahead). Set the "
+             "server's join.window_seconds a little above it, so the server learns each decision about as "
+             "many decisions later as the in-process loop does. Default: as fast as the server answers.")] = None,
+    candidates: Annotated[str, typer.Option(
+        "--candidates",
+        help="With --target: 'request' sends each request's collections with their time-varying features; "
+             "'catalog' sends none and lets the server use its catalog (static features, active windows).")] = "request",
+    run_id: Annotated[str, typer.Option(
+        "--run-id",
+        help="With --target: prefix for event ids, so the same seed can run again against the same server "
+             "(which refuses a reused event id).")] = "",
 ) -> None:
     """Simulate customers, collections and slots, and compare placement policies
-    (the engine's explorers against uniform, greedy, a merchandiser's rule and the oracle)."""
+    (the engine's explorers against uniform, greedy, a merchandiser's rule and the oracle),
+    in-process or against a live server (--target)."""
     console = Console()
+    remote = None
+    if target is None and (pace or run_id or candidates != "request"):
+        raise typer.BadParameter("--pace, --candidates and --run-id apply only with --target")
     try:
-        specs = [parse_policy(p) for p in policy]
+        specs = [parse_policy(p) for p in (policy or (["engine"] if target else DEFAULT_POLICIES))]
         scenarios = [load_scenario(s) for s in scenario]
+        targets = [parse_policy(t) for t in (true_value or [])]
+        if target is not None:
+            from simulator.remote import RemoteOptions
+
+            specs = [remote_policy_check(p) for p in specs]
+            remote = RemoteOptions(target, token=token, candidates=candidates, run_id=run_id, pace=pace).validate()
     except (ValueError, ScenarioError) as exc:
         raise typer.BadParameter(str(exc)) from None
     if out is not None and out.suffix not in (".parquet", ".csv"):
@@ -86,15 +133,49 @@ def simulate(
             progress.update(task, advance=1,
                             description=f"{summary['policy']} / {summary['scenario']} / seed {summary['seed']}")
 
-        result = run_grid(specs, scenarios, seed_list, decisions, workers=workers, ray=ray,
-                          ray_address=ray_address, log_path=log, on_done=done)
+        try:
+            result = run_grid(specs, scenarios, seed_list, decisions, workers=workers, ray=ray,
+                              ray_address=ray_address, log_path=log, on_done=done, true_value_of=targets,
+                              remote=remote)
+        except (ValueError, RuntimeError) as exc:  # RemoteError: the server said no, the message says why
+            console.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
     print_results(result.summary, console)
+    if targets:
+        console.print(true_value_table(result.summary, [t.name for t in targets]))
+    if remote is not None:
+        _remote_notes(result.summary, console)
     if out is not None:
         console.print(f"results: {save_results(result.summary, out)}")
     if report is not None:
         console.print(f"report: {write_report(report, result)}")
     if log is not None:
         console.print(f"joined log(s): {log if total == 1 else str(log.parent / (log.stem + '.*'))}")
+
+
+def true_value_table(summary: pd.DataFrame, targets: list[str]) -> Table:
+    """Per run: each target's true value per decision next to the logged policy's."""
+    table = Table(title="True value per decision on each run's logged events")
+    for name in ("scenario", "seed", "logged policy", "its expected", *targets):
+        table.add_column(name, justify="left" if name in ("scenario", "logged policy") else "right")
+    for _, row in summary.sort_values(["scenario", "seed", "policy"]).iterrows():
+        table.add_row(str(row["scenario"]), str(row["seed"]), str(row["policy"]),
+                      f"{row['expected_reward'] / row['decisions']:.4f}",
+                      *[f"{row[f'true_value[{t}]']:.4f}" for t in targets])
+    return table
+
+
+def _remote_notes(summary: pd.DataFrame, console: Console) -> None:
+    """What the server saw, and a hint when it dropped rewards as late."""
+    for _, row in summary.iterrows():
+        console.print(f"{row['target']}: seed {row['seed']}: {int(row['server_rewards'])} rewards accepted, "
+                      f"{int(row['server_expired_rewards'])} after the server's join window, "
+                      f"{int(row['model_versions_seen'])} model versions served, "
+                      f"{row['wall_seconds_per_window']:.2f} wall s per simulated reward window")
+    if summary["server_expired_rewards"].sum() > 0:
+        console.print("[yellow]some rewards reached the server after its join window and were dropped "
+                      "(as in production): raise join.window_seconds above the wall seconds per simulated "
+                      "window, or slow the simulation with --pace[/yellow]")
 
 
 app = typer.Typer(help="Simulate merchandising worlds and compare placement policies.")

@@ -4,6 +4,9 @@ Each grid cell is one independent :func:`simulator.runner.run`, fully
 determined by (policy, scenario, seed, decisions), so the engine that runs it
 (a process pool here, a local Ray or an existing Ray cluster) cannot change
 the numbers, only the wall time. Ray is imported only when asked for.
+
+Against a live server (``remote``) the cells run one after another in this
+process: they share the server, which keeps learning from one run to the next.
 """
 
 from __future__ import annotations
@@ -11,15 +14,18 @@ from __future__ import annotations
 import os
 import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import pandas as pd
 
 from simulator.policies import PolicySpec, parse_policy
-from simulator.runner import run
+from simulator.runner import remote_policy_check, run
 from simulator.world import Scenario, load_scenario
+
+if TYPE_CHECKING:
+    from simulator.remote import RemoteOptions
 
 # Columns that measure the machine, not the policy: ignored when comparing runs.
 TIMING_COLUMNS = ("seconds",)
@@ -34,6 +40,8 @@ class Job:
     seed: int
     decisions: int
     log_path: str | None = None
+    true_value_of: tuple[PolicySpec, ...] = ()  # policies valued on this run's events
+    remote: "RemoteOptions | None" = None  # run the engine on this server
 
 
 @dataclass
@@ -44,7 +52,8 @@ class GridResult:
 
 def run_job(job: Job) -> tuple[dict[str, Any], pd.DataFrame]:
     """Run one cell; module-level so process pools and Ray can call it."""
-    result = run(job.scenario, job.policy, job.seed, job.decisions, log_path=job.log_path)
+    result = run(job.scenario, job.policy, job.seed, job.decisions, log_path=job.log_path,
+                 target=job.remote, true_value_of=job.true_value_of)
     records = result.records
     for col in ("policy", "scenario", "slot", "collection", "kind", "oracle_collection"):
         records[col] = records[col].astype("category")
@@ -62,30 +71,41 @@ def log_path_for(base: Path | str, job: Job, single: bool) -> str:
 
 
 def make_jobs(policies: Sequence[str | PolicySpec], scenarios: Sequence[str | Path | Scenario],
-              seeds: Sequence[int], decisions: int, log_path: Path | str | None = None) -> list[Job]:
+              seeds: Sequence[int], decisions: int, log_path: Path | str | None = None,
+              true_value_of: Sequence[str | PolicySpec] = (), remote: "RemoteOptions | None" = None) -> list[Job]:
     """The grid, in a fixed order (scenario, seed, policy)."""
     specs = [parse_policy(p) for p in policies]
     loaded = [s if isinstance(s, Scenario) else load_scenario(s) for s in scenarios]
+    targets = tuple(parse_policy(t) for t in true_value_of)
     if not specs or not loaded or not seeds:
         raise ValueError("a grid needs at least one policy, scenario and seed")
-    jobs = [Job(p, s, int(seed), decisions) for s in loaded for seed in seeds for p in specs]
+    if remote is not None:
+        specs = [remote_policy_check(p) for p in specs]
+    jobs = [Job(p, s, int(seed), decisions, None, targets, remote) for s in loaded for seed in seeds for p in specs]
     if log_path is not None:
         single = len(jobs) == 1
-        jobs = [Job(j.policy, j.scenario, j.seed, j.decisions, log_path_for(log_path, j, single)) for j in jobs]
+        jobs = [replace(j, log_path=log_path_for(log_path, j, single)) for j in jobs]
     return jobs
 
 
 def run_grid(policies: Sequence[str | PolicySpec], scenarios: Sequence[str | Path | Scenario],
              seeds: Sequence[int], decisions: int, *, workers: int | None = None, ray: bool = False,
              ray_address: str | None = None, log_path: Path | str | None = None,
-             on_done: Callable[[dict[str, Any]], None] | None = None) -> GridResult:
+             on_done: Callable[[dict[str, Any]], None] | None = None,
+             true_value_of: Sequence[str | PolicySpec] = (), remote: "RemoteOptions | None" = None) -> GridResult:
     """Run every policy on every scenario and seed.
 
     ``workers`` defaults to the number of cores; 1 runs in this process.
     ``ray=True`` uses a local Ray, ``ray_address`` an existing cluster (which
-    needs this package and VW installed). ``on_done`` sees each run's summary."""
-    jobs = make_jobs(policies, scenarios, seeds, decisions, log_path)
+    needs this package and VW installed). ``on_done`` sees each run's summary.
+    ``true_value_of`` values those policies on each run's events; ``remote``
+    runs the engine on a live server, in this process, one run at a time."""
+    jobs = make_jobs(policies, scenarios, seeds, decisions, log_path, true_value_of, remote)
     workers = max(1, workers or os.cpu_count() or 1)
+    if remote is not None and (ray or ray_address):
+        raise ValueError("a grid against a server (--target) runs in this process: drop --ray/--ray-address")
+    if remote is not None:
+        workers = 1
     if ray or ray_address:
         outputs = _run_ray(jobs, workers, ray_address, on_done)
     elif workers == 1 or len(jobs) == 1:

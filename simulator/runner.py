@@ -11,6 +11,13 @@ traffic exactly as it reads production logs.
 
 Every decision is recorded per slot with its expected reward and the
 oracle's, so regret is exact rather than estimated.
+
+``target="host:port"`` runs the ``engine`` on a live server instead
+(:mod:`simulator.remote`): the same loop, the server decides and learns, the
+loop forwards rewards. ``true_value_of`` values other policies on the run's
+own joined events as they are logged (see :class:`TargetValuer`), so an
+off-policy estimate of them from the run's log can be checked against the
+truth.
 """
 
 from __future__ import annotations
@@ -19,7 +26,7 @@ import heapq
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -28,8 +35,19 @@ from scipy.optimize import linear_sum_assignment
 from bandit.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson
 from bandit.joiner import ExpiredEvent, Joiner
 from bandit.policy import DecisionInput
-from simulator.policies import PolicySpec, SimPolicy, make_policy, parse_policy
+from simulator.policies import (
+    EnginePolicy,
+    GreedyCTRPolicy,
+    PolicySpec,
+    RulePolicy,
+    SimPolicy,
+    make_policy,
+    parse_policy,
+)
 from simulator.world import Request, Scenario, World, load_scenario
+
+if TYPE_CHECKING:  # the gRPC path is imported only when used
+    from simulator.remote import RemoteOptions
 
 SURFACE = "simulator"
 # Target policy for true_value: a function of the decision input, or one entry
@@ -37,6 +55,9 @@ SURFACE = "simulator"
 # probabilities over the candidates.
 Distributions = Sequence[Sequence[Sequence[float]] | Sequence[Sequence[tuple[int, float]]] | np.ndarray]
 Target = Callable[[DecisionInput], Sequence[Sequence[tuple[int, float]]]] | Distributions
+# A policy the caller builds (benchmarks' peers): (world, seed) -> SimPolicy.
+PolicyFactory = Callable[[World, int], SimPolicy]
+REMOTE_POLICIES = ("engine",)
 
 
 @dataclass
@@ -47,6 +68,7 @@ class RunResult:
     records: pd.DataFrame  # one row per (decision, slot)
     join_stats: dict[str, int]
     requests: list[Request] = field(default_factory=list)  # kept only when asked
+    true_values: dict[str, dict[str, Any]] = field(default_factory=dict)  # target name -> true_value-like dict
 
 
 def oracle_assignment(q: np.ndarray) -> np.ndarray:
@@ -57,17 +79,42 @@ def oracle_assignment(q: np.ndarray) -> np.ndarray:
     return out
 
 
-def run(scenario: Scenario | str | Path, policy: str | PolicySpec, seed: int = 0, decisions: int = 5000,
-        log_path: Path | str | None = None, progress: Callable[[int], None] | None = None,
-        keep_requests: bool = False) -> RunResult:
-    """Run one policy for ``decisions`` requests and measure it against the truth."""
-    scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+def remote_policy_check(policy: str | PolicySpec) -> PolicySpec:
+    """Only the engine runs on a server; every other policy lives in-process."""
     spec = parse_policy(policy)
+    if spec.name not in REMOTE_POLICIES or spec.settings is not None:
+        raise ValueError(
+            f"policy '{spec.name}' cannot run against a server: --target drives the server's engine, whose "
+            "learning settings are the server's configuration ([surfaces.<name>.learning]); use --policy engine "
+            "with --target, and run the other policies in-process (without --target)")
+    return spec
+
+
+def run(scenario: Scenario | str | Path, policy: str | PolicySpec | PolicyFactory, seed: int = 0,
+        decisions: int = 5000, log_path: Path | str | None = None, progress: Callable[[int], None] | None = None,
+        keep_requests: bool = False, target: str | RemoteOptions | None = None,
+        true_value_of: Sequence[str | PolicySpec] = ()) -> RunResult:
+    """Run one policy for ``decisions`` requests and measure it against the truth.
+
+    ``target`` (host:port or :class:`RemoteOptions`) runs the engine on that
+    live server; ``true_value_of`` values those policies on the run's events."""
+    scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     world = World(scenario, seed, decisions)
-    sim = make_policy(spec, world, seed)
+    if target is not None:
+        from simulator.remote import GrpcEnginePolicy, RemoteOptions
+
+        remote_policy_check(policy)
+        options = target if isinstance(target, RemoteOptions) else RemoteOptions(str(target))
+        sim: SimPolicy = GrpcEnginePolicy(world, options)
+    elif callable(policy) and not isinstance(policy, (str, PolicySpec)):
+        sim = policy(world, seed)
+    else:
+        sim = make_policy(parse_policy(policy), world, seed)
+    name = sim.name
     rw = scenario.reward
     joiner = Joiner(rw.window_hours * 3600.0, rw.aggregation, rw.default)
-    loop = _Loop(world, sim, joiner, Path(log_path) if log_path else None)
+    valuers = [TargetValuer(parse_policy(t), world, seed) for t in true_value_of]
+    loop = _Loop(world, sim, joiner, Path(log_path) if log_path else None, valuers)
     started = time.perf_counter()
     kept: list[Request] = []
     try:
@@ -82,21 +129,33 @@ def run(scenario: Scenario | str | Path, policy: str | PolicySpec, seed: int = 0
     finally:
         loop.close()
         sim.close()
+        for v in valuers:
+            v.close()
     records = pd.DataFrame(loop.rows)
-    records.insert(0, "policy", spec.name)
+    records.insert(0, "policy", name)
     records.insert(1, "scenario", scenario.name)
     records.insert(2, "seed", seed)
-    summary = summarize(records, spec.name, scenario.name, seed, decisions)
+    summary = summarize(records, name, scenario.name, seed, decisions)
     summary["expired_rewards"] = loop.expired
+    if target is not None:
+        summary.update(sim.summary(decisions))
+    true_values = {v.name: v.result() for v in valuers}
+    for target_name, tv in true_values.items():
+        summary[f"true_value[{target_name}]"] = tv["value"]
     summary["seconds"] = time.perf_counter() - started
-    return RunResult(summary, records, asdict(joiner.stats), kept)
+    return RunResult(summary, records, asdict(joiner.stats), kept, true_values)
 
 
 class _Loop:
     """The event loop's state: pending reward arrivals, records, the log."""
 
-    def __init__(self, world: World, policy: SimPolicy, joiner: Joiner, log_path: Path | None):
+    def __init__(self, world: World, policy: SimPolicy, joiner: Joiner, log_path: Path | None,
+                 valuers: Sequence["TargetValuer"] = ()):
         self.world, self.policy, self.joiner = world, policy, joiner
+        self.valuers = list(valuers)
+        self.q_of: dict[str, np.ndarray] = {}  # pending event id -> expected matrix (only with valuers)
+        self.forward = getattr(policy, "reward", None)  # a remote policy hears rewards as they arrive
+        self.pace = getattr(policy, "wait_until", None)  # and may hold the simulated clock to the wall
         self.arrivals: list[tuple[float, int, str, str, float]] = []
         self.rows: list[dict[str, Any]] = []
         self.row_of: dict[str, int] = {}  # event id -> index of its first row
@@ -109,6 +168,8 @@ class _Loop:
 
     def deliver(self, now: float) -> None:
         """Deliver rewards due by ``now`` in time order, closing windows as the clock passes them."""
+        if self.pace is not None and now != float("inf"):
+            self.pace(now)
         while self.arrivals and self.arrivals[0][0] <= now:
             ts, _, event_id, slot_id, value = heapq.heappop(self.arrivals)
             self._learn(self.joiner.close_due(ts))
@@ -116,15 +177,21 @@ class _Loop:
                 self.joiner.add_reward(event_id, slot_id, value, ts)
             except ExpiredEvent:
                 self.expired += 1
+                continue
+            if self.forward is not None:
+                self.forward(event_id, slot_id, value, ts)
         self._learn(self.joiner.close_due(now))
 
     def decide(self, r: Request) -> None:
         choices = self.policy.decide(r.inp, r.event_id)
         q = self.world.expected_matrix(r)
         best = oracle_assignment(q)
+        version = getattr(self.policy, "model_version", "") or self.policy.name
         self.joiner.add_decision(DecisionEvent(r.event_id, r.timestamp, SURFACE, "online",
-                                               self.policy.name, r.inp, tuple(choices)))
+                                               version, r.inp, tuple(choices)))
         self.row_of[r.event_id] = len(self.rows)
+        if self.valuers:
+            self.q_of[r.event_id] = q
         for k, choice in enumerate(choices):
             outcome = self.world.outcome(r, k, choice.action)
             for ts, value in outcome.rewards:
@@ -146,6 +213,10 @@ class _Loop:
 
     def _learn(self, joined: list[JoinedEvent]) -> None:
         for j in joined:
+            if self.valuers:
+                q = self.q_of.pop(j.decision.event_id)
+                for valuer in self.valuers:
+                    valuer.add(j, q)
             self.policy.learn(j)
             first = self.row_of.pop(j.decision.event_id)
             for k, (reward, seen) in enumerate(zip(j.rewards, j.observed)):
@@ -201,6 +272,88 @@ def true_value(world: World, requests: Sequence[Request], target: Target) -> dic
         totals.append(value)
     return {"value": float(np.mean(totals)), "n": len(totals),
             "per_slot": {s: float(np.mean(v)) for s, v in per_slot.items()}}
+
+
+class TargetValuer:
+    """A target policy's true value on a run's joined events, in log order.
+
+    ``value`` is what ``placement replay`` estimates from the run's log: per
+    event, sum over slots of sum_a pi(a | x, logged a_<k) q(x, k, a), the
+    target conditioned on the collections the *logged* earlier slots took; a
+    learning target (engine, greedy-ctr) is valued on each event before it
+    learns from it (progressive validation). ``value_marginal`` values each
+    slot over all its candidates (runner.true_value's form), and for the
+    oracle its own joint assignment."""
+
+    def __init__(self, spec: PolicySpec, world: World, seed: int):
+        self.name = spec.name
+        self.world = world
+        self.engine = EnginePolicy(spec.learning_settings(), spec.name) if spec.name.startswith("engine") else None
+        self.greedy = GreedyCTRPolicy(seed) if spec.name == "greedy-ctr" else None
+        self.totals: list[float] = []
+        self.marginal: list[float] = []
+        self.per_slot: dict[str, list[float]] = {}
+
+    def distribution(self, inp: DecisionInput, k: int, allowed: list[int]) -> list[tuple[int, float]]:
+        """pi(. | x, slot k) over ``allowed`` (non-oracle targets)."""
+        if self.engine is not None:
+            return self.engine.policy.slot_distribution(inp, k, allowed)
+        if self.name == "uniform":
+            return [(a, 1.0 / len(allowed)) for a in allowed]
+        if self.name == "rule":
+            return [(min(allowed, key=lambda a: RulePolicy._rank(inp, k, a)), 1.0)]
+        if self.greedy is not None:
+            g, slot = self.greedy, inp.slots[k].id
+            best = max(allowed, key=lambda a: (g.ctr(slot, inp.candidates[a].id), -a))
+            return [(a, g.epsilon / len(allowed) + (1.0 - g.epsilon) * (a == best)) for a in allowed]
+        raise ValueError(f"no true value for policy '{self.name}'")
+
+    def _oracle(self, inp: DecisionInput, q: np.ndarray, first: int, used: set[int]) -> int:
+        """The oracle's pick for slot ``first`` when slots before it are fixed."""
+        value = np.full_like(q[first:], -1e9)
+        for k in range(first, len(inp.slots)):
+            allowed = [a for a in inp.allowed(k) if a not in used]
+            value[k - first, allowed] = q[k, allowed]
+        return int(oracle_assignment(value)[0])
+
+    def add(self, joined: JoinedEvent, q: np.ndarray) -> None:
+        inp = joined.decision.inp
+        used: set[int] = set()
+        total = marginal = 0.0
+        joint = oracle_assignment(_masked(inp, q)) if self.name == "oracle" else None
+        for k, choice in enumerate(joined.decision.choices):
+            allowed = [a for a in inp.allowed(k) if a not in used]
+            if joint is not None:
+                v, m = float(q[k, self._oracle(inp, q, k, used)]), float(q[k, joint[k]])
+            else:
+                v = float(_as_row(self.distribution(inp, k, allowed), q.shape[1]) @ q[k])
+                m = float(_as_row(self.distribution(inp, k, list(inp.allowed(k))), q.shape[1]) @ q[k])
+            self.per_slot.setdefault(choice.slot_id, []).append(v)
+            total, marginal = total + v, marginal + m
+            used.add(choice.action)
+        self.totals.append(total)
+        self.marginal.append(marginal)
+        if self.engine is not None:
+            self.engine.learn(joined)
+        elif self.greedy is not None:
+            self.greedy.learn(joined)
+
+    def result(self) -> dict[str, Any]:
+        return {"value": float(np.mean(self.totals)), "value_marginal": float(np.mean(self.marginal)),
+                "n": len(self.totals), "per_slot": {s: float(np.mean(v)) for s, v in self.per_slot.items()}}
+
+    def close(self) -> None:
+        if self.engine is not None:
+            self.engine.close()
+
+
+def _masked(inp: DecisionInput, q: np.ndarray) -> np.ndarray:
+    """q with candidates a slot may not show pushed out of any assignment."""
+    value = np.full_like(q, -1e9)
+    for k in range(len(inp.slots)):
+        allowed = list(inp.allowed(k))
+        value[k, allowed] = q[k, allowed]
+    return value
 
 
 def _as_row(dist: Any, n: int) -> np.ndarray:
