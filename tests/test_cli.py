@@ -45,7 +45,7 @@ def test_demo_learns(tmp_path):
 
 def test_serve_runs_and_stops_cleanly(tmp_path):
     proc = subprocess.Popen([PLACEMENT, "serve", "--port", "0", "--data-dir", str(tmp_path / "d"),
-                             "--log-format", "json"],
+                             "--log-format", "json", "--workers", "1"],
                             stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
         port, logged = None, []
