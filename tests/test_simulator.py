@@ -226,3 +226,45 @@ def test_process_pool_equals_in_process():
     pool = run_grid(*args, workers=2)
     inline = run_grid(*args, workers=1)
     pd.testing.assert_frame_equal(comparable(pool.summary), comparable(inline.summary))
+
+
+# --- true value of target policies on a run's logged events (--true-value) ---------------
+
+def test_true_value_of_uniform_on_the_runs_events():
+    n, seed = 300, 6
+    result = run("seasonal-retail", "engine", seed=seed, decisions=n, true_value_of=["uniform", "oracle", "engine"])
+    world, requests = contexts("seasonal-retail", seed, n)
+    # Independently: each slot's mean expected reward over all its collections, summed over slots.
+    q = [world.expected_matrix(r) for r in requests]
+    marginal = np.mean([m.mean(axis=1).sum() for m in q])
+    uniform = result.true_values["uniform"]
+    assert uniform["n"] == n
+    assert uniform["value_marginal"] == pytest.approx(marginal)
+    # Replay's estimand: slot k uniform over what the *logged* earlier slots left.
+    logged = result.records.groupby("decision")["collection"].apply(list)
+    conditional = []
+    for r, m in zip(requests, q):
+        ids = [c.id for c in r.collections]
+        taken = [ids.index(c) for c in logged[r.index]]
+        conditional.append(sum(np.delete(m[k], taken[:k]).mean() for k in range(len(r.slots))))
+    assert uniform["value"] == pytest.approx(np.mean(conditional))
+    assert result.summary["true_value[uniform]"] == uniform["value"]
+    # The oracle's marginal value is its own joint assignment: the run's oracle reward.
+    assert result.true_values["oracle"]["value_marginal"] == pytest.approx(result.summary["oracle_reward"] / n)
+    assert uniform["value"] < result.true_values["engine"]["value"] < result.true_values["oracle"]["value"]
+
+
+def test_cli_true_value_is_printed_and_saved(tmp_path):
+    app = typer.Typer()
+    app.command("simulate")(simulate)
+    app.command("noop")(lambda: None)
+    out = tmp_path / "results.csv"
+    result = CliRunner().invoke(app, ["simulate", "-s", "cold-start", "-n", "150", "-p", "rule", "--seeds", "2",
+                                      "--workers", "1", "--true-value", "uniform", "--true-value", "oracle",
+                                      "--out", str(out)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "True value" in result.output
+    table = pd.read_csv(out)
+    api = run("cold-start", "rule", seed=2, decisions=150, true_value_of=["uniform", "oracle"]).true_values
+    assert table["true_value[uniform]"].iloc[0] == pytest.approx(api["uniform"]["value"])
+    assert table["true_value[oracle]"].iloc[0] == pytest.approx(api["oracle"]["value"])
