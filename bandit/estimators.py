@@ -91,12 +91,16 @@ class EstimationRefused(ValueError):
         super().__init__(f"{reason.value}: {detail}" if detail else reason.value)
 
 
-def check_pscore(pscore: ArrayLike | None, *, allow_deterministic: bool = False) -> FloatArray:
+def check_pscore(pscore: ArrayLike | None, *, allow_deterministic: bool = False,
+                 forced: ArrayLike | None = None) -> FloatArray:
     """Validate logging propensities; raise :class:`EstimationRefused` if unusable.
 
     Importance weights pi/mu need 0 < mu <= 1. A deterministic logger (every
     propensity 1 in a log) gives no exploration, so weighting cannot correct
     for anything the logger never tried: IPS-family estimators refuse then.
+    Rounds where only one action was available (``forced``, e.g. the last slot
+    of a page with as many slots as collections) say nothing about the logger
+    and are left out of that test: every policy must take the same action there.
     """
     if pscore is None:
         raise EstimationRefused(RefusalReason.MISSING_PSCORE, "no logging propensities given")
@@ -110,7 +114,9 @@ def check_pscore(pscore: ArrayLike | None, *, allow_deterministic: bool = False)
     if (p > 1 + _PSCORE_TOL).any():
         raise EstimationRefused(RefusalReason.PSCORE_ABOVE_ONE, f"max {p.max()}")
     if not allow_deterministic and p.shape[-1] > 0:
-        if np.all(p >= 1 - _PSCORE_TOL, axis=-1).any():
+        informative = np.ones(p.shape, bool) if forced is None else ~np.broadcast_to(np.asarray(forced, bool), p.shape)
+        deterministic = np.all((p >= 1 - _PSCORE_TOL) | ~informative, axis=-1) & informative.any(axis=-1)
+        if deterministic.any():
             raise EstimationRefused(RefusalReason.DETERMINISTIC_LOGGER, "all propensities are 1")
     return p
 
@@ -255,13 +261,15 @@ def importance_weights(
 ) -> FloatArray:
     """w_i = pi(a_i | x_i) / mu(a_i | x_i), after refusing unusable propensities."""
     _, _, _, pi_logged = _policy(action, action_dist, action_mask)
-    return _ratio_to_pscore(pi_logged, pscore, allow_deterministic)
+    forced = None if action_mask is None else np.asarray(action_mask, bool).sum(axis=-1) == 1
+    return _ratio_to_pscore(pi_logged, pscore, allow_deterministic, forced)
 
 
 def _ratio_to_pscore(
-    pi_logged: FloatArray, pscore: ArrayLike | None, allow_deterministic: bool = False
+    pi_logged: FloatArray, pscore: ArrayLike | None, allow_deterministic: bool = False,
+    forced: ArrayLike | None = None,
 ) -> FloatArray:
-    p = check_pscore(pscore, allow_deterministic=allow_deterministic)
+    p = check_pscore(pscore, allow_deterministic=allow_deterministic, forced=forced)
     if p.shape != pi_logged.shape:
         raise ValueError(f"pscore {p.shape} must match action {pi_logged.shape}")
     return pi_logged / p
@@ -292,7 +300,8 @@ def _weighted_inputs(
 ) -> tuple[FloatArray, FloatArray, IntArray, FloatArray]:
     """(reward, weights, action, action_dist) for the IPS family."""
     act, dist, _, pi_logged = _policy(action, action_dist, action_mask)
-    w = _ratio_to_pscore(pi_logged, pscore)
+    forced = None if action_mask is None else np.asarray(action_mask, bool).sum(axis=-1) == 1
+    w = _ratio_to_pscore(pi_logged, pscore, forced=forced)
     return _reward(reward, act.shape), w, act, dist
 
 

@@ -521,3 +521,24 @@ def test_page_estimate_keeps_self_normalised_ratios_per_slot() -> None:
     assert page.contributions.mean() == pytest.approx(page.value, rel=1e-12)
     assert page.reweighted(np.ones((1, 100)))[0] == pytest.approx(page.value, rel=1e-12)
     assert page.num.shape == (3, 100)
+
+
+def test_single_available_action_is_not_a_deterministic_logger():
+    """The last slot of a page with as many slots as collections has one
+    collection left: propensity 1 there says nothing about the logger."""
+    from bandit.estimators import inverse_probability_weighting
+
+    rng = np.random.default_rng(3)
+    n = 200
+    mask = np.zeros((n, 3), bool)
+    mask[:, 1] = True  # only action 1 was available
+    dist = np.zeros((n, 3))
+    dist[:, 1] = 1.0
+    reward = rng.random(n)
+    est = inverse_probability_weighting(reward=reward, action=np.ones(n, int), pscore=np.ones(n),
+                                        action_dist=dist, action_mask=mask)
+    assert est.value == pytest.approx(reward.mean())
+    mask[:, 2] = True  # now two were available yet the logger always took one: refuse
+    with pytest.raises(EstimationRefused):
+        inverse_probability_weighting(reward=reward, action=np.ones(n, int), pscore=np.ones(n),
+                                      action_dist=dist, action_mask=mask)
