@@ -85,9 +85,9 @@ def simulate(
              "reward window are dropped, and so are those the server receives after its join.window_seconds, "
              "as in production.")] = None,
     token: Annotated[Optional[str], typer.Option(
-        "--token", envvar="PLACEMENT_TOKEN",
+        "--token", envvar="PLACEMENT_ADMIN_TOKEN",
         help="With --target: bearer token sent with every call (needed when the server protects its admin "
-             "service, which PutCollections uses). Also read from $PLACEMENT_TOKEN.")] = None,
+             "service, which PutCollections uses). Also read from $PLACEMENT_ADMIN_TOKEN, as the server does.")] = None,
     pace: Annotated[Optional[float], typer.Option(
         "--pace", min=0.001,
         help="With --target: wall seconds per simulated reward window (the loop waits when ahead). Set the "

@@ -116,3 +116,15 @@ def test_cli_target_only_with_engine():
         assert "cannot run against a server" in _text(result.output) and "--policy engine" in _text(result.output)
     result = CliRunner().invoke(_app(), ["simulate", "--pace", "1", "-n", "10"], env={"COLUMNS": "200"})
     assert result.exit_code != 0 and "only with --target" in _text(result.output)
+
+
+def test_cli_target_with_admin_token(start, tmp_path, monkeypatch):
+    monkeypatch.delenv("PLACEMENT_ADMIN_TOKEN", raising=False)
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-token\n")
+    server = start(tmp_path / "data", security={"admin_token_file": str(token_file)})
+    args = ["simulate", "--target", server.target, "-n", "30", "--seeds", "0"]
+    refused = CliRunner().invoke(_app(), args, env={"COLUMNS": "200"})
+    assert refused.exit_code != 0 and "--token" in _text(refused.output)
+    accepted = CliRunner().invoke(_app(), [*args, "--token", "s3cret-token"], env={"COLUMNS": "200"})
+    assert accepted.exit_code == 0, accepted.output
