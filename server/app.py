@@ -93,6 +93,16 @@ def _credentials(security: SecurityConfig) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
 
 
+def _credentials_for_client(security: SecurityConfig) -> grpc.ChannelCredentials | None:
+    """How a remote worker reaches a TLS coordinator: trust the configured CA
+    (the client CA file doubles as the coordinator's CA) and present our pair."""
+    if not security.tls:
+        return None
+    ca = open(security.tls_client_ca_file, "rb").read() if security.tls_client_ca_file else None
+    return grpc.ssl_channel_credentials(ca, open(security.tls_key_file, "rb").read(),
+                                        open(security.tls_cert_file, "rb").read())
+
+
 def start_server(config: ServerConfig, engine=None, *, admin_handler: grpc.GenericRpcHandler | None = None,
                  reuse_port: bool = False) -> RunningServer:
     """Start serving; port 0 lets the OS choose (tests). A serving worker of

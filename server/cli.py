@@ -34,10 +34,13 @@ def serve(
     port: Optional[int] = typer.Option(None, help="Port to listen on; 0 lets the OS choose [default: 50051]."),
     data_dir: Optional[Path] = typer.Option(None, help="Where the event log, joined data and models live "
                                                        "[default: ./placement-data]."),
-    workers: int = typer.Option(os.cpu_count() or 1, min=1, max=256,
+    workers: int = typer.Option(os.cpu_count() or 1, min=0, max=256,
                                 help="Serving processes sharing the port (SO_REUSEPORT), plus one coordinator "
                                      "that joins and learns; 1 serves, joins and learns in one process. "
                                      "[default: number of cores]"),
+    coordinator_listen: Optional[str] = typer.Option(
+        None, help="Also take serving workers of other hosts (`placement worker`) on this address, e.g. "
+                   "0.0.0.0:7001; they share --data-dir (shared storage). Needs the admin token beyond loopback."),
     metrics_port: Optional[int] = typer.Option(None, help="Serve Prometheus metrics on this HTTP port "
                                                           "(loopback; 0 lets the OS choose) [default: off]."),
     log_level: str = typer.Option("INFO", help="Logging level: DEBUG, INFO, WARNING, ERROR."),
@@ -50,11 +53,13 @@ def serve(
         setup_logging(log_level, log_format)
         metrics = {"port": metrics_port} if metrics_port is not None else None
         cfg = load_config(config, host=host, port=port, data_dir=data_dir, metrics=metrics)
-        if workers > 1:
+        if workers > 1 or coordinator_listen:
             from server.workers import Coordinator
 
-            running = Coordinator(cfg, workers)
+            running = Coordinator(cfg, workers, listen=coordinator_listen)
             bound = running.start()
+            if coordinator_listen:
+                typer.echo(f"coordinator for remote workers on port {running.internal_port}", err=True)
         else:
             from server.app import start_server
 
@@ -71,6 +76,46 @@ def serve(
         signal.signal(sig, lambda *_: done.set())
     done.wait()
     typer.echo("stopping: draining requests and flushing logs", err=True)
+    running.stop()
+
+
+@app.command()
+def worker(
+    coordinator: str = typer.Option(..., help="The coordinator's address for workers (its --coordinator-listen)."),
+    name: str = typer.Option(..., help="This worker's unique name; its decisions go to "
+                                       "DATA/events/worker-NAME."),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="The same TOML configuration as the "
+                                                                      "coordinator's."),
+    host: Optional[str] = typer.Option(None, help="Address to serve front-ends on [default: 127.0.0.1]."),
+    port: Optional[int] = typer.Option(None, help="Port to serve on [default: 50051]."),
+    data_dir: Optional[Path] = typer.Option(None, help="The shared data directory (same as the coordinator's)."),
+    log_level: str = typer.Option("INFO", help="Logging level."),
+    log_format: str = typer.Option("text", help="'text' or 'json'."),
+) -> None:
+    """Run one serving worker for a coordinator on another host: decides and logs
+    locally, forwards rewards, activations and admin calls, follows published models."""
+    from server.logs import setup_logging
+
+    try:
+        setup_logging(log_level, log_format)
+        cfg = load_config(config, host=host, port=port, data_dir=data_dir)
+        if not (Path(cfg.data_dir) / "models").exists():
+            raise ConfigError(f"{cfg.data_dir} has no models: start the coordinator first, on the same data directory")
+        from server.app import _credentials_for_client
+        from server.interceptors import read_token
+        from server.workers import run_remote_worker
+
+        token = read_token(cfg.security.admin_token_file, cfg.security.admin_token_env, dict(os.environ))
+        running = run_remote_worker(cfg, name, coordinator, _credentials_for_client(cfg.security), token)
+    except (ConfigError, ValueError) as exc:
+        _fail(str(exc))
+    except (OSError, RuntimeError) as exc:
+        _fail(f"cannot start: {exc}")
+    typer.echo(f"worker {name} serving on {cfg.host}:{running.port}, coordinator {coordinator}", err=True)
+    done = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: done.set())
+    done.wait()
     running.stop()
 
 

@@ -104,25 +104,31 @@ def read_log_dir(directory: Path, prefix: str = "events", ext: str = "jsonl") ->
 
 
 class Tailer:
-    """Follows log directories that other processes append to, returning only
-    complete new lines (a line being written is left for the next call)."""
+    """Follows the log directories under ``root`` matching ``pattern`` that
+    other processes (possibly on other hosts, over shared storage) append to.
+    Directories that appear later are followed from their start; only complete
+    lines are returned (a line being written is left for the next call)."""
 
-    def __init__(self, directories: Iterable[Path], prefix: str = "events", ext: str = "jsonl"):
+    def __init__(self, root: Path, pattern: str, prefix: str = "events", ext: str = "jsonl"):
+        self.root, self.pattern = Path(root), pattern
         self.prefix, self.ext = prefix, ext
-        self._pos: dict[Path, tuple[int, int]] = {Path(d): (0, 0) for d in directories}
+        self._pos: dict[Path, tuple[int, int]] = {}
         self._lock = threading.Lock()
+
+    def directories(self) -> list[Path]:
+        return sorted(p for p in self.root.glob(self.pattern) if p.is_dir())
 
     def skip_existing(self) -> None:
         """Start from the current ends (what recovery has already read)."""
-        for directory in self._pos:
+        for directory in self.directories():
             found = segments(directory, self.prefix, self.ext)
-            if found:
-                self._pos[directory] = (_number(found[-1]), found[-1].stat().st_size)
+            self._pos[directory] = (_number(found[-1]), found[-1].stat().st_size) if found else (0, 0)
 
     def poll(self) -> list[dict]:
         with self._lock:
             out: list[dict] = []
-            for directory, (index, offset) in self._pos.items():
+            for directory in self.directories():
+                index, offset = self._pos.get(directory, (0, 0))
                 for path in segments(directory, self.prefix, self.ext):
                     number = _number(path)
                     if number < index:

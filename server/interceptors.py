@@ -89,10 +89,13 @@ class AuthInterceptor(grpc.ServerInterceptor):
     or a client certificate whose common name is allowed. Health checks and
     reflection stay open for probes."""
 
-    def __init__(self, token: str | None, identities: tuple[str, ...] = (), protect_all: bool = False):
+    def __init__(self, token: str | None, identities: tuple[str, ...] = (), protect_all: bool = False,
+                 trust_unix_peers: bool = False):
         self.token = token.encode() if token else None
         self.identities = {i.encode() for i in identities}
         self.protect_all = protect_all
+        # Local workers on the coordinator's Unix socket (file mode 0600) need no token.
+        self.trust_unix_peers = trust_unix_peers
 
     @property
     def enabled(self) -> bool:
@@ -102,6 +105,8 @@ class AuthInterceptor(grpc.ServerInterceptor):
         return method.startswith(ADMIN_PREFIX) or (self.protect_all and method.startswith(SERVICE_PREFIX))
 
     def _check(self, context: grpc.ServicerContext) -> None:
+        if self.trust_unix_peers and context.peer().startswith("unix:"):
+            return
         names = set(context.auth_context().get("x509_common_name", []))
         if self.identities & names:
             return

@@ -41,6 +41,7 @@ from server.app import start_server
 from server.config import ServerConfig
 from server.engine import DecideCall, Engine, UnknownSurface, explain_decision, make_decision
 from server.eventlog import AppendLog, Tailer
+from server.interceptors import AuthInterceptor, read_token
 from server.modelstore import ModelStore
 from server.service import PlacementAdmin, PlacementService
 
@@ -50,8 +51,11 @@ REFRESH_SECONDS = 0.2
 TAIL_SECONDS = 0.02
 
 
-def worker_log_dir(data_dir: Path, index: int) -> Path:
-    return Path(data_dir) / "events" / f"worker-{index}"
+WORKER_DIRS = "worker-*"
+
+
+def worker_log_dir(data_dir: Path, name: str | int) -> Path:
+    return Path(data_dir) / "events" / f"worker-{name}"
 
 
 def socket_path(data_dir: Path) -> Path:
@@ -85,9 +89,11 @@ class WorkerEngine:
     """The serving half of the engine: decide and log; rewards, activations and
     admin calls go to the coordinator."""
 
-    def __init__(self, config: ServerConfig, index: int, coordinator: grpc.Channel, remember: int = 100_000):
+    def __init__(self, config: ServerConfig, index: int | str, coordinator: grpc.Channel, remember: int = 100_000,
+                 metadata: tuple[tuple[str, str], ...] = ()):
         data = Path(config.data_dir)
         self.config, self.index = config, index
+        self.metadata = metadata
         self.catalog_path = data / "catalog.json"
         self.catalog = Catalog(self.catalog_path, config.limits.features)
         self._catalog_stamp = self._stamp()
@@ -123,7 +129,7 @@ class WorkerEngine:
                     self._catalog_stamp = self._stamp()
                     self.catalog = Catalog(self.catalog_path, self.config.limits.features)
             except Exception:
-                log.exception("worker %d: refresh failed; serving the last good model", self.index)
+                log.exception("worker %s: refresh failed; serving the last good model", self.index)
 
     def surface(self, name: str) -> ServingSurface:
         try:
@@ -156,16 +162,16 @@ class WorkerEngine:
         request = pb.RewardRequest(event_id=event_id, slot_id=slot_id, value=value)
         if at is not None:
             request.at.FromNanoseconds(int(at * 1e9))
-        return self._service.Reward(request, timeout=30).slot_id
+        return self._service.Reward(request, timeout=30, metadata=self.metadata).slot_id
 
     def activate(self, event_id: str, at: float | None = None) -> None:
         request = pb.ActivateRequest(event_id=event_id)
         if at is not None:
             request.at.FromNanoseconds(int(at * 1e9))
-        self._service.Activate(request, timeout=30)
+        self._service.Activate(request, timeout=30, metadata=self.metadata)
 
 
-def _forward_admin(channel: grpc.Channel) -> grpc.GenericRpcHandler:
+def _forward_admin(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = ()) -> grpc.GenericRpcHandler:
     """PlacementAdmin as raw bytes passed to the coordinator (auth was checked here)."""
     service = pb.DESCRIPTOR.services_by_name["PlacementAdmin"]
     handlers = {}
@@ -174,15 +180,15 @@ def _forward_admin(channel: grpc.Channel) -> grpc.GenericRpcHandler:
         if method.client_streaming:
             call = channel.stream_unary(path)
             handlers[method.name] = grpc.stream_unary_rpc_method_handler(
-                lambda it, ctx, call=call: call(it, timeout=ctx.time_remaining()))
+                lambda it, ctx, call=call: call(it, timeout=ctx.time_remaining(), metadata=metadata))
         elif method.server_streaming:
             call = channel.unary_stream(path)
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                lambda req, ctx, call=call: call(req, timeout=ctx.time_remaining()))
+                lambda req, ctx, call=call: call(req, timeout=ctx.time_remaining(), metadata=metadata))
         else:
             call = channel.unary_unary(path)
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                lambda req, ctx, call=call: call(req, timeout=ctx.time_remaining()))
+                lambda req, ctx, call=call: call(req, timeout=ctx.time_remaining(), metadata=metadata))
     return _Forwarding(grpc.method_handlers_generic_handler(service.full_name, handlers))
 
 
@@ -228,18 +234,32 @@ def _worker_main(config: ServerConfig, index: int, ready: mp.Event) -> None:
     channel.close()
 
 
+def run_remote_worker(config: ServerConfig, name: str, coordinator: str,
+                      credentials: grpc.ChannelCredentials | None = None, token: str | None = None):
+    """A serving worker on any host: shares the data directory (shared storage)
+    and reaches the coordinator over the network. Returns the running server."""
+    channel = grpc.secure_channel(coordinator, credentials) if credentials else grpc.insecure_channel(coordinator)
+    metadata = (("authorization", f"Bearer {token}"),) if token else ()
+    engine = WorkerEngine(config, name, channel, metadata=metadata)
+    return start_server(config, engine, admin_handler=_forward_admin(channel, metadata), reuse_port=True)
+
+
 # --- coordinator ----------------------------------------------------------------
 
 class Coordinator:
     """Joins, learns and answers rewards/activations/admin for N workers."""
 
-    def __init__(self, config: ServerConfig, workers: int):
-        if workers < 2:
-            raise ValueError("the multi-process mode needs at least 2 workers; use start_server for one")
-        self.config, self.workers = config, workers
-        dirs = [worker_log_dir(config.data_dir, i) for i in range(workers)]
-        self.engine = Engine(config, decision_dirs=dirs)
-        self.tailer = Tailer(dirs)
+    def __init__(self, config: ServerConfig, workers: int, listen: str | None = None):
+        """``workers`` local serving processes; ``listen``: also take workers of
+        other hosts on this address (they share the data directory)."""
+        if workers < 2 and not listen:
+            raise ValueError("the multi-process mode needs 2 or more workers, or --coordinator-listen for "
+                             "workers on other hosts; one process serves with start_server")
+        self.config, self.workers, self.listen = config, workers, listen
+        self.internal_port: int | None = None
+        self.tailer = Tailer(Path(config.data_dir) / "events", WORKER_DIRS)
+        # Every worker log ever written (a previous run may have had more workers).
+        self.engine = Engine(config, decision_dirs=self.tailer.directories())
         self.tailer.skip_existing()
         self.engine.catch_up = self.catch_up
         self._stop = threading.Event()
@@ -266,14 +286,25 @@ class Coordinator:
         """Start the coordinator and the workers; returns the shared port."""
         path = socket_path(self.config.data_dir)
         path.unlink(missing_ok=True)
-        self.internal = grpc.server(futures.ThreadPoolExecutor(max_workers=self.config.threads))
+        interceptors = []
+        if self.listen:
+            sec = self.config.security
+            token = read_token(sec.admin_token_file, sec.admin_token_env, dict(os.environ))
+            interceptors.append(AuthInterceptor(token, sec.admin_identities, protect_all=True, trust_unix_peers=True))
+        self.internal = grpc.server(futures.ThreadPoolExecutor(max_workers=self.config.threads),
+                                    interceptors=interceptors)
         pb_grpc.add_PlacementServiceServicer_to_server(PlacementService(self.engine), self.internal)
         pb_grpc.add_PlacementAdminServicer_to_server(PlacementAdmin(self.engine), self.internal)
         self.internal.add_insecure_port(f"unix:{path}")
+        if self.listen:
+            self.internal_port = _listen_for_workers(self.internal, self.config, self.listen)
         self.internal.start()
         os.chmod(path, 0o600)
         self.engine.start()
         threading.Thread(target=self._tail_loop, name="tail", daemon=True).start()
+        if self.workers == 0:
+            log.info("coordinator: waiting for workers of other hosts on %s", self.listen)
+            return 0
         self.port, reservation = _reserve_port(self.config.host, self.config.port)
         ctx = mp.get_context("spawn")
         worker_config = replace(self.config, port=self.port, metrics=replace(self.config.metrics, port=None))
@@ -308,6 +339,22 @@ class Coordinator:
 
     def alive(self) -> bool:
         return all(p.is_alive() for p in self._procs)
+
+
+def _listen_for_workers(server: grpc.Server, config: ServerConfig, address: str) -> int:
+    """The coordinator's network port for remote workers: TLS if configured, and
+    every call needs the admin token (workers are trusted with admin calls)."""
+    from server.app import _credentials, is_loopback
+
+    host = address.rpartition(":")[0]
+    token = read_token(config.security.admin_token_file, config.security.admin_token_env, dict(os.environ))
+    if not token and not is_loopback(host) and not config.security.allow_unauthenticated_admin:
+        raise ValueError(f"refusing to take workers on {address} without an admin token")
+    credentials = _credentials(config.security)
+    port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not listen on {address}")
+    return port
 
 
 def _reserve_port(host: str, port: int) -> tuple[int, socket.socket]:

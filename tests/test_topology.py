@@ -1,0 +1,92 @@
+"""Past one machine: a coordinator and serving workers as separate hosts would
+run them (separate processes, their own ports, a shared data directory, the
+coordinator reached over TCP with the admin token)."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from server.client import PlacementClient, collection
+
+PLACEMENT = str(Path(sys.executable).with_name("placement"))
+CONFIG = """
+[join]
+window_seconds = 1.0
+tick_seconds = 0.05
+[learner]
+publish_every_examples = 50
+publish_every_seconds = 0.3
+"""
+TOKEN = "topology-test-token"
+
+
+def _launch(args: list[str], pattern: str) -> tuple[subprocess.Popen, re.Match]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PLACEMENT_ADMIN_TOKEN": TOKEN}
+    proc = subprocess.Popen([PLACEMENT, *args], stderr=subprocess.PIPE, text=True, env=env)
+    for line in proc.stderr:
+        match = re.search(pattern, line)
+        if match:
+            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
+            return proc, match
+    raise AssertionError(f"{args[0]} did not start")
+
+
+def test_remote_workers_share_storage_and_one_learner(tmp_path):
+    data, config = tmp_path / "shared", tmp_path / "c.toml"
+    config.write_text(CONFIG)
+    common = ["--data-dir", str(data), "--config", str(config)]
+    procs = []
+    try:
+        coordinator, match = _launch(["serve", "--workers", "0", "--coordinator-listen", "127.0.0.1:0", *common],
+                                     r"coordinator for remote workers on port (\d+)")
+        procs.append(coordinator)
+        internal = f"127.0.0.1:{match.group(1)}"
+        targets = {}
+        for name in ("host-a", "host-b"):
+            proc, m = _launch(["worker", "--coordinator", internal, "--name", name, "--port", "0", *common],
+                              rf"worker {name} serving on 127\.0\.0\.1:(\d+)")
+            procs.append(proc)
+            targets[name] = f"127.0.0.1:{m.group(1)}"
+        with PlacementClient(targets["host-a"], token=TOKEN) as admin:
+            admin.put_collections([collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(4)])
+        with PlacementClient(targets["host-a"]) as anonymous:
+            with pytest.raises(grpc.RpcError) as err:
+                anonymous.stats()
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with PlacementClient(internal) as outsider:  # the coordinator's port wants the token too
+            with pytest.raises(grpc.RpcError) as err:
+                outsider.reward("x", 1.0)
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        time.sleep(0.5)  # workers reload the catalog from shared storage
+        versions: dict[int, set[str]] = {0: set(), 1: set()}
+        n, deadline = 0, time.monotonic() + 30
+        with PlacementClient(targets["host-a"]) as a, PlacementClient(targets["host-b"]) as b:
+            # Until both hosts have served a newer model than the first (bounded in time).
+            while n < 300 or min(len(v) for v in versions.values()) < 2:
+                assert time.monotonic() < deadline, versions
+                decider, rewarder = (a, b) if n % 2 else (b, a)
+                result = decider.decide({"u": {"seg": "abc"[n % 3]}}, ["homepage", "email"])
+                versions[n % 2].add(result.model_version)
+                assert rewarder.reward(result.event_id, 1.0, slot_id="email") == "email"  # the other host
+                n += 1
+        time.sleep(2.0)
+        with PlacementClient(targets["host-b"], token=TOKEN) as admin:
+            stats = admin.stats()
+            assert stats.decisions == n and stats.rewards == n
+            assert stats.joined == n and stats.joined_with_reward == n and stats.pending == 0
+        assert sorted(p.name for p in (data / "events").glob("worker-*")) == ["worker-host-a", "worker-host-b"]
+    finally:
+        for proc in reversed(procs):
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            assert proc.wait(timeout=60) == 0
