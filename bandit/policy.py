@@ -223,6 +223,27 @@ def _ablations(inp: DecisionInput, k: int, action: int):
             yield f"collection.{g.name}", name, replace(inp, candidates=tuple(cands))
 
 
+class LogLearner:
+    """Learns straight from joined-log lines with VW's own DSJSON parser: the
+    same weights as :meth:`Policy.learn` on the same events (a test checks),
+    at the speed of ``vw --dsjson``. Its saved models serve through Policy."""
+
+    def __init__(self, settings: LearningSettings, model_path: Path | None = None):
+        self.arguments = vw_arguments(settings)
+        extra = f" -i {model_path}" if model_path else ""
+        self._ws = pyvw.Workspace(vw_arguments(settings, dsjson=True) + extra)
+
+    def learn_line(self, line: str) -> None:
+        examples = self._ws.parse(line)
+        try:
+            self._ws.learn(examples)
+        finally:
+            self._ws.finish_example(examples)
+
+    def save(self, path: Path) -> None:
+        self._ws.save(str(path))
+
+
 def baseline_action(inp: DecisionInput, k: int, used: set[int]) -> int:
     """The merchandiser's default for slot k if still allowed, else the first allowed."""
     allowed = [a for a in inp.allowed(k) if a not in used]

@@ -120,7 +120,7 @@ class Engine:
         self.counts = {"decisions": 0, "rewards": 0, "activations": 0, "bad_requests": 0}
         self.learner_errors = 0
         self._lock = threading.Lock()  # event log order == joiner order
-        self._learn_queue: queue.Queue[tuple[str, JoinedEvent] | None] = queue.Queue(config.learner.queue_size)
+        self._learn_queue: queue.Queue[tuple[str, JoinedEvent, str] | None] = queue.Queue(config.learner.queue_size)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._recover()
@@ -192,7 +192,7 @@ class Engine:
             log.error("joined record %d of surface %s unreadable, skipped: %r", index, surface.name, exc)
             return
         try:
-            surface.learn(joined)
+            surface.learn(joined, dumps(obj))
         except Exception as exc:
             self.learner_errors += 1
             log.error("joined record %d of surface %s not learned: %r", index, surface.name, exc)
@@ -284,13 +284,14 @@ class Engine:
         """Close every decision whose window has passed; returns how many joined."""
         with self._lock:
             joined = self.joiner.close_due(self.clock() if now is None else now)
-            by_surface: dict[str, list[JoinedEvent]] = {}
-            for item in joined:
-                by_surface.setdefault(item.decision.surface, []).append(item)
-            for name, items in by_surface.items():
-                self.joined_logs[name].append_many(dumps(joined_to_dsjson(j)) for j in items)
-        for item in joined:
-            self._learn_queue.put((item.decision.surface, item))
+            lines = [dumps(joined_to_dsjson(j)) for j in joined]
+            by_surface: dict[str, list[str]] = {}
+            for item, line in zip(joined, lines):
+                by_surface.setdefault(item.decision.surface, []).append(line)
+            for name, surface_lines in by_surface.items():
+                self.joined_logs[name].append_many(surface_lines)
+        for item, line in zip(joined, lines):
+            self._learn_queue.put((item.decision.surface, item, line))
         return len(joined)
 
     def _join_loop(self) -> None:
@@ -310,8 +311,8 @@ class Engine:
                 return
             try:
                 if item:
-                    name, joined = item
-                    self.surfaces[name].learn(joined)
+                    name, joined, line = item
+                    self.surfaces[name].learn(joined, line)
                 for surface in self.surfaces.values():
                     if surface.publish_due():
                         surface.publish()

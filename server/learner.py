@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bandit.events import JoinedEvent
-from bandit.policy import Mode, Policy
+from bandit.events import JoinedEvent, dumps, joined_to_dsjson
+from bandit.policy import LogLearner, Mode, Policy
 from bandit.vwargs import LearningSettings
 from server.config import LearnerConfig
 from server.modelstore import ModelStore, VersionInfo
@@ -47,7 +47,7 @@ class SurfaceModel:
             current = store.publish(fresh.save, examples_learned=0, joined_through=0,
                                     origin="initial", arguments=fresh.arguments)
             fresh.close()
-        self._learner = self._load(current)
+        self._learner = self._learner_from(current)
         self.serving = self._load(current)
         self.examples_learned = current.examples_learned
         self.joined_through = current.joined_through
@@ -58,19 +58,21 @@ class SurfaceModel:
     def _load(self, info: VersionInfo) -> Policy:
         return Policy(self.settings, model_path=self.store.path(info.version), version=str(info.version))
 
+    def _learner_from(self, info: VersionInfo) -> LogLearner:
+        return LogLearner(self.settings, model_path=self.store.path(info.version))
+
     @property
     def version(self) -> str:
         return self.serving.version
 
-    def learn(self, joined: JoinedEvent) -> None:
-        """Learn one joined example (the next line of the joined log). The
-        position advances even if VW fails on it, so a bad record is skipped
-        once, not retried forever."""
+    def learn(self, joined: JoinedEvent, line: str | None = None) -> None:
+        """Learn one joined example (the next line of the joined log, given as
+        ``line`` when at hand). The position advances even if VW fails on it,
+        so a bad record is skipped once, not retried forever."""
         with self._learn_lock:
             try:
                 if joined.decision.mode != Mode.LOGGING_ONLY.value:
-                    d = joined.decision
-                    self._learner.learn(d.inp, d.choices, joined.rewards)
+                    self._learner.learn_line(line or dumps(joined_to_dsjson(joined)))
                     self.examples_learned += 1
                     self._since_publish += 1
                 self.last_learned_event_ts = joined.decision.timestamp
@@ -113,7 +115,7 @@ class SurfaceModel:
             info = self.store.publish(lambda p: p.write_bytes(data), examples_learned=examples_learned,
                                       joined_through=self.joined_through, origin=origin,
                                       arguments=self._learner.arguments)
-            self._learner = self._load(info)
+            self._learner = self._learner_from(info)
             self.examples_learned = examples_learned
             self._since_publish = 0
         self._swap_serving(info)
