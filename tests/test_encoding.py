@@ -11,7 +11,7 @@ from vowpalwabbit import pyvw
 
 from bandit.events import DecisionEvent, JoinedEvent, joined_from_dsjson, joined_to_dsjson
 from bandit.features import FeatureError, FeatureGroup, Limits, check_groups, vw_text, namespaces
-from bandit.policy import Policy
+from bandit.policy import LogLearner, Policy
 from bandit.vwargs import LearningSettings, SettingsError, vw_arguments
 
 from helpers import SEGMENTS, click_probability, decision_input
@@ -36,14 +36,12 @@ def test_text_and_dsjson_learn_the_same_model(tmp_path):
     settings = LearningSettings()
     events = _joined_events(300, seed=1)
     text_policy = Policy(settings)
-    dsjson_ws = pyvw.Workspace(vw_arguments(settings, dsjson=True))
+    log_learner = LogLearner(settings)  # what the server's online learner uses
     for joined in events:
         d = joined.decision
         text_policy.learn(d.inp, d.choices, joined.rewards)
-        ex = dsjson_ws.parse(json.dumps(joined_to_dsjson(joined)))
-        dsjson_ws.learn(ex)
-        dsjson_ws.finish_example(ex)
-    dsjson_ws.save(str(tmp_path / "dsjson.vw"))
+        log_learner.learn_line(json.dumps(joined_to_dsjson(joined)))
+    log_learner.save(tmp_path / "dsjson.vw")
     from_log = Policy(settings, model_path=tmp_path / "dsjson.vw")
     for seg in SEGMENTS:
         inp = decision_input(seg)
