@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=max(2, os.cpu_count() or 2),
                     help="load-generator processes, each with its own channel [nproc, at least 2]")
     ap.add_argument("--concurrency", type=int, default=4, help="closed loop: calls in flight per client [4]")
-    ap.add_argument("--grpc-seconds", type=float, help="seconds per gRPC measurement window [5]")
+    ap.add_argument("--grpc-seconds", type=float, help="seconds per gRPC measurement window [4]")
     ap.add_argument("--grpc-configs", help="configs measured through gRPC [all of --configs]")
     ap.add_argument("--server-gc-off", action="store_true",
                     help="diagnosis: run the server with Python's cyclic GC disabled (not a supported setting)")
@@ -109,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         [(50, 3)] if quick else configs)
     rounds = args.rounds or (1 if quick else 5)
     seconds = args.seconds or (0.5 if quick else 0.6)
-    grpc_seconds = args.grpc_seconds or (2.0 if quick else 5.0)
+    grpc_seconds = args.grpc_seconds or (2.0 if quick else 4.0)
     warmup = 0.5 if quick else 1.0
 
     from bench.grpc_load import measure_server, serve_supports_workers

@@ -6,7 +6,8 @@
   .venv/bin/python -m bench.profile server [--config 50x3] [--seconds 10] [--gil]
       placement serve under closed-loop gRPC load (measurement D), sampled by
       py-spy from outside (all threads; --gil: only the thread holding the GIL);
-      prints the top functions by inclusive and by self samples.
+      prints the top functions by inclusive and by self samples. --workers N
+      profiles 'placement serve --workers N' (all processes together).
 
 Needs ``pip install pyinstrument py-spy`` (the ``bench`` extra).
 """
@@ -95,14 +96,14 @@ def _has_kw() -> bool:
 
 
 def profile_server(cands: int, slots: int, seconds: float, seed: int, clients: int, concurrency: int,
-                   gil: bool) -> None:
-    from bench.grpc_load import LoadGenerator, Phase, Server
+                   gil: bool, workers: int) -> None:
+    from bench.grpc_load import LoadGenerator, Phase, Server, serve_supports_workers
     from bench.workload import make_workload
 
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     w = make_workload(cands, slots, seed)
     payload = w.request_bytes()
-    server = Server(None)
+    server = Server(workers if serve_supports_workers() else None)
     gen = None
     out = Path(tempfile.mkdtemp(prefix="bench-pyspy-")) / "server.raw"
     try:
@@ -115,7 +116,7 @@ def profile_server(cands: int, slots: int, seconds: float, seed: int, clients: i
             q.put(ph)
         time.sleep(max(0.0, start - time.monotonic()))
         cmd = [pyspy, "record", "--pid", str(server.proc.pid), "--duration", str(int(seconds)), "--rate", "250",
-               "--format", "raw", "--output", str(out), "--nonblocking"]
+               "--format", "raw", "--output", str(out), "--nonblocking", "--subprocesses"]
         if gil:
             cmd.append("--gil")
         subprocess.run(cmd, check=True, capture_output=True)
@@ -143,12 +144,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--gil", action="store_true", help="server: sample only the GIL holder")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="server: 'placement serve --workers N' when the flag exists; py-spy follows "
+                         "subprocesses [1]")
     args = ap.parse_args(argv)
     cands, slots = (int(x) for x in args.config.lower().split("x"))
     if args.target == "engine":
         profile_engine(cands, slots, args.seconds, args.seed)
     else:
-        profile_server(cands, slots, args.seconds, args.seed, args.clients, args.concurrency, args.gil)
+        profile_server(cands, slots, args.seconds, args.seed, args.clients, args.concurrency, args.gil, args.workers)
     return 0
 
 
