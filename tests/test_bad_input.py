@@ -9,9 +9,8 @@ import grpc
 import pytest
 
 from placement.v1 import placement_pb2 as pb
-from server.client import PlacementClient, collection, decide_request, feature_groups, slot
+from server.client import PlacementClient, collection, decide_request, slot
 
-from test_loop import register_collections
 
 CODE = grpc.StatusCode
 CANDS = [collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(3)]

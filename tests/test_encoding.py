@@ -7,7 +7,6 @@ import math
 import random
 
 import pytest
-from vowpalwabbit import pyvw
 
 from bandit.events import DecisionEvent, JoinedEvent, joined_from_dsjson, joined_to_dsjson
 from bandit.features import FeatureError, FeatureGroup, Limits, check_groups, vw_text, namespaces
