@@ -29,9 +29,11 @@ import multiprocessing
 import os
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -255,13 +257,53 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1))
 
 
+@dataclass(frozen=True)
+class Engine:
+    """Where VW targets fan out: a local process pool (default) or Ray.
+
+    ``ray=True`` starts a local Ray with ``workers`` CPUs (or uses a Ray this
+    process already initialised); ``ray_address`` joins an existing cluster,
+    which then needs this package and VW (``bandit`` and ``simulator`` are
+    shipped with the job). A Ray started here is shut down afterwards. Every
+    VW task gets one CPU; the same targets and log give the same numbers on
+    either engine (each task is a deterministic pass over the same events)."""
+
+    ray: bool = False
+    ray_address: str | None = None
+
+    @property
+    def uses_ray(self) -> bool:
+        return self.ray or bool(self.ray_address)
+
+
+_ENGINE: ContextVar[Engine] = ContextVar("replay_engine", default=Engine())
+
+
+@contextmanager
+def use_engine(engine: Engine) -> Iterator[None]:
+    """Make ``engine`` the default of every :func:`run_targets` call in this
+    context (so ``--search`` and ``--importance`` fan out on it too)."""
+    token = _ENGINE.set(engine)
+    try:
+        yield
+    finally:
+        _ENGINE.reset(token)
+
+
 def run_targets(log: ReplayLog, tasks: Sequence[ProgressiveTask], workers: int | None = None,
-                progress: Progress | None = None) -> list[np.ndarray]:
+                progress: Progress | None = None, *, ray: bool = False,
+                ray_address: str | None = None) -> list[np.ndarray]:
     """Distributions for every task, in order. VW tasks (two or more) run in a
     process pool -- spawned, since the caller may hold threads (a gRPC
-    server); cheap targets, a single VW task or ``workers=1`` run here."""
+    server); cheap targets, a single VW task or ``workers=1`` run here.
+    With ``ray``/``ray_address`` (when neither is given: the engine of the
+    context, see :func:`use_engine`) every VW task runs on Ray instead, one
+    CPU each."""
+    engine = Engine(ray, ray_address) if ray or ray_address else _ENGINE.get()
     workers = workers or default_workers()
     heavy = [i for i, t in enumerate(tasks) if t.spec.kind in ("vw", "model")]
+    if engine.uses_ray and heavy:
+        return _run_targets_ray(log, tasks, heavy, workers, engine.ray_address, progress)
     pooled = heavy if workers > 1 and len(heavy) > 1 else []
     out: dict[int, np.ndarray] = {}
     futures = {}
@@ -283,6 +325,37 @@ def run_targets(log: ReplayLog, tasks: Sequence[ProgressiveTask], workers: int |
         if pool is not None:
             pool.shutdown(cancel_futures=True)
     return [out[i] for i in range(len(tasks))]
+
+
+def _run_targets_ray(log: ReplayLog, tasks: Sequence[ProgressiveTask], heavy: list[int], workers: int,
+                     address: str | None, progress: Progress | None) -> list[np.ndarray]:
+    """VW tasks as Ray tasks (the log put in the object store once); cheap
+    targets run here meanwhile."""
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("Ray is not installed: pip install 'placement-engine[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        _ray_init(ray, address, workers)
+    try:
+        remote = ray.remote(num_cpus=1)(_run_task)
+        log_ref = ray.put(log)
+        pending = {remote.remote(tasks[i], log_ref): i for i in heavy}
+        out: dict[int, np.ndarray] = {}
+        for i, task in enumerate(tasks):
+            if i not in heavy:
+                out[i] = _run_task(task, log, progress)
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                out[pending.pop(ref)] = ray.get(ref)
+                if progress:
+                    progress(log.n)
+        return [out[i] for i in range(len(tasks))]
+    finally:
+        if started:
+            ray.shutdown()
 
 
 # --------------------------------------------------------------------------- reward model
@@ -587,6 +660,8 @@ class ReplayOptions:
     policies: tuple[str, ...] = ("uniform", "logged", "baseline", "vw")
     estimation: EstimationConfig = EstimationConfig()
     workers: int | None = None
+    ray: bool = False  # VW targets on a local Ray instead of a process pool
+    ray_address: str | None = None  # ... or on this Ray cluster
     search: bool = False
     grid: tuple[str, ...] = ()  # "key=v1|v2" axes; empty: simulator.replay_search.DEFAULT_GRID
     current: LearningSettings = LearningSettings()
@@ -615,7 +690,47 @@ def build_targets(log: ReplayLog, policies: Sequence[str]) -> list[TargetSpec]:
 def run_replay(paths: Sequence[Path] | ReplayLog, options: ReplayOptions = ReplayOptions(),
                progress: "ProgressSink | None" = None) -> dict[str, Any]:
     """Evaluate every target (and optionally search and importance) on a log;
-    the returned dict is the JSON results file."""
+    the returned dict is the JSON results file. With ``options.ray`` /
+    ``ray_address`` every VW fan-out (targets, search, importance) runs on
+    one Ray session."""
+    engine = Engine(options.ray, options.ray_address)
+    with use_engine(engine), _ray_session(engine, options.workers):
+        return _run_replay(paths, options, progress)
+
+
+@contextmanager
+def _ray_session(engine: Engine, workers: int | None) -> Iterator[None]:
+    """Start Ray once for a whole replay (and shut it down after) when asked."""
+    if not engine.uses_ray:
+        yield
+        return
+    try:
+        import ray
+    except ImportError:
+        raise RuntimeError("Ray is not installed: pip install 'placement-engine[ray]'") from None
+    started = not ray.is_initialized()
+    if started:
+        _ray_init(ray, engine.ray_address, workers or default_workers())
+    try:
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ray_init(ray: Any, address: str | None, workers: int) -> None:
+    if address:
+        import bandit
+        import simulator
+
+        # Ship this code to the cluster so workers run the same version.
+        ray.init(address=address, log_to_driver=False, runtime_env={"py_modules": [bandit, simulator]})
+    else:
+        ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+
+
+def _run_replay(paths: Sequence[Path] | ReplayLog, options: ReplayOptions,
+                progress: "ProgressSink | None") -> dict[str, Any]:
     cfg = check_config(options.estimation)
     sink = progress or ProgressSink()
     log = paths if isinstance(paths, ReplayLog) else load_log(paths)

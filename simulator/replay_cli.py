@@ -71,7 +71,15 @@ def replay(
                                                                 "setting's learned policy: retrain without each "
                                                                 "group and report the value lost, with an "
                                                                 "interval."),
-    workers: int = typer.Option(0, min=0, help="Worker processes for VW training [default 0 = all cores]."),
+    workers: int = typer.Option(0, min=0, help="Worker processes for VW training [default 0 = all cores]; "
+                                               "with --ray the CPUs of the local Ray."),
+    ray: bool = typer.Option(False, "--ray", help="Train the VW targets (and --search/--importance candidates) "
+                                                  "as tasks on a local Ray instead of a process pool (needs the "
+                                                  "'ray' extra); same numbers as the pool."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                              help="Run the VW targets on this existing Ray cluster (e.g. "
+                                                   "'auto' or 'ray://head:10001'; implies --ray; the cluster "
+                                                   "needs VW installed, this code is shipped with the job)."),
     json_out: Optional[Path] = typer.Option(None, "--json-out", "-j", help="Write every number to this JSON file."),
     report: Optional[Path] = typer.Option(None, "--report", "-r", help="Write an HTML report with PNG plots into "
                                                                        "this directory."),
@@ -82,12 +90,18 @@ def replay(
     """Evaluate target policies on logged traffic: DM, IPS, SNIPS, DR, SNDR, Switch-DR and
     DRos per slot and for the page, slate estimators, intervals and weight diagnostics.
     Refusals (e.g. zero or missing propensities) are shown as such. Exit 2 on bad input."""
+    if ray or ray_address:
+        try:
+            import ray as _ray  # noqa: F401
+        except ImportError:
+            _fail("--ray/--ray-address need Ray: pip install 'placement-engine[ray]'")
     try:
         cfg = EstimationConfig(estimators=_split(estimator), slate=tuple(s for s in _split(slate) if s != "none"),
                                intervals=_split(interval), level=level, n_bootstrap=bootstrap_resamples,
                                seed=seed, reward_max=reward_max)
         current_settings = parse_settings(current, where="--current") if current else LearningSettings()
-        options = ReplayOptions(policies=tuple(policy), estimation=cfg, workers=workers or None, search=search,
+        options = ReplayOptions(policies=tuple(policy), estimation=cfg, workers=workers or None, ray=ray,
+                                ray_address=ray_address, search=search,
                                 grid=tuple(grid), current=current_settings, search_estimator=search_estimator,
                                 importance=importance, importance_estimator=search_estimator)
         results = run_replay(logs, options, None if quiet else RichProgress())
