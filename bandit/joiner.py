@@ -15,11 +15,12 @@ simulator directly. Time is passed in, never read, so replays are exact.
 from __future__ import annotations
 
 import heapq
+import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
-from bandit.events import DecisionEvent, JoinedEvent
+from bandit.events import DecisionEvent, JoinedEvent, event_from_record
 
 AGGREGATIONS: dict[str, Callable[[list[tuple[float, float]]], float]] = {
     "sum": lambda obs: sum(v for _, v in obs),
@@ -57,10 +58,24 @@ class JoinStats:
 
 @dataclass
 class _Pending:
-    decision: DecisionEvent
+    """A decision waiting for its window. A served decision is kept as its log
+    line (one string, not a thousand objects the garbage collector would walk
+    on every pass while the window is open) and rebuilt when it joins."""
+
+    slot_ids: tuple[str, ...]
+    deferred: bool
     deadline: float
     activated: bool
-    rewards: list[list[tuple[float, float]]] = field(default_factory=list)
+    rewards: list[list[tuple[float, float]]]
+    decision: DecisionEvent | None = None
+    line: str | None = None
+
+    def event(self) -> DecisionEvent:
+        if self.decision is not None:
+            return self.decision
+        event = event_from_record(json.loads(self.line))
+        assert isinstance(event, DecisionEvent)
+        return event
 
 
 class Joiner:
@@ -88,18 +103,32 @@ class Joiner:
 
     def get(self, event_id: str) -> DecisionEvent | None:
         pending = self._pending.get(event_id)
-        return pending.decision if pending else None
+        return pending.event() if pending else None
+
+    def slot_id(self, event_id: str, k: int) -> str:
+        return self._pending[event_id].slot_ids[k]
 
     def is_closed(self, event_id: str) -> bool:
         return event_id in self._closed
 
-    def add_decision(self, decision: DecisionEvent) -> None:
-        if decision.event_id in self._pending or decision.event_id in self._closed:
-            raise JoinError(f"event '{decision.event_id}' was already decided")
-        deadline = decision.timestamp + self.window
-        self._pending[decision.event_id] = _Pending(
-            decision, deadline, not decision.deferred, [[] for _ in decision.inp.slots])
-        heapq.heappush(self._deadlines, (deadline, decision.event_id))
+    def add_decision(self, decision: DecisionEvent, line: str | None = None) -> None:
+        """Wait for the decision's rewards; with its log ``line`` only that is kept."""
+        self._add(decision.event_id, decision.timestamp, tuple(s.id for s in decision.inp.slots),
+                  decision.deferred, None if line else decision, line)
+
+    def add_logged(self, record: dict, line: str) -> None:
+        """A decision known by its log record (recovery, other processes' logs)."""
+        self._add(record["id"], float(record["ts"]), tuple(s["id"] for s in record["slots"]),
+                  bool(record.get("deferred", False)), None, line)
+
+    def _add(self, event_id: str, timestamp: float, slot_ids: tuple[str, ...], deferred: bool,
+             decision: DecisionEvent | None, line: str | None) -> None:
+        if event_id in self._pending or event_id in self._closed:
+            raise JoinError(f"event '{event_id}' was already decided")
+        deadline = timestamp + self.window
+        self._pending[event_id] = _Pending(slot_ids, deferred, deadline, not deferred,
+                                           [[] for _ in slot_ids], decision, line)
+        heapq.heappush(self._deadlines, (deadline, event_id))
 
     def check_reward(self, event_id: str, slot_id: str) -> int:
         """The slot index a reward would join, or the reason it cannot."""
@@ -110,16 +139,16 @@ class Joiner:
                 raise ExpiredEvent(f"event '{event_id}' is past its reward window")
             self.stats.rejected_unknown += 1
             raise UnknownEvent(f"event '{event_id}' is unknown")
-        slots = pending.decision.inp.slots
+        slots = pending.slot_ids
         if not slot_id:
             if len(slots) > 1:
                 raise UnknownSlot(f"event '{event_id}' filled {len(slots)} slots: name the slot_id")
             return 0
         try:
-            return pending.decision.slot_index(slot_id)
-        except KeyError:
+            return slots.index(slot_id)
+        except ValueError:
             raise UnknownSlot(
-                f"event '{event_id}' has no slot '{slot_id}' (slots: {', '.join(s.id for s in slots)})"
+                f"event '{event_id}' has no slot '{slot_id}' (slots: {', '.join(slots)})"
             ) from None
 
     def add_reward(self, event_id: str, slot_id: str, value: float, timestamp: float) -> None:
@@ -132,7 +161,7 @@ class Joiner:
             if event_id in self._closed:
                 raise ExpiredEvent(f"event '{event_id}' is past its activation window")
             raise UnknownEvent(f"event '{event_id}' is unknown")
-        if not pending.decision.deferred:
+        if not pending.deferred:
             raise JoinError(f"event '{event_id}' was not decided with deferred_activation")
 
     def activate(self, event_id: str, timestamp: float) -> None:
@@ -176,7 +205,7 @@ class Joiner:
         self.stats.joined_with_reward += any(observed)
         self.stats.default_reward_applied += observed.count(False)
         observations = tuple(tuple(v for _, v in sorted(obs)) for obs in pending.rewards)
-        return JoinedEvent(pending.decision, tuple(rewards), tuple(observed), observations)
+        return JoinedEvent(pending.event(), tuple(rewards), tuple(observed), observations)
 
     def _remember_closed(self, event_id: str) -> None:
         self._closed[event_id] = None

@@ -3,6 +3,7 @@ on one port; start and graceful stop around an :class:`Engine`."""
 
 from __future__ import annotations
 
+import gc
 import ipaddress
 import logging
 import os
@@ -136,6 +137,8 @@ def start_server(config: ServerConfig, engine=None, *, admin_handler: grpc.Gener
     if port == 0:
         raise OSError(f"could not listen on {address}")
     engine.start()
+    gc.collect()
+    gc.freeze()  # start-up objects (models, catalog, modules) are never garbage: stop scanning them
     server.start()
     for name in (*SERVICE_NAMES, ""):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -50,9 +50,9 @@ def serve(
     from server.logs import setup_logging
 
     try:
-        setup_logging(log_level, log_format)
         metrics = {"port": metrics_port} if metrics_port is not None else None
         cfg = load_config(config, host=host, port=port, data_dir=data_dir, metrics=metrics)
+        setup_logging(log_level, log_format)
         if workers > 1 or coordinator_listen:
             from server.workers import Coordinator
 

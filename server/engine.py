@@ -170,7 +170,7 @@ class Engine:
                 continue
             try:
                 if isinstance(event, DecisionEvent):
-                    self.joiner.add_decision(event)
+                    self.joiner.add_decision(event, dumps(rec))
                 elif isinstance(event, RewardEvent):
                     self.joiner.add_reward(event.event_id, event.slot_id, event.value, event.timestamp)
                 else:
@@ -218,30 +218,33 @@ class Engine:
             if existing is not None:  # a concurrent call with the same id won
                 return existing
             self.events.append(line)
-            self._admit(event)
+            self.joiner.add_decision(event, line)
+            self._count(event.surface, event.mode, [(c.model_top, c.action) for c in event.choices])
         return event
 
-    def ingest(self, event: DecisionEvent) -> bool:
-        """A decision logged by a serving worker process (multi-process mode);
-        False for a duplicate id (the first one logged wins)."""
+    def ingest(self, record: dict, line: str) -> bool:
+        """A decision logged by a serving worker process (multi-process mode),
+        as its log record; False for a duplicate id (the first one logged wins)."""
         with self._lock:
-            if event.event_id in self.joiner or self.joiner.is_closed(event.event_id):
+            event_id = record["id"]
+            if event_id in self.joiner or self.joiner.is_closed(event_id):
                 self.counts["duplicates"] = self.counts.get("duplicates", 0) + 1
                 return False
-            self._admit(event)
+            self.joiner.add_logged(record, line)
+            self._count(record["surface"], record["mode"],
+                        [(c.get("top", -1), c["a"]) for c in record["choices"]])
             return True
 
-    def _admit(self, event: DecisionEvent) -> None:
-        """Join bookkeeping and counters for a logged decision (under the lock)."""
-        self.joiner.add_decision(event)
-        surface = self.surfaces.get(event.surface)
+    def _count(self, surface_name: str, mode: str, tops_and_actions: list[tuple[int, int]]) -> None:
+        """Counters for a logged decision (under the lock)."""
         self.counts["decisions"] += 1
+        surface = self.surfaces.get(surface_name)
         if surface is None:
             return
         surface.counters.decisions += 1
-        if event.mode == Mode.APPRENTICE.value:
-            surface.counters.apprentice_decisions += len(event.choices)
-            surface.counters.apprentice_agreements += sum(c.model_top == c.action for c in event.choices)
+        if mode == Mode.APPRENTICE.value:
+            surface.counters.apprentice_decisions += len(tops_and_actions)
+            surface.counters.apprentice_agreements += sum(top == a for top, a in tops_and_actions)
 
     def explain(self, event: DecisionEvent, top: int = 5) -> list[list[tuple[str, str, float]]]:
         return explain_decision(self.surface(event.surface).serving, event, top)
@@ -259,7 +262,7 @@ class Engine:
         self._catch_up(event_id)
         with self._lock:
             k = self.joiner.check_reward(event_id, slot_id)
-            slot = self.joiner.get(event_id).inp.slots[k].id
+            slot = self.joiner.slot_id(event_id, k)
             self.events.append(dumps(event_to_record(RewardEvent(event_id, slot, value, ts))))
             self.joiner.add_reward(event_id, slot, value, ts)
             self.counts["rewards"] += 1

@@ -17,6 +17,7 @@ unknown. Duplicated event ids across workers: the first one logged wins.
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing as mp
 import os
@@ -104,7 +105,7 @@ class WorkerEngine:
                          for name, s in config.surfaces.items()}
         self.counts = {"decisions": 0, "bad_requests": 0}
         self._service = pb_grpc.PlacementServiceStub(coordinator)
-        self._recent: OrderedDict[str, DecisionEvent] = OrderedDict()
+        self._recent: OrderedDict[str, str] = OrderedDict()  # event id -> log line (compact)
         self._remember = remember
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -142,15 +143,15 @@ class WorkerEngine:
         event_id = call.event_id or uuid.uuid4().hex
         with self._lock:
             if event_id in self._recent:
-                return self._recent[event_id]
+                return event_from_record(json.loads(self._recent[event_id]))
         event = make_decision(call, event_id, surface, self.catalog, time.time())
         line = dumps(event_to_record(event))
         with self._lock:
             if event_id in self._recent:
-                return self._recent[event_id]
+                return event_from_record(json.loads(self._recent[event_id]))
             self.events.append(line)
             self.counts["decisions"] += 1
-            self._recent[event_id] = event
+            self._recent[event_id] = line
             if len(self._recent) > self._remember:
                 self._recent.popitem(last=False)
         return event
@@ -273,7 +274,7 @@ class Coordinator:
         with self._ingest_lock:
             for record in self.tailer.poll():
                 if record.get("kind") == "decision":
-                    self.engine.ingest(event_from_record(record))
+                    self.engine.ingest(record, dumps(record))
 
     def _tail_loop(self) -> None:
         while not self._stop.wait(TAIL_SECONDS):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -20,6 +21,16 @@ FAST = {
 def make_config(data_dir: Path, **overrides: Any):
     settings = {"host": "127.0.0.1", "port": 0, "data_dir": data_dir, **FAST, **overrides}
     return load_config(None, **settings)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """CLI commands install log handlers on streams that die with the command."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
