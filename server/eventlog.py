@@ -124,9 +124,10 @@ class Tailer:
             found = segments(directory, self.prefix, self.ext)
             self._pos[directory] = (_number(found[-1]), found[-1].stat().st_size) if found else (0, 0)
 
-    def poll(self) -> list[dict]:
+    def poll(self) -> list[tuple[dict, str]]:
+        """New (record, line) pairs, oldest first per directory."""
         with self._lock:
-            out: list[dict] = []
+            out: list[tuple[dict, str]] = []
             for directory in self.directories():
                 index, offset = self._pos.get(directory, (0, 0))
                 for path in segments(directory, self.prefix, self.ext):
@@ -144,11 +145,11 @@ class Tailer:
             return out
 
 
-def _records(path: Path, data: bytes) -> list[dict]:
+def _records(path: Path, data: bytes) -> list[tuple[dict, str]]:
     records = []
     for line in data.decode("utf-8", errors="replace").splitlines():
         try:
-            records.append(json.loads(line))
+            records.append((json.loads(line), line))
         except json.JSONDecodeError:
             log.warning("%s: unreadable line skipped", path)
     return records

@@ -272,9 +272,9 @@ class Coordinator:
         """Read and ingest the workers' new decisions; one reader at a time, so
         a caller returns only after everything logged so far is ingested."""
         with self._ingest_lock:
-            for record in self.tailer.poll():
+            for record, line in self.tailer.poll():
                 if record.get("kind") == "decision":
-                    self.engine.ingest(record, dumps(record))
+                    self.engine.ingest(record, line)
 
     def _tail_loop(self) -> None:
         while not self._stop.wait(TAIL_SECONDS):
