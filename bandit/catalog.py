@@ -122,6 +122,10 @@ class Catalog:
             self._save()
             return self.version
 
+    def get(self, collection_id: str) -> Collection | None:
+        with self._lock:
+            return self._items.get(collection_id)
+
     def list(self) -> list[Collection]:
         with self._lock:
             return sorted(self._items.values(), key=lambda c: c.id)

@@ -151,13 +151,14 @@ def to_call(req: pb.DecideRequest, engine: Engine) -> DecideCall:
 
 
 def _candidate(c: pb.Collection, engine: Engine) -> Candidate:
+    """A candidate with features as given, or by id alone from the catalog."""
     _check_id("collection id", c.id, engine)
     if c.groups:
         return Candidate(c.id, _groups(c.groups, f"collection '{c.id}'", engine))
-    known = {item.id: item for item in engine.catalog.list()}
-    if c.id not in known:
+    item = engine.catalog.get(c.id)
+    if item is None:
         raise NotFound(f"collection '{c.id}' has no features and is not in the catalog")
-    return known[c.id].candidate()
+    return item.candidate()
 
 
 def to_response(event: DecisionEvent) -> pb.DecideResponse:
