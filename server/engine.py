@@ -217,9 +217,10 @@ class Engine:
             existing = self._existing(event_id)
             if existing is not None:  # a concurrent call with the same id won
                 return existing
-            self.events.append(line)
+            ticket = self.events.submit(line)  # queued in log order; written by the log's writer
             self.joiner.add_decision(event, line)
             self._count(event.surface, event.mode, [(c.model_top, c.action) for c in event.choices])
+        self.events.wait(ticket)  # durable before the caller hears of it
         return event
 
     def ingest(self, record: dict, line: str) -> bool:
@@ -263,9 +264,10 @@ class Engine:
         with self._lock:
             k = self.joiner.check_reward(event_id, slot_id)
             slot = self.joiner.slot_id(event_id, k)
-            self.events.append(dumps(event_to_record(RewardEvent(event_id, slot, value, ts))))
+            ticket = self.events.submit(dumps(event_to_record(RewardEvent(event_id, slot, value, ts))))
             self.joiner.add_reward(event_id, slot, value, ts)
             self.counts["rewards"] += 1
+        self.events.wait(ticket)
         return slot
 
     def activate(self, event_id: str, at: float | None = None) -> None:
@@ -273,9 +275,10 @@ class Engine:
         self._catch_up(event_id)
         with self._lock:
             self.joiner.check_activation(event_id)
-            self.events.append(dumps(event_to_record(ActivationEvent(event_id, ts))))
+            ticket = self.events.submit(dumps(event_to_record(ActivationEvent(event_id, ts))))
             self.joiner.activate(event_id, ts)
             self.counts["activations"] += 1
+        self.events.wait(ticket)
 
     def _catch_up(self, event_id: str) -> None:
         if self.catch_up is not None and event_id not in self.joiner and not self.joiner.is_closed(event_id):

@@ -24,9 +24,14 @@ log = logging.getLogger(__name__)
 _SEGMENT = re.compile(r"^(?P<prefix>.+)-(?P<n>\d{6})\.(?P<ext>\w+)$")
 
 
+class LogBacklogFull(RuntimeError):
+    """More lines waiting for the disk than the log's bound: shed load."""
+
+
 class AppendLog:
     def __init__(self, directory: Path, prefix: str, ext: str = "jsonl", fsync: str = "batch",
-                 segment_bytes: int = 256 * 1024 * 1024, batch_seconds: float = 0.05):
+                 segment_bytes: int = 256 * 1024 * 1024, batch_seconds: float = 0.05,
+                 max_pending: int = 100_000):
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.prefix, self.ext = prefix, ext
@@ -37,6 +42,14 @@ class AppendLog:
         self._fh = self._open()
         self._last_sync = time.monotonic()
         self.lines_written = 0
+        # Group commit: request threads queue lines and wait; one writer thread
+        # writes (and fsyncs) whatever has queued up in one go.
+        self.max_pending = max_pending
+        self._queue: list[bytes] = []
+        self._queued = self._written = 0  # sequence numbers
+        self._failure: BaseException | None = None
+        self._cond = threading.Condition()
+        self._writer: threading.Thread | None = None
 
     def segments(self) -> list[Path]:
         return segments(self.directory, self.prefix, self.ext)
@@ -53,8 +66,54 @@ class AppendLog:
 
     def append_many(self, lines: Iterable[str]) -> None:
         data = "".join(f"{line}\n" for line in lines).encode("utf-8")
-        if not data:
-            return
+        if data:
+            self._write(data)
+
+    def submit(self, line: str) -> int:
+        """Queue a line for the writer thread; returns its ticket for :meth:`wait`.
+        Lines are written in submission order."""
+        data = f"{line}\n".encode("utf-8")
+        with self._cond:
+            if self._failure is not None:
+                raise OSError(f"event log unwritable: {self._failure}")
+            if len(self._queue) >= self.max_pending:
+                raise LogBacklogFull(f"{len(self._queue)} log lines waiting for the disk")
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_loop, name=f"{self.prefix}-writer", daemon=True)
+                self._writer.start()
+            self._queue.append(data)
+            self._queued += 1
+            self._cond.notify_all()
+            return self._queued
+
+    def wait(self, ticket: int) -> None:
+        """Return once the line is written as the durability rule says."""
+        with self._cond:
+            while self._written < ticket:
+                if self._failure is not None:
+                    raise OSError(f"event log unwritable: {self._failure}")
+                self._cond.wait()
+
+    def _write_loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                batch, self._queue = self._queue, []
+                last = self._queued
+            try:
+                self._write(b"".join(batch))
+            except BaseException as exc:  # disk full, I/O error: waiters get the error
+                log.exception("event log write failed")
+                with self._cond:
+                    self._failure = exc
+                    self._cond.notify_all()
+                return
+            with self._cond:
+                self._written = last
+                self._cond.notify_all()
+
+    def _write(self, data: bytes) -> None:
         with self._lock:
             self._fh.write(data)
             self._fh.flush()
@@ -83,6 +142,10 @@ class AppendLog:
         yield from read_log_dir(self.directory, self.prefix, self.ext)
 
     def close(self) -> None:
+        with self._cond:
+            last = self._queued
+        if self._writer is not None and self._failure is None:
+            self.wait(last)
         with self._lock:
             if not self._fh.closed:
                 self._fh.flush()

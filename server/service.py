@@ -22,6 +22,7 @@ from bandit.vwargs import SettingsError
 from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc
 from server.engine import AlreadyJoined, DecideCall, Engine, UnknownSurface
+from server.eventlog import LogBacklogFull
 from server.modelstore import ModelStoreError, VersionInfo
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ _STATUS: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (FeatureError, grpc.StatusCode.INVALID_ARGUMENT),
     (SettingsError, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (LogBacklogFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
 ]
 
 

@@ -149,11 +149,12 @@ class WorkerEngine:
         with self._lock:
             if event_id in self._recent:
                 return event_from_record(json.loads(self._recent[event_id]))
-            self.events.append(line)
+            ticket = self.events.submit(line)
             self.counts["decisions"] += 1
             self._recent[event_id] = line
             if len(self._recent) > self._remember:
                 self._recent.popitem(last=False)
+        self.events.wait(ticket)
         return event
 
     def explain(self, event: DecisionEvent, top: int = 5):

@@ -1,0 +1,76 @@
+"""The append-only logs: group commit, ordering, bounds, torn lines, rotation, tailing."""
+
+from __future__ import annotations
+
+import json
+import threading
+
+import pytest
+
+from bandit.events import LogFormatError, read_lines
+from server.eventlog import AppendLog, LogBacklogFull, Tailer, read_log_dir
+
+
+def test_group_commit_keeps_submission_order_across_threads(tmp_path):
+    log = AppendLog(tmp_path, "events", fsync="always")
+    tickets: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def writer(k: int) -> None:
+        for i in range(200):
+            with lock:  # ticket order == submission order
+                tickets.append((log.submit(json.dumps({"w": k, "i": i})), f"{k}-{i}"))
+            log.wait(tickets[-1][0])
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    log.close()
+    written = [f"{r['w']}-{r['i']}" for r in read_log_dir(tmp_path)]
+    assert written == [name for _, name in sorted(tickets)]
+    assert len(written) == 800
+
+
+def test_backlog_is_bounded(tmp_path):
+    log = AppendLog(tmp_path, "events", max_pending=5)
+    with log._lock:  # the disk is stuck: the writer cannot write
+        for _ in range(6):
+            try:
+                log.submit("{}")
+            except LogBacklogFull:
+                break
+        else:
+            raise AssertionError("the queue grew past its bound")
+    log.close()
+
+
+def test_torn_lines_are_skipped_and_sealed(tmp_path, caplog):
+    path = tmp_path / "events-000001.jsonl"
+    path.write_text('{"a": 1}\n{"a": 2}\n{"a": 3, "b"')
+    assert [obj["a"] for _, obj in read_lines(path)] == [1, 2]
+    assert "torn last line" in caplog.text
+    log = AppendLog(tmp_path, "events")  # reopening seals the torn line
+    log.append('{"a": 4}')
+    log.close()
+    assert [obj["a"] for obj in read_log_dir(tmp_path)] == [1, 2, 4]
+    with pytest.raises(LogFormatError, match="events-000001.jsonl:3"):
+        list(read_lines(path))  # strict readers name the file and line
+
+
+def test_rotation_and_tailing(tmp_path):
+    root = tmp_path / "events"
+    writer = AppendLog(root / "worker-a", "events", segment_bytes=200)
+    tail = Tailer(root, "worker-*")
+    tail.skip_existing()
+    for i in range(30):
+        writer.append(json.dumps({"i": i, "pad": "x" * 20}))
+    assert len(writer.segments()) > 3
+    seen = [rec["i"] for rec, _ in tail.poll()]
+    late = AppendLog(root / "worker-b", "events")  # a worker that appears later
+    late.append(json.dumps({"i": 100}))
+    writer.append(json.dumps({"i": 30}))
+    seen += [rec["i"] for rec, _ in tail.poll()]
+    assert seen == list(range(30)) + [30, 100]
+    assert tail.poll() == []
