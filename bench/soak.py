@@ -38,10 +38,38 @@ SLOTS = ["homepage", "email", "detail_page"]
 
 
 def _rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
     return 0
+
+
+def _processes(pid: int) -> list[int]:
+    """The server and its descendants (serving workers)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return out
+
+
+def _rss_by_process(pid: int) -> dict[str, int]:
+    rss = {}
+    for p in _processes(pid):
+        cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        if "resource_tracker" in cmd:
+            continue
+        name = "coordinator" if p == pid else f"worker-{p}"
+        rss[name] = _rss_kib(p)
+    return rss
 
 
 def _client(target: str, seed: int, count: int, out: mp.Queue) -> None:
@@ -79,6 +107,7 @@ def _client(target: str, seed: int, count: int, out: mp.Queue) -> None:
 def soak(
     decisions: int = typer.Option(1_000_000, help="Decisions in total, each with 0-3 rewards."),
     clients: int = typer.Option(2, help="Load processes (closed loop, one channel each)."),
+    workers: int = typer.Option(2, help="Serving processes of the server (placement serve --workers)."),
     seed: int = typer.Option(0, help="Seed of the load."),
     data_dir: Path = typer.Option(None, help="Server data directory (default: a temporary one)."),
     json_out: Path = typer.Option(None, help="Write the summary here as JSON."),
@@ -89,7 +118,7 @@ def soak(
     config.write_text(CONFIG)
     placement = str(Path(sys.executable).with_name("placement"))
     server = subprocess.Popen([placement, "serve", "--port", "0", "--data-dir", str(data), "--config", str(config),
-                               "--log-level", "WARNING"], stderr=subprocess.PIPE, text=True)
+                               "--log-level", "WARNING", "--workers", str(workers)], stderr=subprocess.PIPE, text=True)
     target = None
     for line in server.stderr:
         match = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
@@ -112,8 +141,10 @@ def soak(
     next_sample = 0.0
     while any(p.is_alive() for p in procs):
         if time.monotonic() - started >= next_sample:
-            rss.append((time.monotonic() - started, _rss_kib(server.pid)))
-            typer.echo(f"  t={rss[-1][0]:7.0f}s  server RSS {rss[-1][1] / 1024:7.1f} MiB", err=True)
+            sample = _rss_by_process(server.pid)
+            rss.append((time.monotonic() - started, sample))
+            shown = ", ".join(f"{k} {v / 1024:.0f}" for k, v in sorted(sample.items()))
+            typer.echo(f"  t={rss[-1][0]:7.0f}s  RSS MiB: {shown}", err=True)
             next_sample += 10
         time.sleep(0.2)
     elapsed = time.monotonic() - started
@@ -138,7 +169,7 @@ def _reconcile(data: Path, results, rss, elapsed: float) -> dict:
         acked.update(a)
         errors.update(e)
     events = Counter()
-    for path in sorted((data / "events").glob("*.jsonl")):
+    for path in sorted((data / "events").rglob("*.jsonl")):
         for _, obj in read_lines(path, strict=False):
             events[obj["kind"]] += 1
     joined_ids = Counter(obj["EventId"] for path in sorted((data / "joined" / "default").glob("*.dsjson"))
@@ -147,7 +178,8 @@ def _reconcile(data: Path, results, rss, elapsed: float) -> dict:
     meta = json.loads((models / f"v{int((models / 'CURRENT').read_text()):06d}.json").read_text())
     joined = sum(joined_ids.values())
     expected_joined = acked["decisions"] - acked["deferred_unactivated"]
-    first = [kib for t, kib in rss if t >= 60][:3] or [kib for _, kib in rss][:1]
+    per_process = {name: [(round(t), round(sample.get(name, 0) / 1024, 1)) for t, sample in rss]
+                   for name in (rss[-1][1] if rss else {})}
     checks = {
         "decisions_logged": events["decision"] == acked["decisions"],
         "rewards_logged": events["reward"] == acked["rewards"],
@@ -160,10 +192,9 @@ def _reconcile(data: Path, results, rss, elapsed: float) -> dict:
         "decisions_per_second": round(acked["decisions"] / elapsed, 1),
         "acknowledged": dict(acked), "errors": dict(errors), "logged": dict(events),
         "joined": joined, "learned": meta["examples_learned"],
-        "rss_mib": {"after_1_min": round(sum(first) / len(first) / 1024, 1) if first else None,
-                    "last": round(rss[-1][1] / 1024, 1) if rss else None,
-                    "max": round(max(k for _, k in rss) / 1024, 1) if rss else None,
-                    "samples": [(round(t), round(k / 1024, 1)) for t, k in rss]},
+        "rss_mib": {name: {"first": samples[0][1], "after_1_min": next((v for t, v in samples if t >= 60), None),
+                           "last": samples[-1][1], "max": max(v for _, v in samples), "samples": samples}
+                    for name, samples in per_process.items()},
         "checks": checks, "reconciled": all(checks.values()),
     }
 
