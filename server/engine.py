@@ -143,7 +143,7 @@ class Engine:
         for thread in self._threads:
             thread.join()
         for surface in self.surfaces.values():
-            if surface.publish_due() or surface._since_publish:
+            if surface.unpublished:
                 surface.publish()
         self.events.close()
         for joined in self.joined_logs.values():

@@ -84,6 +84,11 @@ class SurfaceModel:
         with self._learn_lock:
             self.joined_through += 1
 
+    @property
+    def unpublished(self) -> int:
+        """Examples learned since the last published version."""
+        return self._since_publish
+
     def publish_due(self) -> bool:
         if self._since_publish == 0:
             return False
