@@ -16,6 +16,11 @@ per collection in 2 groups, 2 slot features) is built in memory; the grid is
 8 settings by default (algorithm epsilon|squarecb x learning_rate 0.1|0.5 x
 interactions CA+SA|CA+SA+CSA). Speed-ups are against ``serial`` from the same
 run. Ray's bare start + shut-down is timed separately.
+
+Ray starts its worker processes with niceness 15 (``RAY_worker_niceness``):
+on a machine shared with other work they yield the CPU to everything else,
+the pool and the serial run do not. For an even contest run with
+``RAY_worker_niceness=0`` in the environment (recorded in the output).
 """
 
 from __future__ import annotations
@@ -74,7 +79,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info = {"date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": platform.python_version(),
             "cores": len(os.sched_getaffinity(0)), "loadavg_start": os.getloadavg(), "decisions": args.decisions,
             "slots": args.slots, "candidates": args.candidates, "seed": args.seed, "grid": list(args.grid),
-            "targets": [t.spec.label for t in tasks], "build_s": build_s}
+            "targets": [t.spec.label for t in tasks], "build_s": build_s,
+            "ray_worker_niceness": os.environ.get("RAY_worker_niceness", "15 (Ray's default)")}
     try:
         import ray
 
@@ -115,7 +121,8 @@ def markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
     fmt = lambda v: "-" if v is None else f"{v:.2f}"  # noqa: E731
     out = [f"{m['decisions']:,} decisions x {m['slots']} slots x {m['candidates']} collections, "
-           f"{len(m['targets'])} VW settings ({'; '.join(m['grid'])}); {m['cores']} cores; Ray {m['ray']}; "
+           f"{len(m['targets'])} VW settings ({'; '.join(m['grid'])}); {m['cores']} cores; Ray {m['ray']} "
+           f"(worker niceness {m.get('ray_worker_niceness', '15')}); "
            f"load average {m['loadavg_start'][0]:.1f} -> {m['loadavg_end'][0]:.1f}", "",
            "| engine | workers | wall s | target-events/s | x serial | x same engine, 1 worker | identical |",
            "|---|---:|---:|---:|---:|---:|---|"]
