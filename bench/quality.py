@@ -37,8 +37,8 @@ from bandit.events import JoinedEvent
 from bandit.policy import DecisionInput, SlotChoice
 from bandit.vwargs import LearningSettings
 from simulator.policies import PolicySpec
-from simulator.runner import run
-from simulator.world import HOUR_BUCKETS, Scenario, World, load_scenario
+from simulator.runner import oracle_assignment, run
+from simulator.world import HOUR_BUCKETS, Customer, Scenario, World, load_scenario
 
 SEASONS = ("none", "far", "6w", "3w", "2w", "1w", "just-passed", "past")
 BUZZ = ("none", "quiet", "warm", "hot")
@@ -60,6 +60,10 @@ SWEEP: dict[str, PolicySpec] = {
     "engine:squarecb,gamma=1000": _engine("engine:squarecb,gamma=1000", gamma_scale=1000.0),
     "engine:squarecb,lr=0.1": _engine("engine:squarecb,lr=0.1", learning_rate=0.1),
     "engine:squarecb,lr=1.0": _engine("engine:squarecb,lr=1.0", learning_rate=1.0),
+    # The world drifts (seasons, viral spikes): a learning rate that does not decay.
+    "engine:squarecb,power_t=0,lr=0.1": _engine("engine:squarecb,power_t=0,lr=0.1", power_t=0.0, learning_rate=0.1),
+    # Collection identity x its calendar state (the default has no action x action interaction).
+    "engine:+AA": _engine("engine:+AA", interactions=("CA", "SA", "CSA", "AA")),
 }
 
 
@@ -193,6 +197,41 @@ def _make_mabwiser(kind: str, alpha: float, world: World, seed: int) -> Mabwiser
     return MabwiserPolicy(kind, world, seed, alpha=alpha)
 
 
+class SegmentOracle:
+    """A ceiling for any policy of the observable features: the oracle's
+    assignment computed with each customer's hidden individual taste replaced
+    by their segment's mean taste (it still knows the exact demand curves and
+    trend levels, which the features only approximate)."""
+
+    name = "segment-oracle"
+
+    def __init__(self, world: World):
+        self.world = world
+
+    def decide(self, inp: DecisionInput, event_id: str) -> list[SlotChoice]:
+        r = self.world.current(event_id)
+        mean = Customer(r.customer.id, r.customer.segment,
+                        {t: r.customer.segment.tastes.get(t, 0.0) for t in self.world.tags})
+        q = self.world.expected_matrix(replace(r, customer=mean))
+        value = np.full_like(q, -1e9)
+        for k in range(len(inp.slots)):
+            allowed = list(inp.allowed(k))
+            value[k, allowed] = q[k, allowed]
+        chosen = oracle_assignment(value)
+        return [SlotChoice(slot.id, int(chosen[k]), 1.0, ((int(chosen[k]), 1.0),), int(chosen[k]))
+                for k, slot in enumerate(inp.slots)]
+
+    def learn(self, joined: JoinedEvent) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _segment_oracle(world: World, seed: int) -> SegmentOracle:
+    return SegmentOracle(world)
+
+
 # --- running -----------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -204,7 +243,7 @@ class Cell:
 
 def peers() -> dict[str, Any]:
     return {"engine": "engine", "uniform": "uniform", "greedy-ctr": "greedy-ctr",
-            "linucb": mabwiser("linucb"), "lints": mabwiser("lints")}
+            "linucb": mabwiser("linucb"), "lints": mabwiser("lints"), "segment-oracle": _segment_oracle}
 
 
 def run_cell(scenario: Scenario, decisions: int, cell: Cell) -> dict[str, Any]:
@@ -257,7 +296,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
     parser.add_argument("--policies", default="engine,uniform,greedy-ctr,linucb,lints",
-                        help="comma-separated subset of the peers")
+                        help="comma-separated: engine, uniform, greedy-ctr, linucb, lints, segment-oracle, "
+                             "or any SWEEP name")
     parser.add_argument("--sweep", action="store_true", help="also run the engine settings in SWEEP")
     parser.add_argument("--sweep-only", action="store_true", help="only the engine default and SWEEP")
     parser.add_argument("--out", type=Path, help="write the per-run table here (.csv)")
@@ -265,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     scenario = load_scenario(args.scenario)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-    known = peers()
+    known = {**peers(), **SWEEP}
     chosen = {"engine": "engine"} if args.sweep_only else {p: known[p] for p in args.policies.split(",") if p}
     if args.sweep or args.sweep_only:
         chosen.update(SWEEP)
