@@ -80,7 +80,7 @@ class _Pending:
 
 class Joiner:
     def __init__(self, window_seconds: float, aggregation: str = "sum", default_reward: float = 0.0,
-                 remember_closed: int = 1_000_000):
+                 remember_closed: int = 200_000):
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation '{aggregation}' is not one of {', '.join(AGGREGATIONS)}")
         if window_seconds <= 0:

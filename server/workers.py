@@ -90,7 +90,8 @@ class WorkerEngine:
     """The serving half of the engine: decide and log; rewards, activations and
     admin calls go to the coordinator."""
 
-    def __init__(self, config: ServerConfig, index: int | str, coordinator: grpc.Channel, remember: int = 100_000,
+    def __init__(self, config: ServerConfig, index: int | str, coordinator: grpc.Channel,
+                 remember_bytes: int = 32 << 20,
                  metadata: tuple[tuple[str, str], ...] = ()):
         data = Path(config.data_dir)
         self.config, self.index = config, index
@@ -105,8 +106,11 @@ class WorkerEngine:
                          for name, s in config.surfaces.items()}
         self.counts = {"decisions": 0, "bad_requests": 0}
         self._service = pb_grpc.PlacementServiceStub(coordinator)
-        self._recent: OrderedDict[str, str] = OrderedDict()  # event id -> log line (compact)
-        self._remember = remember
+        # Recent decisions for idempotent repeats, bounded in bytes (lines carry
+        # every candidate's features, so a count bound would not bound memory).
+        self._recent: OrderedDict[str, str] = OrderedDict()
+        self._recent_bytes = 0
+        self._remember_bytes = remember_bytes
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)
@@ -152,8 +156,9 @@ class WorkerEngine:
             ticket = self.events.submit(line)
             self.counts["decisions"] += 1
             self._recent[event_id] = line
-            if len(self._recent) > self._remember:
-                self._recent.popitem(last=False)
+            self._recent_bytes += len(line)
+            while self._recent_bytes > self._remember_bytes:
+                self._recent_bytes -= len(self._recent.popitem(last=False)[1])
         self.events.wait(ticket)
         return event
 
