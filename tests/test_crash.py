@@ -108,14 +108,20 @@ def test_sigkill_loses_nothing_acknowledged_and_learns_once(tmp_path, workers):
         fh.write('{"kind":"decision","id":"torn')  # a torn last line, as a crash mid-write leaves
 
     proc, target, seconds = _start(data, config, workers)
-    assert seconds < 15
-    with PlacementClient(target) as client:
-        info = client.model_info()
-        assert int(info.current_version) == max(v.version for v in info.versions)
-        time.sleep(2.0)  # the recovered pending decisions pass their window and join
-        assert client.stats().pending == 0
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 0
+    try:
+        assert seconds < 15
+        with PlacementClient(target) as client:
+            info = client.model_info()
+            assert int(info.current_version) == max(v.version for v in info.versions)
+            time.sleep(2.0)  # the recovered pending decisions pass their window and join
+            assert client.stats().pending == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            assert proc.wait(timeout=30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
 
     joined = [obj for path in sorted((data / "joined" / "default").glob("*.dsjson"))
               for _, obj in read_lines(path, strict=False)]

@@ -74,7 +74,11 @@ def test_workers_share_the_port_and_join_exactly_once(tmp_path):
             assert stats.rewards_rejected_unknown == 0
     finally:
         proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
+        try:
+            assert proc.wait(timeout=60) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
     per_worker = {path.parent.name: sum(1 for _ in read_lines(path))
                   for path in (data / "events").glob("worker-*/*.jsonl")}
     assert len(per_worker) == 2 and all(n > 0 for n in per_worker.values()), per_worker
