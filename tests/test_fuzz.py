@@ -113,3 +113,38 @@ def test_extreme_messages(server, client):
     check()
     _assert_log_whole(server)
     assert client.stats().decisions >= 60
+
+
+def test_concurrent_calls_for_the_same_event(server, client):
+    """Racing Decides with one event id get one decision, logged once; racing
+    rewards for it are all kept (the aggregation rule decides what they mean)."""
+    import threading
+
+    client.put_collections([collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(4)])
+    results, errors = [], []
+
+    def decide() -> None:
+        try:
+            results.append(client.decide({"u": {"x": 1.0}}, ["homepage", "email"], event_id="same-event"))
+        except grpc.RpcError as err:
+            errors.append(err)
+
+    threads = [threading.Thread(target=decide) for _ in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and len(results) == 16
+    assert len({tuple((s.slot_id, s.collection_id, s.probability) for s in r.slots) for r in results}) == 1
+    rewards = [threading.Thread(target=client.reward, args=("same-event", 1.0), kwargs={"slot_id": "email"})
+               for _ in range(8)]
+    for t in rewards:
+        t.start()
+    for t in rewards:
+        t.join()
+    logged = [json.loads(line) for path in (server.engine.config.data_dir / "events").glob("*.jsonl")
+              for line in path.read_text().splitlines()]
+    assert sum(1 for r in logged if r["kind"] == "decision" and r["id"] == "same-event") == 1
+    assert sum(1 for r in logged if r["kind"] == "reward" and r["id"] == "same-event") == 8
+    server.engine.join_now(now=server.engine.clock() + 3600)
+    assert client.stats().joined == 1 and client.stats().decisions == 1
