@@ -259,13 +259,18 @@ def run_cell(scenario: Scenario, decisions: int, cell: Cell) -> dict[str, Any]:
             "seconds": time.perf_counter() - started}
 
 
-def run_all(scenario: Scenario, decisions: int, cells: list[Cell], workers: int) -> pd.DataFrame:
+def run_all(scenario: Scenario, decisions: int, cells: list[Cell], workers: int,
+            out: Path | None = None) -> pd.DataFrame:
+    """Run every cell; with ``out``, each finished run is appended at once, so
+    an interrupted benchmark keeps what it measured."""
     rows = []
     with ProcessPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(run_cell, scenario, decisions, c): c for c in cells}
         for done in as_completed(futures):
             row = done.result()
             rows.append(row)
+            if out is not None:
+                pd.DataFrame([row]).to_csv(out, mode="a", header=len(rows) == 1, index=False)
             print(f"  {row['policy']:<28} seed {row['seed']}: {100 * row['share_of_oracle']:.1f} % of oracle "
                   f"({row['seconds']:.0f} s)", file=sys.stderr, flush=True)
     return pd.DataFrame(rows)
@@ -284,7 +289,8 @@ def table(results: pd.DataFrame) -> str:
     lines = ["| policy | seeds | cumulative reward, % of oracle (mean ± sd) | last 20 % of decisions, % of oracle "
              "| expected reward per decision | s per run |", "|---|---:|---:|---:|---:|---:|"]
     for name, r in agg.iterrows():
-        lines.append(f"| {name} | {r['seeds']} | {r['share']:.1f} ± {r['sd']:.1f} | {r['tail']:.1f} "
+        spread = f" ± {r['sd']:.1f}" if r["seeds"] > 1 else ""
+        lines.append(f"| {name} | {int(r['seeds'])} | {r['share']:.1f}{spread} | {r['tail']:.1f} "
                      f"| {r['per_decision']:.4f} | {r['seconds']:.0f} |")
     return "\n".join(lines)
 
@@ -300,7 +306,7 @@ def main(argv: list[str] | None = None) -> int:
                              "or any SWEEP name")
     parser.add_argument("--sweep", action="store_true", help="also run the engine settings in SWEEP")
     parser.add_argument("--sweep-only", action="store_true", help="only the engine default and SWEEP")
-    parser.add_argument("--out", type=Path, help="write the per-run table here (.csv)")
+    parser.add_argument("--out", type=Path, help="write the per-run table here (.csv), a row per finished run")
     parser.add_argument("--markdown", type=Path, help="also write the Markdown report here")
     args = parser.parse_args(argv)
     scenario = load_scenario(args.scenario)
@@ -313,10 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{len(cells)} runs of {args.decisions} decisions on {scenario.name}, {args.workers} workers",
           file=sys.stderr, flush=True)
     started = time.perf_counter()
-    results = run_all(scenario, args.decisions, cells, args.workers)
-    wall = time.perf_counter() - started
     if args.out:
-        results.to_csv(args.out, index=False)
+        args.out.unlink(missing_ok=True)
+    results = run_all(scenario, args.decisions, cells, args.workers, args.out)
+    wall = time.perf_counter() - started
     report = (f"{scenario.name}, {args.decisions} decisions per run, seeds {args.seeds}; "
               f"{len(cells)} runs in {wall / 60:.1f} min on {args.workers} workers\n\n{table(results)}\n")
     print(report)
