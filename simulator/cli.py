@@ -12,14 +12,15 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
 from rich.table import Table
 
-from simulator.experiments import run_grid, save_results
 from simulator.policies import BASELINES, parse_policy
-from simulator.runner import remote_policy_check
-from simulator.report import print_results, write_report
 from simulator.world import DEFAULT_SCENARIO, ScenarioError, builtin_scenarios, load_scenario
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_POLICIES = ["engine", "uniform", "greedy-ctr", "rule", "oracle"]
 
@@ -105,6 +106,10 @@ def simulate(
     """Simulate customers, collections and slots, and compare placement policies
     (the engine's explorers against uniform, greedy, a merchandiser's rule and the oracle),
     in-process or against a live server (--target)."""
+    from simulator.experiments import run_grid, save_results
+    from simulator.report import print_results, write_report
+    from simulator.runner import remote_policy_check
+
     console = Console()
     remote = None
     if target is None and (pace or run_id or candidates != "request"):

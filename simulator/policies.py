@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from bandit.events import JoinedEvent
 from bandit.policy import DecisionInput, NoEligibleCandidate, Policy, SlotChoice
@@ -245,6 +244,8 @@ class OraclePolicy:
         for k in range(len(inp.slots)):
             allowed = list(inp.allowed(k))
             value[k, allowed] = q[k, allowed]
+        from scipy.optimize import linear_sum_assignment  # imported when first needed (CLI start-up)
+
         rows, cols = linear_sum_assignment(value, maximize=True)
         chosen = dict(zip(rows.tolist(), cols.tolist()))
         return [SlotChoice(slot.id, chosen[k], 1.0, ((chosen[k], 1.0),), chosen[k])

@@ -29,12 +29,10 @@ import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from datetime import date, datetime, timezone
-from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import numpy as np
-from scipy import stats
 
 from bandit.features import Candidate, FeatureGroup, SlotSpec
 from bandit.policy import DecisionInput
@@ -88,6 +86,8 @@ class Delay:
         return self.hours
 
     def cdf(self, hours: np.ndarray | float) -> np.ndarray:
+        from scipy import stats  # here, not at import: the CLI starts without scipy.stats (~1 s)
+
         hours = np.asarray(hours, dtype=float)
         if self.dist == "exponential":
             return stats.expon.cdf(hours, scale=self.mean_hours)
