@@ -131,7 +131,8 @@ def soak(
     with PlacementClient(target) as admin:
         admin.put_collections([collection(c, {"collection": {"rank": float(i), "kind": f"k{i % 3}"}})
                                for i, c in enumerate(COLLECTIONS)])
-    rss: list[tuple[float, int]] = []
+    time.sleep(0.5)  # serving workers load catalog changes within 0.2 s
+    rss: list[tuple[float, dict[str, int]]] = []
     started = time.monotonic()
     out: mp.Queue = mp.Queue()
     procs = [mp.Process(target=_client, args=(target, seed * 1000 + k, decisions // clients, out))
