@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 import json
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from bandit.events import DecisionEvent, JoinedEvent, event_from_record

@@ -66,6 +66,14 @@ class DecideCall:
     at: float | None
 
 
+def lookup_surface(surfaces: dict, name: str):
+    """The named surface; an empty name is the default one."""
+    try:
+        return surfaces[name or "default"]
+    except KeyError:
+        raise UnknownSurface(name) from None
+
+
 def make_decision(call: DecideCall, event_id: str, surface, catalog: Catalog, now: float) -> DecisionEvent:
     """Candidates (the request's, else the catalog's active and eligible ones),
     then the surface's serving policy decides; nothing is logged here."""
@@ -200,10 +208,7 @@ class Engine:
     # --- serving --------------------------------------------------------------
 
     def surface(self, name: str) -> SurfaceModel:
-        try:
-            return self.surfaces[name or "default"]
-        except KeyError:
-            raise UnknownSurface(name) from None
+        return lookup_surface(self.surfaces, name)
 
     def decide(self, call: DecideCall) -> DecisionEvent:
         surface = self.surface(call.surface)

@@ -40,7 +40,7 @@ from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc
 from server.app import start_server
 from server.config import ServerConfig
-from server.engine import DecideCall, Engine, UnknownSurface, explain_decision, make_decision
+from server.engine import DecideCall, Engine, explain_decision, lookup_surface, make_decision
 from server.eventlog import AppendLog, Tailer
 from server.interceptors import AuthInterceptor, read_token
 from server.modelstore import ModelStore
@@ -137,10 +137,7 @@ class WorkerEngine:
                 log.exception("worker %s: refresh failed; serving the last good model", self.index)
 
     def surface(self, name: str) -> ServingSurface:
-        try:
-            return self.surfaces[name or "default"]
-        except KeyError:
-            raise UnknownSurface(name) from None
+        return lookup_surface(self.surfaces, name)
 
     def decide(self, call: DecideCall) -> DecisionEvent:
         surface = self.surface(call.surface)
