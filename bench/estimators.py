@@ -32,16 +32,13 @@ import numpy as np
 
 from bandit import estimators as ours
 from bandit.intervals import bootstrap_interval, normal_interval
+from bench.report import log, publish
 
 # Same hyperparameters as `placement replay` (simulator.replay.ESTIMATOR_PARAMS).
 SWITCH_LAMBDA = 20.0
 DROS_LAMBDA = 100.0
 NAMES = ("ips", "snips", "dr", "sndr", "switch-dr", "dr-os", "dm")
 TOTAL_TARGET_S = 60.0
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def make_log(n: int, n_actions: int, seed: int, chunk: int = 1_000_000) -> dict[str, np.ndarray]:
@@ -277,11 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.estimators = [s.strip() for s in args.estimators.split(",") if s.strip()]
     res = run(args)
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(res, indent=2))
-    print(markdown(res))
-    log(f"raw numbers: {args.json_out}")
-    return 0
+    return publish(res, args.json_out, markdown)
 
 
 if __name__ == "__main__":

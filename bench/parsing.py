@@ -38,16 +38,19 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from bandit.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson, read_joined
+from bandit.events import (
+    DecisionEvent,
+    JoinedEvent,
+    dumps,
+    joined_to_dsjson,
+    read_joined,
+)
 from bandit.features import FeatureGroup
 from bandit.policy import DecisionInput, SlotChoice
+from bench.report import log, publish
 from bench.workload import COUNTRIES, DEVICES, LOYALTY, SEGMENTS, make_workload
 
 RESULTS = Path(__file__).parent / "results"
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def make_events(decisions: int, slots: int, candidates: int, seed: int):
@@ -266,11 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     res = run(args)
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(res, indent=2))
-    print(markdown(res))
-    log(f"raw numbers: {args.json_out}")
-    return 0
+    return publish(res, args.json_out, markdown)
 
 
 if __name__ == "__main__":

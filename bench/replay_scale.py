@@ -26,7 +26,6 @@ the pool and the serial run do not. For an even contest run with
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -38,16 +37,13 @@ import numpy as np
 
 from bandit.vwargs import LearningSettings
 from bench.parsing import make_events
+from bench.report import log, publish
 from simulator.replay import ProgressiveTask, ReplayLog, run_targets
 from simulator.replay_search import grid_settings
 from simulator.targets import TargetSpec, settings_label
 
 DEFAULT_GRID = ("algorithm=epsilon|squarecb", "learning_rate=0.1|0.5", "interactions=CA+SA|CA+SA+CSA")
 RESULTS = Path(__file__).parent / "results"
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def ray_startup_s(cpus: int) -> float:
@@ -155,11 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     for e in args.engines:
         parse_engine(e)
     res = run(args)
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(res, indent=2))
-    print(markdown(res))
-    log(f"raw numbers: {args.json_out}")
-    return 0
+    return publish(res, args.json_out, markdown)
 
 
 if __name__ == "__main__":
