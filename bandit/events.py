@@ -60,12 +60,6 @@ class DecisionEvent:
     choices: tuple[SlotChoice, ...]
     deferred: bool = False
 
-    def slot_index(self, slot_id: str) -> int:
-        for k, slot in enumerate(self.inp.slots):
-            if slot.id == slot_id:
-                return k
-        raise KeyError(slot_id)
-
 
 @dataclass(frozen=True)
 class RewardEvent:

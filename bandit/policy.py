@@ -252,14 +252,6 @@ class LogLearner:
         self._ws.save(str(path))
 
 
-def baseline_action(inp: DecisionInput, k: int, used: set[int]) -> int:
-    """The merchandiser's default for slot k if still allowed, else the first allowed."""
-    allowed = [a for a in inp.allowed(k) if a not in used]
-    if not allowed:
-        raise NoEligibleCandidate(f"slot '{inp.slots[k].id}' has no eligible collection left")
-    return _baseline(inp, inp.slots[k], allowed)
-
-
 def _baseline(inp: DecisionInput, slot: SlotSpec, allowed: list[int]) -> int:
     if slot.default_collection:
         for a in allowed:

@@ -41,7 +41,6 @@ class AppendLog:
         self._index = _number(segments[-1]) if segments else 1
         self._fh = self._open()
         self._last_sync = time.monotonic()
-        self.lines_written = 0
         # Group commit: request threads queue lines and wait; one writer thread
         # writes (and fsyncs) whatever has queued up in one go.
         self.max_pending = max_pending
@@ -118,7 +117,6 @@ class AppendLog:
             self._fh.write(data)
             self._fh.flush()
             self._sync()
-            self.lines_written += data.count(b"\n")
             if self._fh.tell() >= self.segment_bytes:
                 self._rotate()
 

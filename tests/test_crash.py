@@ -4,12 +4,9 @@ event is learned exactly once after the restart."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -22,7 +19,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bandit.events import read_lines
 from server.client import PlacementClient, collection
 
-PLACEMENT = str(Path(sys.executable).with_name("placement"))
+from placement_process import launch, stop
+
 CONFIG = """
 [join]
 window_seconds = 1.0
@@ -34,26 +32,21 @@ publish_every_seconds = 0.3
 
 
 def _start(data: Path, config: Path, workers: int) -> tuple[subprocess.Popen, str, float]:
+    """The server, its address, and the seconds until it answered a health check."""
     started = time.monotonic()
-    proc = subprocess.Popen([PLACEMENT, "serve", "--port", "0", "--data-dir", str(data), "--config", str(config),
-                             "--workers", str(workers)],
-                            stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    for line in proc.stderr:
-        match = re.search(r"serving on 127\.0\.0\.1:(\d+)", line)
-        if match:
-            target = f"127.0.0.1:{match.group(1)}"
-            with grpc.insecure_channel(target) as channel:
-                health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
-            return proc, target, time.monotonic() - started
-    raise AssertionError("server did not start")
+    proc, match = launch(["serve", "--port", "0", "--data-dir", str(data), "--config", str(config),
+                          "--workers", str(workers)], r"serving on 127\.0\.0\.1:(\d+)")
+    target = f"127.0.0.1:{match.group(1)}"
+    with grpc.insecure_channel(target) as channel:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    return proc, target, time.monotonic() - started
 
 
-def _traffic(target: str, seed: int, stop: threading.Event, acked: dict) -> None:
+def _traffic(target: str, seed: int, halt: threading.Event, acked: dict) -> None:
     rng = random.Random(seed)
     with PlacementClient(target, timeout=5) as client:
         i = 0
-        while not stop.is_set():
+        while not halt.is_set():
             event_id = f"w{seed}-{i}"
             i += 1
             try:
@@ -86,15 +79,15 @@ def test_sigkill_loses_nothing_acknowledged_and_learns_once(tmp_path, workers):
         admin.put_collections([collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(4)])
     time.sleep(0.5)  # workers pick up catalog changes within REFRESH_SECONDS
     acked = {"decisions": set(), "rewards": set(), "activations": set()}
-    stop = threading.Event()
-    load = [threading.Thread(target=_traffic, args=(target, s, stop, acked)) for s in range(3)]
+    halt = threading.Event()
+    load = [threading.Thread(target=_traffic, args=(target, s, halt, acked)) for s in range(3)]
     for w in load:
         w.start()
     time.sleep(3.0)  # several joins and model versions happen meanwhile
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     time.sleep(1.0)  # orphaned workers notice their coordinator is gone
-    stop.set()
+    halt.set()
     for w in load:
         w.join()
     assert len(acked["decisions"]) > 100
@@ -116,12 +109,7 @@ def test_sigkill_loses_nothing_acknowledged_and_learns_once(tmp_path, workers):
             time.sleep(2.0)  # the recovered pending decisions pass their window and join
             assert client.stats().pending == 0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(timeout=30) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        assert stop(proc) == 0
 
     joined = [obj for path in sorted((data / "joined" / "default").glob("*.dsjson"))
               for _, obj in read_lines(path, strict=False)]

@@ -4,21 +4,15 @@ coordinator reached over TCP with the admin token)."""
 
 from __future__ import annotations
 
-import os
-import re
-import signal
-import subprocess
-import sys
-import threading
 import time
-from pathlib import Path
 
 import grpc
 import pytest
 
 from server.client import PlacementClient, collection
 
-PLACEMENT = str(Path(sys.executable).with_name("placement"))
+from placement_process import launch, stop
+
 CONFIG = """
 [join]
 window_seconds = 1.0
@@ -30,15 +24,8 @@ publish_every_seconds = 0.3
 TOKEN = "topology-test-token"
 
 
-def _launch(args: list[str], pattern: str) -> tuple[subprocess.Popen, re.Match]:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PLACEMENT_ADMIN_TOKEN": TOKEN}
-    proc = subprocess.Popen([PLACEMENT, *args], stderr=subprocess.PIPE, text=True, env=env)
-    for line in proc.stderr:
-        match = re.search(pattern, line)
-        if match:
-            threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
-            return proc, match
-    raise AssertionError(f"{args[0]} did not start")
+def _launch(args: list[str], pattern: str):
+    return launch(args, pattern, env={"PLACEMENT_ADMIN_TOKEN": TOKEN})
 
 
 def test_remote_workers_share_storage_and_one_learner(tmp_path):
@@ -85,14 +72,5 @@ def test_remote_workers_share_storage_and_one_learner(tmp_path):
             assert stats.decisions == n and stats.rewards == n
             assert stats.joined == n and stats.joined_with_reward == n and stats.pending == 0
         assert sorted(p.name for p in (data / "events").glob("worker-*")) == ["worker-host-a", "worker-host-b"]
-    finally:
-        for proc in reversed(procs):
-            proc.send_signal(signal.SIGTERM)
-        codes = []
-        for proc in procs:
-            try:
-                codes.append(proc.wait(timeout=60))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                codes.append("hung")
-        assert codes == [0] * len(procs)
+    finally:  # workers first, then the coordinator
+        assert [stop(proc) for proc in reversed(procs)] == [0] * len(procs)

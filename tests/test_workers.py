@@ -5,23 +5,17 @@ model versions without failing calls."""
 from __future__ import annotations
 
 import json
-import os
 import random
-import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import grpc
 
 from bandit.events import read_lines
 from server.client import PlacementClient, collection
 
-PLACEMENT = str(Path(sys.executable).with_name("placement"))
+from placement_process import launch, stop
+
 CONFIG = """
 [join]
 window_seconds = 1.0
@@ -35,18 +29,10 @@ publish_every_seconds = 0.3
 def test_workers_share_the_port_and_join_exactly_once(tmp_path):
     data, config = tmp_path / "data", tmp_path / "c.toml"
     config.write_text(CONFIG)
-    proc = subprocess.Popen([PLACEMENT, "serve", "--port", "0", "--data-dir", str(data), "--config", str(config),
-                             "--workers", "2"], stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc, match = launch(["serve", "--port", "0", "--data-dir", str(data), "--config", str(config),
+                          "--workers", "2"], r"serving on 127\.0\.0\.1:(\d+) \(2 workers\)")
+    target = f"127.0.0.1:{match.group(1)}"
     try:
-        target = None
-        for line in proc.stderr:
-            match = re.search(r"serving on 127\.0\.0\.1:(\d+) \(2 workers\)", line)
-            if match:
-                target = f"127.0.0.1:{match.group(1)}"
-                break
-        assert target, "no workers"
-        threading.Thread(target=lambda: [None for _ in proc.stderr], daemon=True).start()
         with PlacementClient(target) as admin:
             admin.put_collections([collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(5)])
         time.sleep(0.5)  # workers reload the catalog
@@ -73,12 +59,7 @@ def test_workers_share_the_port_and_join_exactly_once(tmp_path):
             assert stats.pending == 0 and stats.joined == len(decided)
             assert stats.rewards_rejected_unknown == 0
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(timeout=60) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
+        assert stop(proc) == 0
     per_worker = {path.parent.name: sum(1 for _ in read_lines(path))
                   for path in (data / "events").glob("worker-*/*.jsonl")}
     assert len(per_worker) == 2 and all(n > 0 for n in per_worker.values()), per_worker
