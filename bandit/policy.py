@@ -6,18 +6,24 @@ moves weights between them as numbered model files; the simulator and offline
 replay use a single one in-process. Either way the decide and learn code is
 this module's.
 
-Sampling: VW returns, per slot, a probability distribution over the candidates
-(exploration included). We draw from it with a random number seeded by the
-event id, skipping collections already placed in an earlier slot of the same
-request and those not eligible for the slot (renormalising what is left), so
-the probability we log is exactly the one the choice was drawn with.
+Deciding is one multi-slot VW predict. VW fills the slots in order: each slot
+sees its own features and its position (ccb's slot-index features, which
+learning sees too), never a collection an earlier slot took, and only the
+collections eligible for it; VW draws the slot's collection from its
+distribution (exploration included) with a seed taken from the event id, so
+the probability we log is exactly the one the choice was drawn with and a
+repeated request gets the same answer.
+
+Candidates' examples are parsed and hashed once and reused while their text is
+unchanged (they change only with the catalog); per request only the context
+and slot lines are parsed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import random
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -73,10 +79,9 @@ class Decision:
     choices: list[SlotChoice] = field(default_factory=list)
 
 
-def seeded_rng(event_id: str) -> random.Random:
-    """The same event id always draws the same numbers."""
-    digest = hashlib.sha256(event_id.encode("utf-8")).digest()
-    return random.Random(int.from_bytes(digest[:8], "big"))
+def slot_seed(event_id: str, k: int) -> str:
+    """VW's sampling seed for slot k: the same event id always draws the same."""
+    return f"{hashlib.sha256(event_id.encode('utf-8')).hexdigest()[:16]}.{k}"
 
 
 def _slot_label(choice: SlotChoice | None, cost: float | None) -> str:
@@ -95,13 +100,55 @@ def head_lines(inp: DecisionInput, action_text: Sequence[str] | None = None) -> 
     return [f"ccb shared {vw_text(context_spaces(inp.context))}", *(f"ccb action {t}" for t in texts)]
 
 
-def slot_line(inp: DecisionInput, k: int, label: str = "", allowed: Sequence[int] | None = None) -> str:
-    """Slot k's line; ``allowed`` (else the slot's eligibility) becomes VW's include list."""
+def slot_line(inp: DecisionInput, k: int, label: str = "", allowed: Sequence[int] | None = None,
+              seed: str = "") -> str:
+    """Slot k's line; ``allowed`` (else the slot's eligibility) becomes VW's
+    include list; ``seed`` (a tag) seeds VW's draw for the slot."""
     if allowed is None and inp.eligible:
         allowed = inp.eligible[k]
     include = ",".join(map(str, allowed)) if allowed is not None and len(allowed) < len(inp.candidates) else ""
-    head = " ".join(part for part in ("ccb slot", label, include) if part)
+    tag = f"'seed={seed}" if seed else ""
+    head = " ".join(part for part in ("ccb slot", label, include, tag) if part)
     return f"{head} {vw_text(inp.slots[k].spaces())}"
+
+
+def _placeholders(inp: DecisionInput, k: int) -> tuple[list[str], list[str]]:
+    """Action and slot lines that put slot k at position k on its own: k
+    placeholder actions, taken by k featureless slots, leave every candidate to
+    slot k. ccb conditions a slot on the earlier ones only through which
+    collections are left, so this gives slot k's distribution over ``allowed``
+    exactly as in a full decision (a test checks)."""
+    n = len(inp.candidates)
+    return [f"ccb action |_ {i}" for i in range(k)], [f"ccb slot {n + i} |_" for i in range(k)]
+
+
+class _ParsedActions:
+    """Candidates' VW examples by their text, parsed and hashed once (bounded,
+    least recently used dropped). VW's ccb predict leaves an action example as
+    it found it, so reuse gives the same predictions as a fresh parse (a test
+    checks); the same text twice in one request gets a second example."""
+
+    def __init__(self, ws: pyvw.Workspace, capacity: int = 8192):
+        self._ws = ws
+        self._capacity = capacity
+        self._cache: OrderedDict[str, pylibvw.example] = OrderedDict()
+
+    def examples(self, lines: Sequence[str]) -> list[pylibvw.example]:
+        out, seen = [], set()
+        cache = self._cache
+        for line in lines:
+            ex = cache.get(line)
+            if ex is None or line in seen:
+                ex = pylibvw.example(self._ws, CCB_LABEL, line)
+                if line not in seen:
+                    cache[line] = ex
+                    if len(cache) > self._capacity:
+                        cache.popitem(last=False)
+            else:
+                cache.move_to_end(line)
+            seen.add(line)
+            out.append(ex)
+        return out
 
 
 def vw_lines(inp: DecisionInput, choices: Sequence[SlotChoice] | None = None,
@@ -116,9 +163,12 @@ def vw_lines(inp: DecisionInput, choices: Sequence[SlotChoice] | None = None,
     return lines
 
 
+CCB_LABEL = pylibvw.vw.lConditionalContextualBandit
+
+
 class Policy:
     """A VW contextual-bandit learner for one surface. Thread-safe: VW is not,
-    so calls into the workspace are serialised."""
+    so calls into the workspace (and the parsed candidates) are serialised."""
 
     def __init__(self, settings: LearningSettings, model_path: Path | None = None, version: str = "0"):
         self.settings = settings.validate()
@@ -126,30 +176,62 @@ class Policy:
         extra = f" -i {model_path}" if model_path else ""
         self._ws = pyvw.Workspace(self.arguments + extra)
         self._lock = threading.Lock()
+        self._actions = _ParsedActions(self._ws)
         self.version = version
+
+    def _predict(self, head: Sequence[str], slots: Sequence[str],
+                 partial: Sequence[int] = ()) -> tuple[list, list[float]]:
+        """One ccb predict: the per-slot distributions (VW's drawn action first)
+        and the score of each action in ``partial`` in the last slot.
+
+        Native calls, not pyvw's predict, which wraps every example in Python
+        objects first (~5x slower at 50 candidates; VW pinned in pyproject).
+        The examples are standalone, freed with their Python objects: no pool
+        to return them to, so the candidates' can be kept."""
+        with self._lock:
+            shared = pylibvw.example(self._ws, CCB_LABEL, head[0])
+            actions = self._actions.examples(head[1:])
+            examples = [shared, *actions, *(pylibvw.example(self._ws, CCB_LABEL, s) for s in slots)]
+            pylibvw.vw.predict_multi(self._ws, examples)
+            return shared.get_decision_scores(), [actions[a].get_partial_prediction() for a in partial]
+
+    def _alone(self, inp: DecisionInput, k: int, allowed: Sequence[int], head: list[str] | None,
+               partial: Sequence[int] = ()) -> tuple[list, list[float]]:
+        """Predict slot k at its position, over ``allowed`` (see _placeholders)."""
+        actions, earlier = _placeholders(inp, k)
+        head = [*(head or head_lines(inp)), *actions]
+        return self._predict(head, [*earlier, slot_line(inp, k, allowed=allowed)], partial)
 
     def slot_distribution(self, inp: DecisionInput, k: int, allowed: Sequence[int],
                           head: list[str] | None = None) -> list[tuple[int, float]]:
-        """VW's probability distribution (exploration included) for slot k over
-        ``allowed``. One slot per predict: in a multi-slot predict VW would
-        condition later slots on its own internal draw, not on ours."""
-        text = "\n".join([*(head or head_lines(inp)), slot_line(inp, k, allowed=allowed)])
-        with self._lock:
-            examples = self._ws._parse(text)
-            try:
-                # pyvw's predict wraps every example in Python objects first; the
-                # native calls are ~5x faster at 50 candidates (VW pinned in pyproject).
-                pylibvw.vw.predict_multi(self._ws, examples)
-                pdf = examples[0].get_decision_scores()
-            finally:
-                self._ws._finish_example_multi_ex(examples)
-        return _renormalise(pdf[0] if pdf else [], list(allowed))
+        """VW's distribution (exploration included) for slot k over ``allowed``
+        (the collections earlier slots left it), ranked by probability."""
+        pdfs, _ = self._alone(inp, k, allowed, head)
+        return _ranked(pdfs[k], inp.slots[k])
 
     def decide(self, inp: DecisionInput, event_id: str, mode: Mode = Mode.ONLINE,
                action_text: Sequence[str] | None = None) -> Decision:
-        """Fill every slot in order, never the same collection twice."""
-        rng = seeded_rng(event_id)
+        """Fill every slot in order, never the same collection twice.
+        ``action_text`` may hold the candidates' ``|A ...`` strings."""
         head = head_lines(inp, action_text)
+        if mode is Mode.APPRENTICE:
+            return self._apprentice(inp, head)
+        if len(inp.slots) > len(inp.candidates):
+            raise NoEligibleCandidate(f"slot '{inp.slots[len(inp.candidates)].id}' has no eligible collection left")
+        slots = [slot_line(inp, k, seed=slot_seed(event_id, k)) for k in range(len(inp.slots))]
+        pdfs, _ = self._predict(head, slots)
+        decision = Decision()
+        for slot, pdf in zip(inp.slots, pdfs):
+            ranking = _ranked(pdf, slot)
+            action = pdf[0][0]  # VW's draw (cb_sample puts it first)
+            probability = dict(ranking).get(action)
+            if probability is None:
+                raise RuntimeError(f"VW drew collection {action} with probability 0 in slot '{slot.id}'")
+            decision.choices.append(SlotChoice(slot.id, action, probability, tuple(ranking), ranking[0][0]))
+        return decision
+
+    def _apprentice(self, inp: DecisionInput, head: list[str]) -> Decision:
+        """Serve the baseline; record what the model would have served."""
         used: set[int] = set()
         decision = Decision()
         for k, slot in enumerate(inp.slots):
@@ -157,27 +239,15 @@ class Policy:
             if not allowed:
                 raise NoEligibleCandidate(f"slot '{slot.id}' has no eligible collection left")
             ranking = self.slot_distribution(inp, k, allowed, head)
-            model_top = ranking[0][0]
-            if mode is Mode.APPRENTICE:
-                action = _baseline(inp, slot, allowed)
-                choice = SlotChoice(slot.id, action, 1.0, ((action, 1.0),), model_top)
-            else:
-                action, prob = _draw(ranking, rng.random())
-                choice = SlotChoice(slot.id, action, prob, tuple(ranking), model_top)
-            used.add(choice.action)
-            decision.choices.append(choice)
+            action = _baseline(inp, slot, allowed)
+            decision.choices.append(SlotChoice(slot.id, action, 1.0, ((action, 1.0),), ranking[0][0]))
+            used.add(action)
         return decision
 
     def scores(self, inp: DecisionInput, k: int, allowed: Sequence[int]) -> dict[int, float]:
         """VW's predicted reward (-cost) of each allowed candidate in slot k."""
-        text = "\n".join([*head_lines(inp), slot_line(inp, k, allowed=allowed)])
-        with self._lock:
-            examples = self._ws._parse(text)
-            try:
-                pylibvw.vw.predict_multi(self._ws, examples)
-                return {a: -examples[1 + a].get_partial_prediction() for a in allowed}
-            finally:
-                self._ws._finish_example_multi_ex(examples)
+        _, partial = self._alone(inp, k, allowed, None, partial=allowed)
+        return {a: -p for a, p in zip(allowed, partial)}
 
     def explain(self, inp: DecisionInput, k: int, allowed: Sequence[int], action: int,
                 top: int = 5, max_features: int = 48) -> list[tuple[str, str, float]]:
@@ -242,7 +312,7 @@ class LogLearner:
         self._ws = pyvw.Workspace(vw_arguments(settings, dsjson=True) + extra)
 
     def learn_line(self, line: str) -> None:
-        examples = self._ws._parse(line)  # native calls, as in Policy.slot_distribution
+        examples = self._ws._parse(line)  # native calls, as in Policy._predict
         try:
             pylibvw.vw.learn_multi(self._ws, examples)
         finally:
@@ -260,24 +330,10 @@ def _baseline(inp: DecisionInput, slot: SlotSpec, allowed: list[int]) -> int:
     return allowed[0]
 
 
-def _renormalise(pdf: Sequence[tuple[int, float]], allowed: list[int]) -> list[tuple[int, float]]:
-    """Restrict a distribution to the allowed actions; uniform if it has no mass there."""
-    allowed_set = set(allowed)
-    mass = {a: p for a, p in pdf if a in allowed_set and p > 0}
-    total = sum(mass.values())
-    if total <= 0:
-        return [(a, 1.0 / len(allowed)) for a in allowed]
-    ranked = sorted(((a, mass.get(a, 0.0) / total) for a in allowed), key=lambda ap: (-ap[1], ap[0]))
-    return ranked
-
-
-def _draw(ranking: Sequence[tuple[int, float]], u: float) -> tuple[int, float]:
-    acc = 0.0
-    for action, prob in ranking:
-        acc += prob
-        if u < acc and prob > 0:
-            return action, prob
-    for action, prob in reversed(ranking):  # float rounding: last with mass
-        if prob > 0:
-            return action, prob
-    raise AssertionError("distribution has no mass")
+def _ranked(pdf: Sequence[tuple[int, float]], slot: SlotSpec) -> list[tuple[int, float]]:
+    """VW's slot distribution normalised (VW draws after normalising, so these
+    are the probabilities it drew with) and ranked by probability."""
+    if not pdf:
+        raise NoEligibleCandidate(f"slot '{slot.id}' has no eligible collection left")
+    total = sum(p for _, p in pdf)
+    return sorted(((a, p / total) for a, p in pdf if p > 0), key=lambda ap: (-ap[1], ap[0]))
