@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -26,9 +26,6 @@ from bandit.features import (
     check_name,
     groups_from_dict,
     groups_to_dict,
-    namespaces,
-    vw_text,
-    ACTION,
 )
 
 
@@ -73,23 +70,23 @@ class Collection:
 
 @dataclass(frozen=True)
 class CandidateSet:
-    """Candidates for one request with their precomputed VW action text."""
+    """Candidates for one request (the catalog's objects, VW text cached)."""
 
     candidates: tuple[Candidate, ...]
     eligible: tuple[tuple[int, ...] | None, ...]
-    action_text: tuple[str, ...] = field(default=())
 
 
 class Catalog:
     """Thread-safe collection registry, persisted as one JSON file (atomic
-    replace), versioned so cached VW action text is rebuilt only on change."""
+    replace). Each collection's :class:`Candidate` is made once per change, so
+    its VW text (and the policy's parsed example) is reused by every request."""
 
     def __init__(self, path: Path | None = None, limits: Limits = DEFAULT_LIMITS):
         self.path = path
         self.limits = limits
         self._lock = threading.Lock()
         self._items: dict[str, Collection] = {}
-        self._text: dict[str, str] = {}
+        self._candidates: dict[str, Candidate] = {}
         self.version = 0
         if path is not None and path.exists():
             raw = json.loads(path.read_text("utf-8"))
@@ -97,7 +94,7 @@ class Catalog:
             for item in raw.get("collections", []):
                 c = Collection.from_dict(item)
                 self._items[c.id] = c
-                self._text[c.id] = vw_text(namespaces(ACTION, c.groups, identity=c.id))
+                self._candidates[c.id] = c.candidate()
 
     def put(self, collections: Iterable[Collection]) -> int:
         items = [c.validate(self.limits) for c in collections]
@@ -107,7 +104,7 @@ class Catalog:
         with self._lock:
             for c in items:
                 self._items[c.id] = c
-                self._text[c.id] = vw_text(namespaces(ACTION, c.groups, identity=c.id))
+                self._candidates[c.id] = c.candidate()
             self.version += 1
             self._save()
             return self.version
@@ -117,7 +114,7 @@ class Catalog:
             if collection_id not in self._items:
                 raise KeyError(collection_id)
             del self._items[collection_id]
-            del self._text[collection_id]
+            del self._candidates[collection_id]
             self.version += 1
             self._save()
             return self.version
@@ -125,6 +122,10 @@ class Catalog:
     def get(self, collection_id: str) -> Collection | None:
         with self._lock:
             return self._items.get(collection_id)
+
+    def candidate(self, collection_id: str) -> Candidate | None:
+        with self._lock:
+            return self._candidates.get(collection_id)
 
     def list(self) -> list[Collection]:
         with self._lock:
@@ -134,13 +135,13 @@ class Catalog:
         """Active collections, each slot restricted to those eligible for it."""
         with self._lock:
             active = [c for c in sorted(self._items.values(), key=lambda c: c.id) if c.active_at(at)]
-            text = tuple(self._text[c.id] for c in active)
+            candidates = tuple(self._candidates[c.id] for c in active)
         eligible = []
         for slot in slots:
             idx = tuple(i for i, c in enumerate(active) if c.eligible_for(slot.id))
             eligible.append(None if len(idx) == len(active) else idx)
         restricted = tuple(eligible) if any(e is not None for e in eligible) else ()
-        return CandidateSet(tuple(c.candidate() for c in active), restricted, text)
+        return CandidateSet(candidates, restricted)
 
     def _save(self) -> None:
         if self.path is None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Iterable, Mapping, Union
 
 FeatureValue = Union[float, str]
@@ -165,6 +166,12 @@ class Candidate:
 
     def spaces(self) -> dict[str, dict[str, float]]:
         return namespaces(ACTION, self.groups, identity=self.id)
+
+    @cached_property
+    def text(self) -> str:
+        """The ``|A ...`` VW text, built once per candidate object: the catalog
+        and the server's candidate cache hand the same objects to every request."""
+        return vw_text(self.spaces())
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from pathlib import Path
@@ -33,6 +32,7 @@ import pylibvw
 from vowpalwabbit import pyvw
 
 from bandit.features import Candidate, FeatureGroup, SlotSpec, context_spaces, vw_text
+from bandit.lru import LRU
 from bandit.vwargs import LearningSettings, vw_arguments
 
 
@@ -92,12 +92,9 @@ def _slot_label(choice: SlotChoice | None, cost: float | None) -> str:
     return ",".join([head, *rest])
 
 
-def head_lines(inp: DecisionInput, action_text: Sequence[str] | None = None) -> list[str]:
-    """The shared and action lines of an example: the same for every slot of a
-    request, so a decision builds them once. ``action_text`` may hold the
-    candidates' precomputed ``|A ...`` strings (they change only with the catalog)."""
-    texts = action_text or [vw_text(c.spaces()) for c in inp.candidates]
-    return [f"ccb shared {vw_text(context_spaces(inp.context))}", *(f"ccb action {t}" for t in texts)]
+def head_lines(inp: DecisionInput) -> list[str]:
+    """The shared and action lines of an example (the same for every slot)."""
+    return [f"ccb shared {vw_text(context_spaces(inp.context))}", *(f"ccb action {c.text}" for c in inp.candidates)]
 
 
 def slot_line(inp: DecisionInput, k: int, label: str = "", allowed: Sequence[int] | None = None,
@@ -123,29 +120,23 @@ def _placeholders(inp: DecisionInput, k: int) -> tuple[list[str], list[str]]:
 
 
 class _ParsedActions:
-    """Candidates' VW examples by their text, parsed and hashed once (bounded,
-    least recently used dropped). VW's ccb predict leaves an action example as
-    it found it, so reuse gives the same predictions as a fresh parse (a test
-    checks); the same text twice in one request gets a second example."""
+    """Candidates' VW examples by their text, parsed and hashed once. VW's ccb
+    predict leaves an action example as it found it, so reuse gives the same
+    predictions as a fresh parse (a test checks); the same text twice in one
+    request gets a second example. Used under the policy's lock."""
 
     def __init__(self, ws: pyvw.Workspace, capacity: int = 8192):
         self._ws = ws
-        self._capacity = capacity
-        self._cache: OrderedDict[str, pylibvw.example] = OrderedDict()
+        self._cache: LRU[str, pylibvw.example] = LRU(capacity)
 
     def examples(self, lines: Sequence[str]) -> list[pylibvw.example]:
         out, seen = [], set()
-        cache = self._cache
         for line in lines:
-            ex = cache.get(line)
-            if ex is None or line in seen:
+            ex = None if line in seen else self._cache.get(line)
+            if ex is None:
                 ex = pylibvw.example(self._ws, CCB_LABEL, line)
                 if line not in seen:
-                    cache[line] = ex
-                    if len(cache) > self._capacity:
-                        cache.popitem(last=False)
-            else:
-                cache.move_to_end(line)
+                    self._cache.put(line, ex)
             seen.add(line)
             out.append(ex)
         return out
@@ -209,11 +200,9 @@ class Policy:
         pdfs, _ = self._alone(inp, k, allowed, head)
         return _ranked(pdfs[k], inp.slots[k])
 
-    def decide(self, inp: DecisionInput, event_id: str, mode: Mode = Mode.ONLINE,
-               action_text: Sequence[str] | None = None) -> Decision:
-        """Fill every slot in order, never the same collection twice.
-        ``action_text`` may hold the candidates' ``|A ...`` strings."""
-        head = head_lines(inp, action_text)
+    def decide(self, inp: DecisionInput, event_id: str, mode: Mode = Mode.ONLINE) -> Decision:
+        """Fill every slot in order, never the same collection twice."""
+        head = head_lines(inp)
         if mode is Mode.APPRENTICE:
             return self._apprentice(inp, head)
         if len(inp.slots) > len(inp.candidates):

@@ -77,14 +77,14 @@ def lookup_surface(surfaces: dict, name: str):
 def make_decision(call: DecideCall, event_id: str, surface, catalog: Catalog, now: float) -> DecisionEvent:
     """Candidates (the request's, else the catalog's active and eligible ones),
     then the surface's serving policy decides; nothing is logged here."""
-    candidates, eligible, action_text = call.candidates, (), None
+    candidates, eligible = call.candidates, ()
     if not candidates:
         cset = catalog.candidates_for(call.slots, call.at if call.at is not None else now)
-        candidates, eligible, action_text = cset.candidates, cset.eligible, cset.action_text
+        candidates, eligible = cset.candidates, cset.eligible
     inp = DecisionInput(call.context, call.slots, candidates, eligible)
     mode = call.mode or surface.mode
     policy = surface.serving
-    decision = policy.decide(inp, event_id, mode, action_text=action_text)
+    decision = policy.decide(inp, event_id, mode)
     return DecisionEvent(event_id, now, surface.name, mode.value, policy.version, inp,
                          tuple(decision.choices), call.deferred)
 

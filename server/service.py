@@ -17,6 +17,7 @@ from bandit.catalog import Collection
 from bandit.events import DecisionEvent
 from bandit.features import Candidate, FeatureError, FeatureGroup, SlotSpec, check_groups, check_name
 from bandit.joiner import ExpiredEvent, JoinError, UnknownEvent, UnknownSlot
+from bandit.lru import LRU
 from bandit.policy import Mode, NoEligibleCandidate
 from bandit.vwargs import SettingsError
 from placement.v1 import placement_pb2 as pb
@@ -127,7 +128,8 @@ def _check_id(kind: str, value: str, engine: Engine) -> str:
     return check_name(kind, value, engine.config.limits.features)
 
 
-def to_call(req: pb.DecideRequest, engine: Engine) -> DecideCall:
+def to_call(req: pb.DecideRequest, engine: Engine, known: LRU[bytes, Candidate] | None = None) -> DecideCall:
+    """``known``: candidates already converted, by their wire bytes (see _candidate)."""
     limits = engine.config.limits
     if len(req.event_id) > limits.max_id_length:
         raise InvalidRequest(f"event_id is longer than {limits.max_id_length} characters")
@@ -143,7 +145,7 @@ def to_call(req: pb.DecideRequest, engine: Engine) -> DecideCall:
                            s.default_collection) for s in req.slots)
     if len({s.id for s in slots}) != len(slots):
         raise InvalidRequest("duplicate slot ids in one request")
-    candidates = tuple(_candidate(c, engine) for c in req.candidates)
+    candidates = tuple(_candidate(c, engine, known) for c in req.candidates)
     if len({c.id for c in candidates}) != len(candidates):
         raise InvalidRequest("duplicate collection ids among the candidates")
     if candidates and len(candidates) < len(slots):
@@ -152,15 +154,27 @@ def to_call(req: pb.DecideRequest, engine: Engine) -> DecideCall:
                       _MODES.get(req.mode), req.deferred_activation, _seconds(req.at, req.HasField("at")))
 
 
-def _candidate(c: pb.Collection, engine: Engine) -> Candidate:
-    """A candidate with features as given, or by id alone from the catalog."""
-    _check_id("collection id", c.id, engine)
+def _candidate(c: pb.Collection, engine: Engine, known: LRU[bytes, Candidate] | None) -> Candidate:
+    """A candidate with features as given, or by id alone from the catalog.
+
+    Front ends send the same collections with the same features request after
+    request: one seen before (same bytes) is not converted or validated again,
+    and being the same object, its VW text and parsed example are reused too."""
     if c.groups:
-        return Candidate(c.id, _groups(c.groups, f"collection '{c.id}'", engine))
-    item = engine.catalog.get(c.id)
+        key = c.SerializeToString() if known is not None else b""
+        cached = known.get(key) if known is not None else None
+        if cached is not None:
+            return cached
+        _check_id("collection id", c.id, engine)
+        candidate = Candidate(c.id, _groups(c.groups, f"collection '{c.id}'", engine))
+        if known is not None:
+            known.put(key, candidate)
+        return candidate
+    _check_id("collection id", c.id, engine)
+    item = engine.catalog.candidate(c.id)
     if item is None:
         raise NotFound(f"collection '{c.id}' has no features and is not in the catalog")
-    return item.candidate()
+    return item
 
 
 def to_response(event: DecisionEvent) -> pb.DecideResponse:
@@ -177,12 +191,13 @@ def to_response(event: DecisionEvent) -> pb.DecideResponse:
 
 
 class PlacementService(pb_grpc.PlacementServiceServicer):
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, known_candidates: int = 8192):
         self.engine = engine
+        self.known = LRU[bytes, Candidate](known_candidates)
 
     @_rpc
     def Decide(self, request, context):
-        call = to_call(request, self.engine)
+        call = to_call(request, self.engine, self.known)
         if not context.is_active():  # cancelled or past its deadline: never log an unseen decision
             context.abort(grpc.StatusCode.CANCELLED, "the caller is gone; decision not made")
         event = self.engine.decide(call)

@@ -29,6 +29,11 @@ BAD_DECIDES = [
      "only 1 candidates"),
     ("unknown collection", decide_request({}, ["a"], ["not-in-catalog"]), CODE.NOT_FOUND, "not in the catalog"),
     ("nan feature", decide_request({"u": {"x": math.nan}}, ["a"], CANDS), CODE.INVALID_ARGUMENT, "not finite"),
+    # c0 with these features was accepted just before: known candidates are keyed by content
+    ("nan collection feature", decide_request({}, ["a"], [collection("c0", {"c": {"x": math.nan}}), *CANDS[1:]]),
+     CODE.INVALID_ARGUMENT, "collection 'c0' feature 'c.x': value nan is not finite"),
+    ("bad collection feature name", decide_request({}, ["a"], [collection("c0", {"c": {"x y": 0.0}}), *CANDS[1:]]),
+     CODE.INVALID_ARGUMENT, "may only contain"),
     ("inf feature", decide_request({"u": {"x": math.inf}}, ["a"], CANDS), CODE.INVALID_ARGUMENT, "not finite"),
     ("long category", decide_request({"u": {"x": "y" * 5000}}, ["a"], CANDS), CODE.INVALID_ARGUMENT,
      "longer than 256"),

@@ -35,8 +35,8 @@ def test_group_commit_keeps_submission_order_across_threads(tmp_path):
 
 def test_backlog_is_bounded(tmp_path):
     log = AppendLog(tmp_path, "events", max_pending=5)
-    with log._lock:  # the disk is stuck: the writer cannot write (it may hold one batch)
-        for _ in range(7):
+    with log._lock:  # the disk is stuck: the writer cannot write, but may hold one batch (<= 5)
+        for _ in range(11):
             try:
                 log.submit("{}")
             except LogBacklogFull:
