@@ -19,7 +19,7 @@ import gzip
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
@@ -37,6 +37,7 @@ from bandit.features import (
     groups_to_dict,
     split_namespace,
 )
+from bandit.lru import LRU
 from bandit.policy import DecisionInput, SlotChoice
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,33 @@ def event_to_record(event: Event) -> dict[str, Any]:
                      "rank": [[a, p] for a, p in c.ranking], "top": c.model_top}
                     for c in event.choices],
     }
+
+
+def event_line(event: Event) -> str:
+    """The event's log line: ``dumps(event_to_record(event))`` (a test checks),
+    with each candidate's part encoded once per candidate object. A decision
+    names up to hundreds of candidates, and the same objects (the catalog's,
+    the server's known request candidates) come back request after request."""
+    if not isinstance(event, DecisionEvent):
+        return dumps(event_to_record(event))
+    record = event_to_record(replace(event, inp=replace(event.inp, candidates=())))
+    del record["candidates"]
+    head = dumps(record)
+    candidates = ",".join(_candidate_json(c) for c in event.inp.candidates)
+    return f'{head[:-1]},"candidates":[{candidates}]}}'
+
+
+_CANDIDATE_JSON: LRU[int, tuple[Candidate, str]] = LRU(16384)
+
+
+def _candidate_json(c: Candidate) -> str:
+    # Keyed by identity: the entry holds the object, so its id cannot be reused while cached.
+    hit = _CANDIDATE_JSON.get(id(c))
+    if hit is not None and hit[0] is c:
+        return hit[1]
+    text = dumps({"id": c.id, "groups": groups_to_dict(c.groups)})
+    _CANDIDATE_JSON.put(id(c), (c, text))
+    return text
 
 
 def event_from_record(rec: Mapping[str, Any]) -> Event:

@@ -22,9 +22,11 @@ and slot lines are parsed.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from operator import itemgetter
 from pathlib import Path
 from typing import Sequence
 
@@ -128,8 +130,17 @@ class _ParsedActions:
     def __init__(self, ws: pyvw.Workspace, capacity: int = 8192):
         self._ws = ws
         self._cache: LRU[str, pylibvw.example] = LRU(capacity)
+        self._lists: LRU[tuple[str, ...], list[pylibvw.example]] = LRU(64)  # whole candidate lists
 
     def examples(self, lines: Sequence[str]) -> list[pylibvw.example]:
+        key = tuple(lines)
+        hit = self._lists.get(key)
+        if hit is None:
+            hit = self._examples(key)
+            self._lists.put(key, hit)
+        return hit
+
+    def _examples(self, lines: Sequence[str]) -> list[pylibvw.example]:
         out, seen = [], set()
         for line in lines:
             ex = None if line in seen else self._cache.get(line)
@@ -321,8 +332,9 @@ def _baseline(inp: DecisionInput, slot: SlotSpec, allowed: list[int]) -> int:
 
 def _ranked(pdf: Sequence[tuple[int, float]], slot: SlotSpec) -> list[tuple[int, float]]:
     """VW's slot distribution normalised (VW draws after normalising, so these
-    are the probabilities it drew with) and ranked by probability."""
+    are the probabilities it drew with), by probability, ties by index."""
     if not pdf:
         raise NoEligibleCandidate(f"slot '{slot.id}' has no eligible collection left")
-    total = sum(p for _, p in pdf)
-    return sorted(((a, p / total) for a, p in pdf if p > 0), key=lambda ap: (-ap[1], ap[0]))
+    total = math.fsum(p for _, p in pdf)
+    by_index = sorted((a, p / total) for a, p in pdf if p > 0)
+    return sorted(by_index, key=itemgetter(1), reverse=True)  # stable: ties stay by index

@@ -28,6 +28,7 @@ from bandit.events import (
     RewardEvent,
     dumps,
     event_from_record,
+    event_line,
     event_to_record,
     joined_from_dsjson,
     joined_to_dsjson,
@@ -217,7 +218,7 @@ class Engine:
         if existing is not None:
             return existing
         event = make_decision(call, event_id, surface, self.catalog, self.clock())
-        line = dumps(event_to_record(event))
+        line = event_line(event)
         with self._lock:
             existing = self._existing(event_id)
             if existing is not None:  # a concurrent call with the same id won

@@ -178,16 +178,18 @@ def _candidate(c: pb.Collection, engine: Engine, known: LRU[bytes, Candidate] | 
 
 
 def to_response(event: DecisionEvent) -> pb.DecideResponse:
-    inp = event.inp
-    slots = []
+    # add() builds in place; message constructors plus list arguments copy every
+    # ranking entry (2x slower at 50 candidates x 3 slots).
+    ids = [c.id for c in event.inp.candidates]
+    response = pb.DecideResponse(event_id=event.event_id, model_version=event.model_version,
+                                 mode=_MODE_TO_PB[Mode(event.mode)], surface=event.surface)
     for choice in event.choices:
-        slots.append(pb.SlotDecision(
-            slot_id=choice.slot_id, collection_id=inp.candidates[choice.action].id,
-            probability=choice.probability,
-            ranking=[pb.RankedCollection(collection_id=inp.candidates[a].id, probability=p)
-                     for a, p in choice.ranking]))
-    return pb.DecideResponse(event_id=event.event_id, model_version=event.model_version, slots=slots,
-                             mode=_MODE_TO_PB[Mode(event.mode)], surface=event.surface)
+        slot = response.slots.add(slot_id=choice.slot_id, collection_id=ids[choice.action],
+                                  probability=choice.probability)
+        add = slot.ranking.add
+        for a, p in choice.ranking:
+            add(collection_id=ids[a], probability=p)
+    return response
 
 
 class PlacementService(pb_grpc.PlacementServiceServicer):

@@ -34,7 +34,7 @@ from pathlib import Path
 import grpc
 
 from bandit.catalog import Catalog
-from bandit.events import DecisionEvent, dumps, event_from_record, event_to_record
+from bandit.events import DecisionEvent, event_from_record, event_line
 from bandit.policy import Mode, Policy
 from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc
@@ -146,7 +146,7 @@ class WorkerEngine:
             if event_id in self._recent:
                 return event_from_record(json.loads(self._recent[event_id]))
         event = make_decision(call, event_id, surface, self.catalog, time.time())
-        line = dumps(event_to_record(event))
+        line = event_line(event)
         with self._lock:
             if event_id in self._recent:
                 return event_from_record(json.loads(self._recent[event_id]))

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import math
 import random
+from dataclasses import replace
 
 import pytest
 
-from bandit.events import DecisionEvent, JoinedEvent, joined_from_dsjson, joined_to_dsjson
+from bandit.events import (DecisionEvent, JoinedEvent, dumps, event_from_record, event_line, event_to_record,
+                           joined_from_dsjson, joined_to_dsjson)
 from bandit.features import FeatureError, FeatureGroup, Limits, check_groups, vw_text, namespaces
 from bandit.policy import LogLearner, Policy
 from bandit.vwargs import LearningSettings, SettingsError, vw_arguments
@@ -51,6 +53,17 @@ def test_text_and_dsjson_learn_the_same_model(tmp_path):
         for sa, sb in zip(a, b):
             for (_, pa), (_, pb) in zip(sa, sb):
                 assert pa == pytest.approx(pb, abs=1e-6)
+
+
+def test_event_line_is_the_record_and_reads_back():
+    """The decide path's line (candidate parts cached per object) is exactly the
+    event record, for fresh and for reused candidate objects alike."""
+    events = [j.decision for j in _joined_events(4, seed=3)]
+    reused = replace(events[1], inp=replace(events[1].inp, candidates=events[0].inp.candidates))
+    for event in [*events, reused, events[0]]:
+        line = event_line(event)
+        assert json.loads(line) == json.loads(dumps(event_to_record(event)))
+        assert event_from_record(json.loads(line)) == event
 
 
 def test_joined_dsjson_round_trip():
