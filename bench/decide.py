@@ -3,11 +3,10 @@
 Measures, on identical seeded requests (candidates x slots), decisions per
 second of
   A         bare VW predict on pre-parsed examples (one multi-slot ccb predict: the limit)
-  A_slot    bare VW, pre-parsed, one single-slot predict per slot (the engine's VW work)
   B         a hand-written pyvw loop: build text, ws.predict(lines), draw
   C_policy  Policy.decide alone
   C         Engine.decide(DecideCall) with a real data dir (event log, joiner)
-  C_catalog Engine.decide with the candidates from the catalog (precomputed action text)
+  C_catalog Engine.decide with the candidates from the catalog
   D         placement serve over gRPC on loopback: max throughput (closed loop),
             then p50/p90/p99 at 50/70/90 % of it (open loop, fixed rate)
 and prints the ratios C/A, D/A, C/B (and worker scaling when ``placement serve``
@@ -31,7 +30,7 @@ TARGET_CONFIG = "50x3"
 TARGET_D_PER_CORE = 0.8  # D (all workers) per core >= 0.8 x A
 TARGET_C_OVER_B = 1.5  # C >= 1.5 x B
 TARGET_P99_MS = 5.0  # p99 at 70 % of max
-INPROC = ("A", "A_slot", "B", "C_policy", "C", "C_catalog")
+INPROC = ("A", "B", "C_policy", "C", "C_catalog")
 
 
 def log(msg: str) -> None:
@@ -128,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                "configs": {}}
     for cands, slots in configs:
         w = make_workload(cands, slots, args.seed)
-        names = [n for n in INPROC if not (n == "A_slot" and slots == 1)]
+        names = list(INPROC)
         log(f"{w.label}: in-process {', '.join(names)} ({rounds} x {seconds}s each)")
         variants = inproc_variants(w, args.seed, names)
         try:
@@ -176,8 +175,6 @@ def summarise(results: dict) -> dict:
         row = {"C/A": r["C"] / r["A"], "C/B": r["C"] / r["B"], "C_policy/A": r["C_policy"] / r["A"],
                "C_policy/B": r["C_policy"] / r["B"], "C/C_policy": r["C"] / r["C_policy"],
                "C_catalog/B": r["C_catalog"] / r["B"], "B/A": r["B"] / r["A"]}
-        if "A_slot" in r:
-            row["A_slot/A"] = r["A_slot"] / r["A"]
         best = _best_grpc(entry)
         if best:
             key, g = best
@@ -239,7 +236,7 @@ def report(results: dict) -> str:
         cells += [_fmt(e["grpc"][k]["max"]["rate"]) if k in e["grpc"] else "–" for k in grpc_keys]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "### Ratios", ""]
-    cols = ["C/A", "D/A", "C/B", "C_policy/A", "C/C_policy", "C_catalog/B", "B/A", "A_slot/A", "D_per_core/A",
+    cols = ["C/A", "D/A", "C/B", "C_policy/A", "C/C_policy", "C_catalog/B", "B/A", "D_per_core/A",
             "worker_scaling"]
     summary = results["summary"]
     present = [c for c in cols if any(c in row for k, row in summary.items() if k != "targets")]

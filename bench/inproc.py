@@ -46,21 +46,12 @@ class BareVW:
     example (they are only cleared by ``finish_example``), so one parsed example
     cannot simply be predicted over and over. Instead each round parses a batch
     of fresh copies (untimed), then times ``ws.predict(examples)`` on each copy
-    (predict + reading the distributions into Python), then finishes them
-    (untimed). ``per_slot=False``: one multi-slot predict (VW's own slot
-    sequencing: the limit). ``per_slot=True``: what the engine must do to own its
-    sampling: one single-slot predict per slot, each with an include list
-    (slot k excludes k earlier choices)."""
+    (one multi-slot predict, VW's own slot sequencing, plus reading the
+    distributions into Python), then finishes them (untimed)."""
 
-    def __init__(self, w: Workload, per_slot: bool = False, batch: int | None = None):
+    def __init__(self, w: Workload, batch: int | None = None):
         self.ws = pyvw.Workspace(vw_arguments(SETTINGS))
-        inp = w.decision_input()
-        if per_slot:
-            n = w.candidates
-            self.texts = ["\n".join(vw_lines(inp, only_slot=k, include=list(range(k, n))))
-                          for k in range(w.slots)]
-        else:
-            self.texts = ["\n".join(vw_lines(inp))]
+        self.texts = ["\n".join(vw_lines(w.decision_input()))]
         self.slots = w.slots
         # Small batches for big examples: 64 parsed copies of 200 actions no longer
         # fit in cache and predict slows down by ~2x, which is not VW's limit.
@@ -75,7 +66,7 @@ class BareVW:
                 for ex in examples:
                     pdfs = ws.predict(ex)
             timed += time.perf_counter() - start
-            assert len(pdfs) == (1 if len(self.texts) > 1 else self.slots)
+            assert len(pdfs) == self.slots
             for examples in batch:
                 for ex in examples:
                     ws.finish_example(ex)
@@ -117,8 +108,9 @@ class NaivePyvw:
 
 
 class PolicyOnly:
-    """C (VW part): ``Policy.decide`` alone: per-slot text building, one VW
-    predict per slot, renormalise and draw. No logging, no joiner."""
+    """C (VW part): ``Policy.decide`` alone: the request's VW text (candidates'
+    text and parsed examples kept per candidate object), one multi-slot predict
+    with VW's seeded draw, ranking. No logging, no joiner."""
 
     def __init__(self, w: Workload):
         self.policy = Policy(SETTINGS)
@@ -140,8 +132,8 @@ class EngineInProc:
 
     ``catalog=False``: the request carries the candidates with their features
     (as measured through gRPC in D). ``catalog=True``: the candidates are
-    registered in the catalog and the request names none, so the engine uses
-    the catalog's precomputed action text."""
+    registered in the catalog and the request names none, so the engine takes
+    the catalog's candidates (and their cached text)."""
 
     def __init__(self, w: Workload, catalog: bool = False):
         from server.config import load_config
@@ -184,8 +176,7 @@ def measure_interleaved(variants: dict[str, object], rounds: int, seconds: float
 
 def inproc_variants(w: Workload, seed: int, names: Sequence[str]) -> dict[str, object]:
     make = {
-        "A": lambda: BareVW(w, per_slot=False),
-        "A_slot": lambda: BareVW(w, per_slot=True),
+        "A": lambda: BareVW(w),
         "B": lambda: NaivePyvw(w, seed),
         "C_policy": lambda: PolicyOnly(w),
         "C": lambda: EngineInProc(w, catalog=False),
