@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import math
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from operator import itemgetter
@@ -34,7 +35,6 @@ import pylibvw
 from vowpalwabbit import pyvw
 
 from bandit.features import Candidate, FeatureGroup, SlotSpec, context_spaces, vw_text
-from bandit.lru import LRU
 from bandit.vwargs import LearningSettings, vw_arguments
 
 
@@ -125,29 +125,27 @@ class _ParsedActions:
     """Candidates' VW examples by their text, parsed and hashed once. VW's ccb
     predict leaves an action example as it found it, so reuse gives the same
     predictions as a fresh parse (a test checks); the same text twice in one
-    request gets a second example. Used under the policy's lock."""
+    request gets a second example. A parsed example takes ~32 KB (VW's 256
+    namespace slots), so the bound is what caps memory: 2,048 is 64 MB per
+    serving policy. Used under the policy's lock."""
 
-    def __init__(self, ws: pyvw.Workspace, capacity: int = 8192):
+    def __init__(self, ws: pyvw.Workspace, capacity: int = 2048):
         self._ws = ws
-        self._cache: LRU[str, pylibvw.example] = LRU(capacity)
-        self._lists: LRU[tuple[str, ...], list[pylibvw.example]] = LRU(64)  # whole candidate lists
+        self._capacity = capacity
+        self._cache: OrderedDict[str, pylibvw.example] = OrderedDict()
 
     def examples(self, lines: Sequence[str]) -> list[pylibvw.example]:
-        key = tuple(lines)
-        hit = self._lists.get(key)
-        if hit is None:
-            hit = self._examples(key)
-            self._lists.put(key, hit)
-        return hit
-
-    def _examples(self, lines: Sequence[str]) -> list[pylibvw.example]:
-        out, seen = [], set()
+        cache, out, seen = self._cache, [], set()
         for line in lines:
-            ex = None if line in seen else self._cache.get(line)
+            ex = None if line in seen else cache.get(line)
             if ex is None:
                 ex = pylibvw.example(self._ws, CCB_LABEL, line)
                 if line not in seen:
-                    self._cache.put(line, ex)
+                    cache[line] = ex
+                    if len(cache) > self._capacity:
+                        cache.popitem(last=False)
+            else:
+                cache.move_to_end(line)
             seen.add(line)
             out.append(ex)
         return out
