@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc
+from server.client import tls_credentials
 from server.config import ConfigError, SecurityConfig, ServerConfig
 from server.engine import Engine
 from server.interceptors import AuthInterceptor, MalformedRequestInterceptor, MetricsInterceptor, read_token
@@ -99,9 +100,7 @@ def _credentials_for_client(security: SecurityConfig) -> grpc.ChannelCredentials
     (the client CA file doubles as the coordinator's CA) and present our pair."""
     if not security.tls:
         return None
-    ca = open(security.tls_client_ca_file, "rb").read() if security.tls_client_ca_file else None
-    return grpc.ssl_channel_credentials(ca, open(security.tls_key_file, "rb").read(),
-                                        open(security.tls_cert_file, "rb").read())
+    return tls_credentials(security.tls_client_ca_file, security.tls_cert_file, security.tls_key_file)
 
 
 def start_server(config: ServerConfig, engine=None, *, admin_handler: grpc.GenericRpcHandler | None = None,

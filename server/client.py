@@ -22,6 +22,22 @@ MODES = {"online": pb.MODE_ONLINE, "apprentice": pb.MODE_APPRENTICE, "logging_on
          None: pb.MODE_UNSPECIFIED}
 
 
+def tls_credentials(ca_file: Path | None = None, cert_file: Path | None = None,
+                    key_file: Path | None = None) -> grpc.ChannelCredentials:
+    """Client TLS: trust ``ca_file`` (else the system's roots); with a
+    certificate and its key, present them (mutual TLS)."""
+    if (cert_file is None) != (key_file is None):
+        raise ValueError("a client certificate needs its key, and a key its certificate")
+    for path in (ca_file, cert_file, key_file):
+        if path is not None and not Path(path).is_file():
+            raise ValueError(f"TLS file '{path}' does not exist")
+
+    def read(path: Path | None) -> bytes | None:
+        return Path(path).read_bytes() if path is not None else None
+
+    return grpc.ssl_channel_credentials(read(ca_file), read(key_file), read(cert_file))
+
+
 @dataclass(frozen=True)
 class SlotResult:
     slot_id: str

@@ -102,6 +102,13 @@ def simulate(
         "--run-id",
         help="With --target: prefix for event ids, so the same seed can run again against the same server "
              "(which refuses a reused event id).")] = "",
+    ca_cert: Annotated[Optional[Path], typer.Option(
+        "--ca-cert", help="With --target: connect over TLS, trusting this CA certificate (PEM).")] = None,
+    client_cert: Annotated[Optional[Path], typer.Option(
+        "--client-cert", help="With --target: mutual TLS, present this certificate (PEM; with --client-key). "
+                              "Alone with --client-key, the system's CAs are trusted.")] = None,
+    client_key: Annotated[Optional[Path], typer.Option(
+        "--client-key", help="With --target: the private key of --client-cert (PEM).")] = None,
 ) -> None:
     """Simulate customers, collections and slots, and compare placement policies
     (the engine's explorers against uniform, greedy, a merchandiser's rule and the oracle),
@@ -112,8 +119,8 @@ def simulate(
 
     console = Console()
     remote = None
-    if target is None and (pace or run_id or candidates != "request"):
-        raise typer.BadParameter("--pace, --candidates and --run-id apply only with --target")
+    if target is None and (pace or run_id or candidates != "request" or ca_cert or client_cert or client_key):
+        raise typer.BadParameter("--pace, --candidates, --run-id and the TLS options apply only with --target")
     try:
         specs = [parse_policy(p) for p in (policy or (["engine"] if target else DEFAULT_POLICIES))]
         scenarios = [load_scenario(s) for s in scenario]
@@ -122,7 +129,8 @@ def simulate(
             from simulator.remote import RemoteOptions
 
             specs = [remote_policy_check(p) for p in specs]
-            remote = RemoteOptions(target, token=token, candidates=candidates, run_id=run_id, pace=pace).validate()
+            remote = RemoteOptions(target, token=token, candidates=candidates, run_id=run_id, pace=pace,
+                                   ca_cert=ca_cert, client_cert=client_cert, client_key=client_key).validate()
     except (ValueError, ScenarioError) as exc:
         raise typer.BadParameter(str(exc)) from None
     if out is not None and out.suffix not in (".parquet", ".csv"):

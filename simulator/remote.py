@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -39,7 +40,7 @@ import grpc
 from bandit.events import JoinedEvent
 from bandit.features import FeatureGroup
 from bandit.policy import DecisionInput, SlotChoice
-from server.client import PlacementClient, collection, slot
+from server.client import PlacementClient, collection, slot, tls_credentials
 from simulator.world import DAY, World
 
 CANDIDATE_MODES = ("request", "catalog")
@@ -67,12 +68,23 @@ class RemoteOptions:
     run_id: str = ""
     timeout: float = 10.0
     pace: float | None = None  # wall seconds per simulated reward window; None: as fast as the server answers
+    ca_cert: Path | None = None  # TLS: trust this CA (setting any of the three turns TLS on)
+    client_cert: Path | None = None  # mutual TLS: present this certificate ...
+    client_key: Path | None = None  # ... and its key
+
+    @property
+    def tls(self) -> bool:
+        return any(p is not None for p in (self.ca_cert, self.client_cert, self.client_key))
+
+    def credentials(self) -> grpc.ChannelCredentials | None:
+        return tls_credentials(self.ca_cert, self.client_cert, self.client_key) if self.tls else None
 
     def validate(self) -> "RemoteOptions":
         if self.candidates not in CANDIDATE_MODES:
             raise ValueError(f"candidates '{self.candidates}' is not one of {', '.join(CANDIDATE_MODES)}")
         if not self.target or ":" not in self.target:
             raise ValueError(f"target '{self.target}' is not host:port")
+        self.credentials()  # missing files or an unpaired certificate/key fail here, before any run
         if self.pace is not None and self.pace <= 0:
             raise ValueError("pace must be positive (wall seconds per simulated reward window)")
         return self
@@ -90,7 +102,8 @@ class GrpcEnginePolicy:
     def __init__(self, world: World, options: RemoteOptions):
         self.world = world
         self.options = options.validate()
-        self.client = PlacementClient(options.target, timeout=options.timeout, token=options.token)
+        self.client = PlacementClient(options.target, timeout=options.timeout, token=options.token,
+                                      credentials=options.credentials())
         self.model_version = ""
         self.stats: dict[str, float] = {"server_rewards": 0, "server_expired_rewards": 0,
                                         "model_versions_seen": 0, "rpc_seconds": 0.0}

@@ -20,7 +20,8 @@ import typer
 from scipy import stats
 from typer.testing import CliRunner
 
-from server.client import PlacementClient
+from certs import make_pki
+from server.client import PlacementClient, tls_credentials
 from simulator.cli import simulate
 from simulator.experiments import Job, run_job
 from simulator.policies import parse_policy
@@ -128,3 +129,29 @@ def test_cli_target_with_admin_token(start, tmp_path, monkeypatch):
     assert refused.exit_code != 0 and "--token" in _text(refused.output)
     accepted = CliRunner().invoke(_app(), [*args, "--token", "s3cret-token"], env={"COLUMNS": "200"})
     assert accepted.exit_code == 0, accepted.output
+
+
+def test_cli_target_over_mutual_tls(start, tmp_path):
+    pki = make_pki(tmp_path)
+    server = start(tmp_path / "data", security={
+        "tls_cert_file": str(pki["server"].cert), "tls_key_file": str(pki["server"].key),
+        "tls_client_ca_file": str(pki["ca"].cert), "admin_identities": ["ops-admin"]})
+    args = ["simulate", "--target", server.target, "-n", "30", "--seeds", "0"]
+    # Plaintext to a TLS server, and a certificate without its key, fail with a message.
+    plaintext = CliRunner().invoke(_app(), args, env={"COLUMNS": "200"})
+    assert plaintext.exit_code != 0
+    unpaired = CliRunner().invoke(_app(), [*args, "--ca-cert", str(pki["ca"].cert), "--client-cert",
+                                           str(pki["admin"].cert)], env={"COLUMNS": "200"})
+    assert unpaired.exit_code != 0 and "needs its key" in _text(unpaired.output)
+    tls = CliRunner().invoke(_app(), [*args, "--ca-cert", str(pki["ca"].cert), "--client-cert", str(pki["admin"].cert),
+                                      "--client-key", str(pki["admin"].key)], env={"COLUMNS": "200"})
+    assert tls.exit_code == 0, tls.output
+    with PlacementClient(server.target, credentials=tls_credentials(pki["ca"].cert, pki["admin"].cert,
+                                                                     pki["admin"].key)) as admin:
+        assert admin.stats().decisions == 30
+
+
+def test_tls_options_only_with_target(tmp_path):
+    result = CliRunner().invoke(_app(), ["simulate", "-n", "10", "--ca-cert", str(tmp_path / "ca.pem")],
+                                env={"COLUMNS": "200"})
+    assert result.exit_code != 0 and "only with --target" in _text(result.output)
