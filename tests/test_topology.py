@@ -9,8 +9,9 @@ import time
 import grpc
 import pytest
 
-from server.client import PlacementClient, collection
+from server.client import PlacementClient, collection, tls_credentials
 
+from certs import make_pki
 from placement_process import launch, stop
 
 CONFIG = """
@@ -73,4 +74,45 @@ def test_remote_workers_share_storage_and_one_learner(tmp_path):
             assert stats.joined == n and stats.joined_with_reward == n and stats.pending == 0
         assert sorted(p.name for p in (data / "events").glob("worker-*")) == ["worker-host-a", "worker-host-b"]
     finally:  # workers first, then the coordinator
+        assert [stop(proc) for proc in reversed(procs)] == [0] * len(procs)
+
+
+def test_remote_worker_reaches_the_coordinator_over_mutual_tls(tmp_path):
+    """With TLS configured, a remote worker's link to the coordinator is mutual
+    TLS (the worker presents its certificate, trusts the configured CA); a
+    plaintext client is turned away, and decisions, rewards and joins work."""
+    pki = make_pki(tmp_path)
+    data, config = tmp_path / "shared", tmp_path / "c.toml"
+    config.write_text(CONFIG + f"""
+[security]
+tls_cert_file = "{pki['server'].cert}"
+tls_key_file = "{pki['server'].key}"
+tls_client_ca_file = "{pki['ca'].cert}"
+""")
+    common = ["--data-dir", str(data), "--config", str(config)]
+    creds = tls_credentials(pki["ca"].cert, pki["frontend"].cert, pki["frontend"].key)
+    procs = []
+    try:
+        coordinator, match = _launch(["serve", "--workers", "0", "--coordinator-listen", "127.0.0.1:0", *common],
+                                     r"coordinator for remote workers on port (\d+)")
+        procs.append(coordinator)
+        internal = f"127.0.0.1:{match.group(1)}"
+        with PlacementClient(internal, timeout=2, token=TOKEN) as plaintext:
+            with pytest.raises(grpc.RpcError) as err:
+                plaintext.stats()
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        worker, m = _launch(["worker", "--coordinator", internal, "--name", "host-a", "--port", "0", *common],
+                            r"worker host-a serving on 127\.0\.0\.1:(\d+)")
+        procs.append(worker)
+        target = f"127.0.0.1:{m.group(1)}"
+        with PlacementClient(target, token=TOKEN, credentials=creds) as client:
+            client.put_collections([collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(3)])  # via the coordinator
+            time.sleep(0.5)
+            events = [client.decide({"u": {"seg": "ab"[i % 2]}}, ["homepage"]).event_id for i in range(20)]
+            assert all(client.reward(e, 1.0) == "homepage" for e in events)  # forwarded to the coordinator
+            deadline = time.monotonic() + 15
+            while (stats := client.stats()).joined < 20:
+                assert time.monotonic() < deadline, stats
+            assert stats.decisions == 20 and stats.joined_with_reward == 20
+    finally:
         assert [stop(proc) for proc in reversed(procs)] == [0] * len(procs)
