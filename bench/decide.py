@@ -248,13 +248,15 @@ def report(results: dict) -> str:
     lat_rows = [(label, k, g) for label, e in results["configs"].items() for k, g in e["grpc"].items()]
     if lat_rows:
         lines += ["", "### gRPC latency, open loop at a fixed rate (ms; from the scheduled send time)", "",
-                  "| config | server | max/s (in flight) | server cores at max | load | rate/s | p50 | p90 | p99 | errors |",
-                  "|---|---|---|---|---|---|---|---|---|---|"]
+                  "| config | server | max/s (in flight) | server cores at max | load | rate/s | p50 | p90 | p99 | errors "
+                  "| RSS MiB per process |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for label, k, g in lat_rows:
+            rss = ", ".join(f"{r:.0f}" for r in g.get("rss_mib", []))
             for x in g["latency"]:
                 lines.append(f"| {label} | {k} | {_fmt(g['max']['rate'])} ({g['max']['in_flight']}) | "
                              f"{g['max']['server_cores']:.2f} | {x['fraction']:.0%} | {x['achieved_rate']:.0f} | "
-                             f"{x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | {x['errors']} |")
+                             f"{x['p50_ms']:.2f} | {x['p90_ms']:.2f} | {x['p99_ms']:.2f} | {x['errors']} | {rss} |")
     targets = summary.get("targets")
     if targets:
         lines += ["", f"### Targets ({TARGET_CONFIG})", ""]

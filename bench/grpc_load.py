@@ -83,6 +83,18 @@ def tree_cpu_seconds(pid: int) -> float:
     return total / CLK_TCK
 
 
+def tree_rss_mib(pid: int) -> list[float]:
+    """Resident memory (MiB) of a process and each live descendant, largest first."""
+    out = []
+    for p in _proc_tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as fh:
+                out += [int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:")]
+        except (OSError, ValueError):
+            pass
+    return sorted(out, reverse=True)
+
+
 class Server:
     """``placement serve`` on a free loopback port with a fresh data directory."""
 
@@ -131,6 +143,9 @@ class Server:
 
     def cpu_seconds(self) -> float:
         return tree_cpu_seconds(self.proc.pid)
+
+    def rss_mib(self) -> list[float]:
+        return tree_rss_mib(self.proc.pid)
 
     def stderr_tail(self) -> str:
         self._stderr.flush()
@@ -360,6 +375,8 @@ def measure_server(payload: bytes, slots: int, workers: int | None, clients: int
             out["latency"].append(row)
             log(f"    D {frac:.0%} ({rate:7.1f}/s): p50 {row['p50_ms']:6.2f} ms  p90 {row['p90_ms']:6.2f} ms  "
                 f"p99 {row['p99_ms']:6.2f} ms  errors {row['errors']}")
+        out["rss_mib"] = server.rss_mib()  # after every phase: each server process, largest first
+        log(f"    RSS MiB per server process: {', '.join(f'{r:.0f}' for r in out['rss_mib'])}")
         return out
     finally:
         if gen is not None:
