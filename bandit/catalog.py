@@ -9,6 +9,7 @@ list, so a collection restricted to email never lands on the homepage.
 from __future__ import annotations
 
 import json
+import math
 import os
 import threading
 from dataclasses import dataclass
@@ -87,6 +88,8 @@ class Catalog:
         self._lock = threading.Lock()
         self._items: dict[str, Collection] = {}
         self._candidates: dict[str, Candidate] = {}
+        # candidates_for's answers by slot ids: (valid from, valid until, answer), for one version
+        self._sets: dict[tuple[str, ...], tuple[float, float, CandidateSet]] = {}
         self.version = 0
         if path is not None and path.exists():
             raw = json.loads(path.read_text("utf-8"))
@@ -106,6 +109,7 @@ class Catalog:
                 self._items[c.id] = c
                 self._candidates[c.id] = c.candidate()
             self.version += 1
+            self._sets.clear()
             self._save()
             return self.version
 
@@ -116,6 +120,7 @@ class Catalog:
             del self._items[collection_id]
             del self._candidates[collection_id]
             self.version += 1
+            self._sets.clear()
             self._save()
             return self.version
 
@@ -132,16 +137,28 @@ class Catalog:
             return sorted(self._items.values(), key=lambda c: c.id)
 
     def candidates_for(self, slots: Sequence[SlotSpec], at: float) -> CandidateSet:
-        """Active collections, each slot restricted to those eligible for it."""
+        """Active collections, each slot restricted to those eligible for it.
+
+        Kept per slot list until the catalog changes or ``at`` crosses a
+        collection's window boundary: in between, the answer cannot change."""
+        key = tuple(s.id for s in slots)
         with self._lock:
+            kept = self._sets.get(key)
+            if kept is not None and kept[0] <= at < kept[1]:
+                return kept[2]
             active = [c for c in sorted(self._items.values(), key=lambda c: c.id) if c.active_at(at)]
-            candidates = tuple(self._candidates[c.id] for c in active)
-        eligible = []
-        for slot in slots:
-            idx = tuple(i for i, c in enumerate(active) if c.eligible_for(slot.id))
-            eligible.append(None if len(idx) == len(active) else idx)
-        restricted = tuple(eligible) if any(e is not None for e in eligible) else ()
-        return CandidateSet(candidates, restricted)
+            eligible = []
+            for slot_id in key:
+                idx = tuple(i for i, c in enumerate(active) if c.eligible_for(slot_id))
+                eligible.append(None if len(idx) == len(active) else idx)
+            cset = CandidateSet(tuple(self._candidates[c.id] for c in active),
+                                tuple(eligible) if any(e is not None for e in eligible) else ())
+            bounds = [b for c in self._items.values() for b in (c.active_from, c.active_until) if b is not None]
+            if len(self._sets) >= 256:  # distinct slot lists are few; bound them anyway
+                self._sets.clear()
+            self._sets[key] = (max((b for b in bounds if b <= at), default=-math.inf),
+                               min((b for b in bounds if b > at), default=math.inf), cset)
+            return cset
 
     def _save(self) -> None:
         if self.path is None:

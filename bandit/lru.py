@@ -15,7 +15,8 @@ V = TypeVar("V")
 
 
 class LRU(Generic[K, V]):
-    """At most ``capacity`` entries; a hit makes an entry the most recent. Thread-safe."""
+    """At most ``capacity`` entries; a hit makes an entry the most recent. Thread-safe
+    for keys whose hash and equality are C code (str, bytes, int)."""
 
     def __init__(self, capacity: int):
         if capacity < 1:
@@ -25,11 +26,16 @@ class LRU(Generic[K, V]):
         self._lock = threading.Lock()
 
     def get(self, key: K) -> V | None:
-        with self._lock:
-            value = self._entries.get(key)
-            if value is not None:
+        # No lock on the hot path: each OrderedDict call is atomic under the GIL
+        # (str/bytes/int keys run no Python code), and an entry evicted between
+        # the two calls is simply gone.
+        value = self._entries.get(key)
+        if value is not None:
+            try:
                 self._entries.move_to_end(key)
-            return value
+            except KeyError:
+                pass
+        return value
 
     def put(self, key: K, value: V) -> None:
         with self._lock:

@@ -1,0 +1,32 @@
+"""The catalog's candidate sets: windows, eligibility, and the kept answers."""
+
+from __future__ import annotations
+
+from bandit.catalog import Catalog, Collection
+from bandit.features import FeatureGroup, SlotSpec
+
+T0 = 1_800_000_000.0
+SLOTS = (SlotSpec("homepage"), SlotSpec("email"))
+
+
+def _ids(catalog: Catalog, at: float, slots=SLOTS) -> list[str]:
+    return [c.id for c in catalog.candidates_for(slots, at).candidates]
+
+
+def test_kept_answers_follow_windows_and_changes():
+    catalog = Catalog()
+    catalog.put([Collection("always", (FeatureGroup("c", {"x": 1.0}),)),
+                 Collection("seasonal", (FeatureGroup("c", {"x": 2.0}),), active_from=T0, active_until=T0 + 100)])
+    # The same slot list asked at times on both sides of each boundary, back and forth.
+    for at, expected in [(T0 - 1, ["always"]), (T0, ["always", "seasonal"]), (T0 + 50, ["always", "seasonal"]),
+                         (T0 + 100, ["always"]), (T0 + 99.999, ["always", "seasonal"]), (T0 - 1e9, ["always"])]:
+        assert _ids(catalog, at) == expected, at
+    first = catalog.candidates_for(SLOTS, T0 + 1)
+    assert catalog.candidates_for(SLOTS, T0 + 2).candidates[0] is first.candidates[0]  # the same objects
+    catalog.put([Collection("email-only", (FeatureGroup("c", {"x": 3.0}),), eligible_slots=("email",))])
+    after = catalog.candidates_for(SLOTS, T0 + 2)
+    assert [c.id for c in after.candidates] == ["always", "email-only", "seasonal"]
+    assert after.eligible == ((0, 2), None)
+    assert _ids(catalog, T0 + 2, (SlotSpec("homepage"),)) == ["always", "email-only", "seasonal"]
+    catalog.delete("seasonal")
+    assert _ids(catalog, T0 + 2) == ["always", "email-only"]
