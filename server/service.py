@@ -161,13 +161,12 @@ def _candidate(c: pb.Collection, engine: Engine, known: LRU[bytes, Candidate] | 
     request: one seen before (same bytes) is not converted or validated again,
     and being the same object, its VW text and parsed example are reused too."""
     if c.groups:
-        key = c.SerializeToString() if known is not None else b""
-        cached = known.get(key) if known is not None else None
-        if cached is not None:
-            return cached
-        _check_id("collection id", c.id, engine)
-        candidate = Candidate(c.id, _groups(c.groups, f"collection '{c.id}'", engine))
-        if known is not None:
+        if known is None:
+            return _new_candidate(c, engine)
+        key = c.SerializeToString()
+        candidate = known.get(key)
+        if candidate is None:
+            candidate = _new_candidate(c, engine)
             known.put(key, candidate)
         return candidate
     _check_id("collection id", c.id, engine)
@@ -175,6 +174,11 @@ def _candidate(c: pb.Collection, engine: Engine, known: LRU[bytes, Candidate] | 
     if item is None:
         raise NotFound(f"collection '{c.id}' has no features and is not in the catalog")
     return item
+
+
+def _new_candidate(c: pb.Collection, engine: Engine) -> Candidate:
+    _check_id("collection id", c.id, engine)
+    return Candidate(c.id, _groups(c.groups, f"collection '{c.id}'", engine))
 
 
 def to_response(event: DecisionEvent) -> pb.DecideResponse:
