@@ -128,7 +128,7 @@ def event_line(event: Event) -> str:
     return f'{head[:-1]},"candidates":[{candidates}]}}'
 
 
-_CANDIDATE_JSON: LRU[int, tuple[Candidate, str]] = LRU(16384)
+_CANDIDATE_JSON: LRU[int, tuple[Candidate, str]] = LRU(4096)  # a few KB each
 
 
 def _candidate_json(c: Candidate) -> str:

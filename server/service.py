@@ -197,7 +197,7 @@ def to_response(event: DecisionEvent) -> pb.DecideResponse:
 
 
 class PlacementService(pb_grpc.PlacementServiceServicer):
-    def __init__(self, engine: Engine, known_candidates: int = 8192):
+    def __init__(self, engine: Engine, known_candidates: int = 4096):
         self.engine = engine
         self.known = LRU[bytes, Candidate](known_candidates)
 
