@@ -114,6 +114,22 @@ def event_to_record(event: Event) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class LineRef:
+    """Where one log line is (byte offset and length in an append-only file):
+    a pending decision from another process's log is kept as this, ~100 bytes
+    instead of its line (kilobytes), and read back when it joins."""
+
+    path: Path
+    offset: int
+    length: int
+
+    def read(self) -> str:
+        with open(self.path, "rb") as fh:
+            fh.seek(self.offset)
+            return fh.read(self.length).decode("utf-8")
+
+
 def event_line(event: Event) -> str:
     """The event's log line: ``dumps(event_to_record(event))`` (a test checks),
     with each candidate's part encoded once per candidate object. A decision

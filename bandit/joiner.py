@@ -20,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from bandit.events import DecisionEvent, JoinedEvent, event_from_record
+from bandit.events import DecisionEvent, JoinedEvent, LineRef, event_from_record
 
 AGGREGATIONS: dict[str, Callable[[list[tuple[float, float]]], float]] = {
     "sum": lambda obs: sum(v for _, v in obs),
@@ -68,12 +68,13 @@ class _Pending:
     activated: bool
     rewards: list[list[tuple[float, float]]]
     decision: DecisionEvent | None = None
-    line: str | None = None
+    line: str | LineRef | None = None  # LineRef: another process's log holds the line
 
     def event(self) -> DecisionEvent:
         if self.decision is not None:
             return self.decision
-        event = event_from_record(json.loads(self.line))
+        line = self.line if isinstance(self.line, str) else self.line.read()
+        event = event_from_record(json.loads(line))
         assert isinstance(event, DecisionEvent)
         return event
 
@@ -116,13 +117,14 @@ class Joiner:
         self._add(decision.event_id, decision.timestamp, tuple(s.id for s in decision.inp.slots),
                   decision.deferred, None if line else decision, line)
 
-    def add_logged(self, record: dict, line: str) -> None:
-        """A decision known by its log record (recovery, other processes' logs)."""
+    def add_logged(self, record: dict, line: str | LineRef) -> None:
+        """A decision known by its log record (recovery, other processes' logs);
+        ``line`` is its text or where to read it."""
         self._add(record["id"], float(record["ts"]), tuple(s["id"] for s in record["slots"]),
                   bool(record.get("deferred", False)), None, line)
 
     def _add(self, event_id: str, timestamp: float, slot_ids: tuple[str, ...], deferred: bool,
-             decision: DecisionEvent | None, line: str | None) -> None:
+             decision: DecisionEvent | None, line: str | LineRef | None) -> None:
         if event_id in self._pending or event_id in self._closed:
             raise JoinError(f"event '{event_id}' was already decided")
         deadline = timestamp + self.window

@@ -25,6 +25,7 @@ from bandit.events import (
     ActivationEvent,
     DecisionEvent,
     JoinedEvent,
+    LineRef,
     RewardEvent,
     dumps,
     event_from_record,
@@ -229,9 +230,10 @@ class Engine:
         self.events.wait(ticket)  # durable before the caller hears of it
         return event
 
-    def ingest(self, record: dict, line: str) -> bool:
-        """A decision logged by a serving worker process (multi-process mode),
-        as its log record; False for a duplicate id (the first one logged wins)."""
+    def ingest(self, record: dict, line: str | LineRef) -> bool:
+        """A decision logged by a serving worker process (multi-process mode):
+        its record, and its line or where it is in the worker's log; False for
+        a duplicate id (the first one logged wins)."""
         with self._lock:
             event_id = record["id"]
             if event_id in self.joiner or self.joiner.is_closed(event_id):

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from bandit.events import read_lines
+from bandit.events import LineRef, read_lines
 
 log = logging.getLogger(__name__)
 _SEGMENT = re.compile(r"^(?P<prefix>.+)-(?P<n>\d{6})\.(?P<ext>\w+)$")
@@ -185,10 +185,10 @@ class Tailer:
             found = segments(directory, self.prefix, self.ext)
             self._pos[directory] = (_number(found[-1]), found[-1].stat().st_size) if found else (0, 0)
 
-    def poll(self) -> list[tuple[dict, str]]:
-        """New (record, line) pairs, oldest first per directory."""
+    def poll(self) -> list[tuple[dict, LineRef]]:
+        """New records with where their lines are, oldest first per directory."""
         with self._lock:
-            out: list[tuple[dict, str]] = []
+            out: list[tuple[dict, LineRef]] = []
             for directory in self.directories():
                 index, offset = self._pos.get(directory, (0, 0))
                 for path in segments(directory, self.prefix, self.ext):
@@ -200,19 +200,22 @@ class Tailer:
                         fh.seek(start)
                         data = fh.read()
                     complete = data[: data.rfind(b"\n") + 1]
-                    out += _records(path, complete)
+                    out += _records(path, complete, start)
                     index, offset = number, start + len(complete)
                 self._pos[directory] = (index, offset)
             return out
 
 
-def _records(path: Path, data: bytes) -> list[tuple[dict, str]]:
+def _records(path: Path, data: bytes, start: int) -> list[tuple[dict, LineRef]]:
+    """The records of ``data`` (complete lines read at byte ``start`` of ``path``)."""
     records = []
-    for line in data.decode("utf-8", errors="replace").splitlines():
+    offset = start
+    for raw in data.split(b"\n")[:-1]:
         try:
-            records.append((json.loads(line), line))
-        except json.JSONDecodeError:
+            records.append((json.loads(raw), LineRef(path, offset, len(raw))))
+        except (json.JSONDecodeError, UnicodeDecodeError):
             log.warning("%s: unreadable line skipped", path)
+        offset += len(raw) + 1
     return records
 
 

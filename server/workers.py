@@ -275,9 +275,9 @@ class Coordinator:
         """Read and ingest the workers' new decisions; one reader at a time, so
         a caller returns only after everything logged so far is ingested."""
         with self._ingest_lock:
-            for record, line in self.tailer.poll():
+            for record, where in self.tailer.poll():
                 if record.get("kind") == "decision":
-                    self.engine.ingest(record, line)
+                    self.engine.ingest(record, where)  # the line stays in the worker's log until it joins
 
     def _tail_loop(self) -> None:
         while not self._stop.wait(TAIL_SECONDS):

@@ -74,3 +74,21 @@ def test_rotation_and_tailing(tmp_path):
     seen += [rec["i"] for rec, _ in tail.poll()]
     assert seen == list(range(30)) + [30, 100]
     assert tail.poll() == []
+
+
+def test_tailed_lines_are_read_back_from_where_they_are(tmp_path):
+    """The coordinator keeps a worker's pending decision as a LineRef: its bytes
+    in the worker's log, read back exactly (multi-byte text, across rotation)."""
+    root = tmp_path / "events"
+    writer = AppendLog(root / "worker-a", "events", segment_bytes=300)
+    tail = Tailer(root, "worker-*")
+    lines = [json.dumps({"i": i, "name": "Mütter-Tag ✿" * (i % 3)}, ensure_ascii=False) for i in range(40)]
+    for line in lines[:25]:
+        writer.append(line)
+    got = tail.poll()
+    for line in lines[25:]:
+        writer.append(line)
+    got += tail.poll()
+    assert len(writer.segments()) > 3
+    assert [ref.read() for _, ref in got] == lines
+    assert [rec for rec, _ in got] == [json.loads(line) for line in lines]
