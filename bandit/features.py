@@ -47,6 +47,7 @@ class Limits:
 
 
 DEFAULT_LIMITS = Limits()
+FLOAT32_MAX = 3.4028234663852886e38  # VW computes in float32
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,8 @@ def _check_value(where: str, value: FeatureValue, limits: Limits) -> None:
         raise FeatureError(f"{where}: value must be a number or a category string")
     if not math.isfinite(value):
         raise FeatureError(f"{where}: value {value} is not finite")
+    if abs(value) > FLOAT32_MAX:
+        raise FeatureError(f"{where}: value {value} is beyond VW's float range (±3.4e38)")
 
 
 def _category(value: str) -> str:

@@ -22,7 +22,9 @@ and slot lines are parsed.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import random
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -36,6 +38,8 @@ from vowpalwabbit import pyvw
 
 from bandit.features import Candidate, FeatureGroup, SlotSpec, context_spaces, vw_text
 from bandit.vwargs import LearningSettings, vw_arguments
+
+log = logging.getLogger(__name__)
 
 
 class Mode(str, Enum):
@@ -223,8 +227,8 @@ class Policy:
             ranking = _ranked(pdf, slot)
             action = pdf[0][0]  # VW's draw (cb_sample puts it first)
             probability = dict(ranking).get(action)
-            if probability is None:
-                raise RuntimeError(f"VW drew collection {action} with probability 0 in slot '{slot.id}'")
+            if probability is None or not _usable(pdf):
+                return _uniform_decision(inp, event_id)
             decision.choices.append(SlotChoice(slot.id, action, probability, tuple(ranking), ranking[0][0]))
         return decision
 
@@ -328,11 +332,40 @@ def _baseline(inp: DecisionInput, slot: SlotSpec, allowed: list[int]) -> int:
     return allowed[0]
 
 
+def _usable(pdf: Sequence[tuple[int, float]]) -> bool:
+    """False when the model's scores overflowed (features near float32's
+    limits): NaN or no probability mass."""
+    total = math.fsum(p for _, p in pdf)
+    return math.isfinite(total) and total > 0 and all(p >= 0 for _, p in pdf)
+
+
+def _uniform_decision(inp: DecisionInput, event_id: str) -> Decision:
+    """Every slot uniformly over what is left, seeded by the event id: what a
+    decision falls back to when the model gives no usable distribution. The
+    logged probabilities are the uniform ones it was drawn with."""
+    log.warning("event %s: the model gave no usable distribution (overflow?); placing uniformly", event_id)
+    rng = random.Random(int(hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:16], 16))
+    used: set[int] = set()
+    decision = Decision()
+    for k, slot in enumerate(inp.slots):
+        allowed = [a for a in inp.allowed(k) if a not in used]
+        if not allowed:
+            raise NoEligibleCandidate(f"slot '{slot.id}' has no eligible collection left")
+        p = 1.0 / len(allowed)
+        action = allowed[min(int(rng.random() * len(allowed)), len(allowed) - 1)]
+        decision.choices.append(SlotChoice(slot.id, action, p, tuple((a, p) for a in allowed), allowed[0]))
+        used.add(action)
+    return decision
+
+
 def _ranked(pdf: Sequence[tuple[int, float]], slot: SlotSpec) -> list[tuple[int, float]]:
     """VW's slot distribution normalised (VW draws after normalising, so these
-    are the probabilities it drew with), by probability, ties by index."""
+    are the probabilities it drew with), by probability, ties by index;
+    uniform over its collections when the model gave no usable one."""
     if not pdf:
         raise NoEligibleCandidate(f"slot '{slot.id}' has no eligible collection left")
+    if not _usable(pdf):
+        return [(a, 1.0 / len(pdf)) for a in sorted(a for a, _ in pdf)]
     total = math.fsum(p for _, p in pdf)
     by_index = sorted((a, p / total) for a, p in pdf if p > 0)
     return sorted(by_index, key=itemgetter(1), reverse=True)  # stable: ties stay by index

@@ -34,6 +34,8 @@ BAD_DECIDES = [
      CODE.INVALID_ARGUMENT, "collection 'c0' feature 'c.x': value nan is not finite"),
     ("bad collection feature name", decide_request({}, ["a"], [collection("c0", {"c": {"x y": 0.0}}), *CANDS[1:]]),
      CODE.INVALID_ARGUMENT, "may only contain"),
+    ("float32 overflow", decide_request({"u": {"x": 1e300}}, ["a"], CANDS), CODE.INVALID_ARGUMENT,
+     "beyond VW's float range"),
     ("inf feature", decide_request({"u": {"x": math.inf}}, ["a"], CANDS), CODE.INVALID_ARGUMENT, "not finite"),
     ("long category", decide_request({"u": {"x": "y" * 5000}}, ["a"], CANDS), CODE.INVALID_ARGUMENT,
      "longer than 256"),

@@ -9,6 +9,7 @@ from dataclasses import replace
 import pytest
 from vowpalwabbit import pyvw
 
+from bandit.features import FeatureGroup
 from bandit.policy import NoEligibleCandidate, Policy, slot_line, slot_seed, vw_lines
 from bandit.vwargs import LearningSettings
 
@@ -101,3 +102,21 @@ def test_more_slots_than_candidates_is_refused():
     with pytest.raises(NoEligibleCandidate, match="email"):
         # slot 0 is restricted to the same single collection, so slot 1 has nothing left
         policy.decide(replace(inp, eligible=((0,), (0,), None)), "e3")
+
+
+def test_overflowing_scores_fall_back_to_uniform_placement(trained):
+    """A feature near float64's limit overflows VW's float32 scores (NaN): the
+    decision is still valid, placed uniformly over what each slot has left,
+    with the uniform probabilities it was drawn with, the same for the same id."""
+    policy = Policy(SETTINGS, model_path=trained)
+    inp = decision_input("a")
+    huge = replace(inp, context=(FeatureGroup("customer", {"segment": "a", "hour": 1e300}),))
+    first = policy.decide(huge, "overflow-1")
+    assert policy.decide(huge, "overflow-1") == first
+    left = len(inp.candidates)
+    for choice in first.choices:
+        assert choice.probability == pytest.approx(1.0 / left)
+        assert choice.action in dict(choice.ranking) and len(choice.ranking) == left
+        left -= 1
+    assert len({c.action for c in first.choices}) == len(inp.slots)
+    assert policy.decide(inp, "normal").choices[0].probability != pytest.approx(1.0 / len(inp.candidates))
