@@ -31,7 +31,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from operator import itemgetter
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pylibvw
 from vowpalwabbit import pyvw
@@ -234,17 +234,11 @@ class Policy:
 
     def _apprentice(self, inp: DecisionInput, head: list[str]) -> Decision:
         """Serve the baseline; record what the model would have served."""
-        used: set[int] = set()
-        decision = Decision()
-        for k, slot in enumerate(inp.slots):
-            allowed = [a for a in inp.allowed(k) if a not in used]
-            if not allowed:
-                raise NoEligibleCandidate(f"slot '{slot.id}' has no eligible collection left")
-            ranking = self.slot_distribution(inp, k, allowed, head)
+        def choose(k: int, slot: SlotSpec, allowed: list[int]) -> SlotChoice:
             action = _baseline(inp, slot, allowed)
-            decision.choices.append(SlotChoice(slot.id, action, 1.0, ((action, 1.0),), ranking[0][0]))
-            used.add(action)
-        return decision
+            top = self.slot_distribution(inp, k, allowed, head)[0][0]
+            return SlotChoice(slot.id, action, 1.0, ((action, 1.0),), top)
+        return _fill_in_order(inp, choose)
 
     def scores(self, inp: DecisionInput, k: int, allowed: Sequence[int]) -> dict[int, float]:
         """VW's predicted reward (-cost) of each allowed candidate in slot k."""
@@ -339,23 +333,32 @@ def _usable(pdf: Sequence[tuple[int, float]]) -> bool:
     return math.isfinite(total) and total > 0 and all(p >= 0 for _, p in pdf)
 
 
-def _uniform_decision(inp: DecisionInput, event_id: str) -> Decision:
-    """Every slot uniformly over what is left, seeded by the event id: what a
-    decision falls back to when the model gives no usable distribution. The
-    logged probabilities are the uniform ones it was drawn with."""
-    log.warning("event %s: the model gave no usable distribution (overflow?); placing uniformly", event_id)
-    rng = random.Random(int(hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:16], 16))
+def _fill_in_order(inp: DecisionInput, choose: Callable[[int, SlotSpec, list[int]], SlotChoice]) -> Decision:
+    """Slot by slot, ``choose`` among the eligible collections no earlier slot took."""
     used: set[int] = set()
     decision = Decision()
     for k, slot in enumerate(inp.slots):
         allowed = [a for a in inp.allowed(k) if a not in used]
         if not allowed:
             raise NoEligibleCandidate(f"slot '{slot.id}' has no eligible collection left")
+        choice = choose(k, slot, allowed)
+        decision.choices.append(choice)
+        used.add(choice.action)
+    return decision
+
+
+def _uniform_decision(inp: DecisionInput, event_id: str) -> Decision:
+    """Every slot uniformly over what is left, seeded by the event id: what a
+    decision falls back to when the model gives no usable distribution. The
+    logged probabilities are the uniform ones it was drawn with."""
+    log.warning("event %s: the model gave no usable distribution (overflow?); placing uniformly", event_id)
+    rng = random.Random(int(hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:16], 16))
+
+    def choose(k: int, slot: SlotSpec, allowed: list[int]) -> SlotChoice:
         p = 1.0 / len(allowed)
         action = allowed[min(int(rng.random() * len(allowed)), len(allowed) - 1)]
-        decision.choices.append(SlotChoice(slot.id, action, p, tuple((a, p) for a in allowed), allowed[0]))
-        used.add(action)
-    return decision
+        return SlotChoice(slot.id, action, p, tuple((a, p) for a in allowed), allowed[0])
+    return _fill_in_order(inp, choose)
 
 
 def _ranked(pdf: Sequence[tuple[int, float]], slot: SlotSpec) -> list[tuple[int, float]]:

@@ -29,16 +29,21 @@ def _launch(args: list[str], pattern: str):
     return launch(args, pattern, env={"PLACEMENT_ADMIN_TOKEN": TOKEN})
 
 
+def _start_coordinator(common: list[str], procs: list) -> str:
+    """The learner alone (no local workers), listening for remote ones; its address."""
+    coordinator, match = _launch(["serve", "--workers", "0", "--coordinator-listen", "127.0.0.1:0", *common],
+                                 r"coordinator for remote workers on port (\d+)")
+    procs.append(coordinator)
+    return f"127.0.0.1:{match.group(1)}"
+
+
 def test_remote_workers_share_storage_and_one_learner(tmp_path):
     data, config = tmp_path / "shared", tmp_path / "c.toml"
     config.write_text(CONFIG)
     common = ["--data-dir", str(data), "--config", str(config)]
     procs = []
     try:
-        coordinator, match = _launch(["serve", "--workers", "0", "--coordinator-listen", "127.0.0.1:0", *common],
-                                     r"coordinator for remote workers on port (\d+)")
-        procs.append(coordinator)
-        internal = f"127.0.0.1:{match.group(1)}"
+        internal = _start_coordinator(common, procs)
         targets = {}
         for name in ("host-a", "host-b"):
             proc, m = _launch(["worker", "--coordinator", internal, "--name", name, "--port", "0", *common],
@@ -93,10 +98,7 @@ tls_client_ca_file = "{pki['ca'].cert}"
     creds = tls_credentials(pki["ca"].cert, pki["frontend"].cert, pki["frontend"].key)
     procs = []
     try:
-        coordinator, match = _launch(["serve", "--workers", "0", "--coordinator-listen", "127.0.0.1:0", *common],
-                                     r"coordinator for remote workers on port (\d+)")
-        procs.append(coordinator)
-        internal = f"127.0.0.1:{match.group(1)}"
+        internal = _start_coordinator(common, procs)
         with PlacementClient(internal, timeout=2, token=TOKEN) as plaintext:
             with pytest.raises(grpc.RpcError) as err:
                 plaintext.stats()
