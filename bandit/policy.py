@@ -347,11 +347,18 @@ def _fill_in_order(inp: DecisionInput, choose: Callable[[int, SlotSpec, list[int
     return decision
 
 
+_uniform_fallbacks = 0
+
+
 def _uniform_decision(inp: DecisionInput, event_id: str) -> Decision:
     """Every slot uniformly over what is left, seeded by the event id: what a
     decision falls back to when the model gives no usable distribution. The
     logged probabilities are the uniform ones it was drawn with."""
-    log.warning("event %s: the model gave no usable distribution (overflow?); placing uniformly", event_id)
+    global _uniform_fallbacks
+    _uniform_fallbacks += 1
+    if _uniform_fallbacks == 1 or _uniform_fallbacks % 1000 == 0:  # a diverged model must not flood the log
+        log.warning("event %s: the model gave no usable distribution (overflow?); placed uniformly "
+                    "(%d such decisions so far)", event_id, _uniform_fallbacks)
     rng = random.Random(int(hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:16], 16))
 
     def choose(k: int, slot: SlotSpec, allowed: list[int]) -> SlotChoice:
