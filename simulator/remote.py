@@ -179,8 +179,14 @@ class GrpcEnginePolicy:
         choices = []
         for s in result.slots:
             if s.collection_id not in index:
-                raise RemoteError(f"server chose '{s.collection_id}', not a candidate of this request "
-                                  "(the server's catalog differs from the scenario)")
+                # With the candidates in the request, only an earlier decision of the same event id
+                # (which the server returns as it was) can name another collection.
+                why = ("this event id was decided before, with other candidates: this seed already ran "
+                       "against this server, pass a new --run-id" if candidates else
+                       "the server's catalog differs from the scenario, or this seed already ran against "
+                       "this server: pass a new --run-id")
+                raise RemoteError(f"server chose '{s.collection_id}' for event '{result.event_id}', not a "
+                                  f"candidate of this request ({why})")
             ranking = tuple((index[c], p) for c, p in s.ranking if c in index)
             choices.append(SlotChoice(s.slot_id, index[s.collection_id], s.probability, ranking,
                                       ranking[0][0] if ranking else index[s.collection_id]))
