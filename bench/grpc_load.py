@@ -28,8 +28,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench.procs import cpu_seconds, rss_mib
+
 DECIDE = "/placement.v1.PlacementService/Decide"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # --- the server ---------------------------------------------------------------------------
@@ -54,45 +55,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def _proc_tree(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for task in os.listdir(f"/proc/{p}/task"):
-                with open(f"/proc/{p}/task/{task}/children") as fh:
-                    todo.extend(int(c) for c in fh.read().split())
-        except OSError:
-            pass
-    return out
-
-
-def tree_cpu_seconds(pid: int) -> float:
-    """user+system CPU seconds of a process and its live descendants."""
-    total = 0
-    for p in _proc_tree(pid):
-        try:
-            with open(f"/proc/{p}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, IndexError):
-            pass
-    return total / CLK_TCK
-
-
-def tree_rss_mib(pid: int) -> list[float]:
-    """Resident memory (MiB) of a process and each live descendant, largest first."""
-    out = []
-    for p in _proc_tree(pid):
-        try:
-            with open(f"/proc/{p}/status") as fh:
-                out += [int(line.split()[1]) / 1024 for line in fh if line.startswith("VmRSS:")]
-        except (OSError, ValueError):
-            pass
-    return sorted(out, reverse=True)
 
 
 class Server:
@@ -142,10 +104,11 @@ class Server:
             raise RuntimeError(f"server filled {len(resp.slots)} slots, expected {slots}")
 
     def cpu_seconds(self) -> float:
-        return tree_cpu_seconds(self.proc.pid)
+        return cpu_seconds(self.proc.pid)
 
     def rss_mib(self) -> list[float]:
-        return tree_rss_mib(self.proc.pid)
+        """Each server process's resident memory, largest first."""
+        return sorted(rss_mib(self.proc.pid).values(), reverse=True)
 
     def stderr_tail(self) -> str:
         self._stderr.flush()

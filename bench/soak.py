@@ -25,6 +25,8 @@ from pathlib import Path
 
 import typer
 
+from bench.procs import rss_mib
+
 CONFIG = """
 [join]
 window_seconds = 2.0
@@ -37,39 +39,9 @@ COLLECTIONS = [f"collection-{i}" for i in range(20)]
 SLOTS = ["homepage", "email", "detail_page"]
 
 
-def _rss_kib(pid: int) -> int:
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
-def _processes(pid: int) -> list[int]:
-    """The server and its descendants (serving workers)."""
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except OSError:
-            continue
-    return out
-
-
-def _rss_by_process(pid: int) -> dict[str, int]:
-    rss = {}
-    for p in _processes(pid):
-        cmd = Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        if "resource_tracker" in cmd:
-            continue
-        name = "coordinator" if p == pid else f"worker-{p}"
-        rss[name] = _rss_kib(p)
-    return rss
+def _rss_by_process(pid: int) -> dict[str, float]:
+    """MiB per process, named: the server's main process is the coordinator."""
+    return {("coordinator" if p == pid else f"worker-{p}"): mib for p, mib in rss_mib(pid).items()}
 
 
 def _client(target: str, seed: int, count: int, out: mp.Queue) -> None:
@@ -132,7 +104,7 @@ def soak(
         admin.put_collections([collection(c, {"collection": {"rank": float(i), "kind": f"k{i % 3}"}})
                                for i, c in enumerate(COLLECTIONS)])
     time.sleep(0.5)  # serving workers load catalog changes within 0.2 s
-    rss: list[tuple[float, dict[str, int]]] = []
+    rss: list[tuple[float, dict[str, float]]] = []
     started = time.monotonic()
     out: mp.Queue = mp.Queue()
     procs = [mp.Process(target=_client, args=(target, seed * 1000 + k, decisions // clients, out))
@@ -144,7 +116,7 @@ def soak(
         if time.monotonic() - started >= next_sample:
             sample = _rss_by_process(server.pid)
             rss.append((time.monotonic() - started, sample))
-            shown = ", ".join(f"{k} {v / 1024:.0f}" for k, v in sorted(sample.items()))
+            shown = ", ".join(f"{k} {v:.0f}" for k, v in sorted(sample.items()))
             typer.echo(f"  t={rss[-1][0]:7.0f}s  RSS MiB: {shown}", err=True)
             next_sample += 10
         time.sleep(0.2)
@@ -179,7 +151,7 @@ def _reconcile(data: Path, results, rss, elapsed: float) -> dict:
     meta = json.loads((models / f"v{int((models / 'CURRENT').read_text()):06d}.json").read_text())
     joined = sum(joined_ids.values())
     expected_joined = acked["decisions"] - acked["deferred_unactivated"]
-    per_process = {name: [(round(t), round(sample.get(name, 0) / 1024, 1)) for t, sample in rss]
+    per_process = {name: [(round(t), round(sample.get(name, 0), 1)) for t, sample in rss]
                    for name in (rss[-1][1] if rss else {})}
     checks = {
         "decisions_logged": events["decision"] == acked["decisions"],
