@@ -22,6 +22,7 @@ and slot lines are parsed.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
 import math
 import random
@@ -85,9 +86,15 @@ class Decision:
     choices: list[SlotChoice] = field(default_factory=list)
 
 
-def slot_seed(event_id: str, k: int) -> str:
-    """VW's sampling seed for slot k: the same event id always draws the same."""
-    return f"{hashlib.sha256(event_id.encode('utf-8')).hexdigest()[:16]}.{k}"
+def _event_hash(event_id: str) -> str:
+    """What every draw of a decision is seeded from: the same id, the same draws."""
+    return hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:16]
+
+
+def slot_seeds(event_id: str, n: int) -> list[str]:
+    """VW's sampling seed (a tag) for each of n slots."""
+    digest = _event_hash(event_id)
+    return [f"{digest}.{k}" for k in range(n)]
 
 
 def _slot_label(choice: SlotChoice | None, cost: float | None) -> str:
@@ -220,14 +227,16 @@ class Policy:
             return self._apprentice(inp, head)
         if len(inp.slots) > len(inp.candidates):
             raise NoEligibleCandidate(f"slot '{inp.slots[len(inp.candidates)].id}' has no eligible collection left")
-        slots = [slot_line(inp, k, seed=slot_seed(event_id, k)) for k in range(len(inp.slots))]
-        pdfs, _ = self._predict(head, slots)
+        seeds = slot_seeds(event_id, len(inp.slots))
+        pdfs, _ = self._predict(head, [slot_line(inp, k, seed=seed) for k, seed in enumerate(seeds)])
+        if not all(_usable(pdf) for pdf in pdfs if pdf):
+            return _uniform_decision(inp, event_id)
         decision = Decision()
         for slot, pdf in zip(inp.slots, pdfs):
             ranking = _ranked(pdf, slot)
             action = pdf[0][0]  # VW's draw (cb_sample puts it first)
             probability = dict(ranking).get(action)
-            if probability is None or not _usable(pdf):
+            if probability is None:  # drawn with no mass: VW's float fallback at the end of the pdf
                 return _uniform_decision(inp, event_id)
             decision.choices.append(SlotChoice(slot.id, action, probability, tuple(ranking), ranking[0][0]))
         return decision
@@ -347,19 +356,18 @@ def _fill_in_order(inp: DecisionInput, choose: Callable[[int, SlotSpec, list[int
     return decision
 
 
-_uniform_fallbacks = 0
+_uniform_fallbacks = itertools.count(1)
 
 
 def _uniform_decision(inp: DecisionInput, event_id: str) -> Decision:
     """Every slot uniformly over what is left, seeded by the event id: what a
     decision falls back to when the model gives no usable distribution. The
     logged probabilities are the uniform ones it was drawn with."""
-    global _uniform_fallbacks
-    _uniform_fallbacks += 1
-    if _uniform_fallbacks == 1 or _uniform_fallbacks % 1000 == 0:  # a diverged model must not flood the log
+    count = next(_uniform_fallbacks)
+    if count == 1 or count % 1000 == 0:  # a diverged model must not flood the log
         log.warning("event %s: the model gave no usable distribution (overflow?); placed uniformly "
-                    "(%d such decisions so far)", event_id, _uniform_fallbacks)
-    rng = random.Random(int(hashlib.sha256(event_id.encode("utf-8")).hexdigest()[:16], 16))
+                    "(%d such decisions so far)", event_id, count)
+    rng = random.Random(int(_event_hash(event_id), 16))
 
     def choose(k: int, slot: SlotSpec, allowed: list[int]) -> SlotChoice:
         p = 1.0 / len(allowed)

@@ -10,7 +10,7 @@ import pytest
 from vowpalwabbit import pyvw
 
 from bandit.features import FeatureGroup
-from bandit.policy import NoEligibleCandidate, Policy, slot_line, slot_seed, vw_lines
+from bandit.policy import NoEligibleCandidate, Policy, slot_line, slot_seeds, vw_lines
 from bandit.vwargs import LearningSettings
 
 from helpers import SEGMENTS, click_probability, decision_input
@@ -55,7 +55,7 @@ def test_decide_equals_plain_pyvw_on_the_same_text(trained):
     for inp, event_id in _requests(200, seed=1):
         decision = policy.decide(inp, event_id)
         lines = vw_lines(inp)[:-len(inp.slots)]
-        lines += [slot_line(inp, k, seed=slot_seed(event_id, k)) for k in range(len(inp.slots))]
+        lines += [slot_line(inp, k, seed=seed) for k, seed in enumerate(slot_seeds(event_id, len(inp.slots)))]
         pdfs = reference.predict(lines)
         for choice, pdf in zip(decision.choices, pdfs):
             assert choice.action == pdf[0][0]  # the same draw
