@@ -128,7 +128,7 @@ def _check_id(kind: str, value: str, engine: Engine) -> str:
     return check_name(kind, value, engine.config.limits.features)
 
 
-def to_call(req: pb.DecideRequest, engine: Engine, known: LRU[bytes, Candidate] | None = None) -> DecideCall:
+def to_call(req: pb.DecideRequest, engine: Engine, known: LRU[bytes, Candidate]) -> DecideCall:
     """``known``: candidates already converted, by their wire bytes (see _candidate)."""
     limits = engine.config.limits
     if len(req.event_id) > limits.max_id_length:
@@ -154,19 +154,18 @@ def to_call(req: pb.DecideRequest, engine: Engine, known: LRU[bytes, Candidate] 
                       _MODES.get(req.mode), req.deferred_activation, _seconds(req.at, req.HasField("at")))
 
 
-def _candidate(c: pb.Collection, engine: Engine, known: LRU[bytes, Candidate] | None) -> Candidate:
+def _candidate(c: pb.Collection, engine: Engine, known: LRU[bytes, Candidate]) -> Candidate:
     """A candidate with features as given, or by id alone from the catalog.
 
     Front ends send the same collections with the same features request after
     request: one seen before (same bytes) is not converted or validated again,
     and being the same object, its VW text and parsed example are reused too."""
     if c.groups:
-        if known is None:
-            return _new_candidate(c, engine)
         key = c.SerializeToString()
         candidate = known.get(key)
         if candidate is None:
-            candidate = _new_candidate(c, engine)
+            _check_id("collection id", c.id, engine)
+            candidate = Candidate(c.id, _groups(c.groups, f"collection '{c.id}'", engine))
             known.put(key, candidate)
         return candidate
     _check_id("collection id", c.id, engine)
@@ -174,11 +173,6 @@ def _candidate(c: pb.Collection, engine: Engine, known: LRU[bytes, Candidate] | 
     if item is None:
         raise NotFound(f"collection '{c.id}' has no features and is not in the catalog")
     return item
-
-
-def _new_candidate(c: pb.Collection, engine: Engine) -> Candidate:
-    _check_id("collection id", c.id, engine)
-    return Candidate(c.id, _groups(c.groups, f"collection '{c.id}'", engine))
 
 
 def to_response(event: DecisionEvent) -> pb.DecideResponse:
