@@ -124,10 +124,6 @@ class Catalog:
             self._save()
             return self.version
 
-    def get(self, collection_id: str) -> Collection | None:
-        with self._lock:
-            return self._items.get(collection_id)
-
     def candidate(self, collection_id: str) -> Candidate | None:
         with self._lock:
             return self._candidates.get(collection_id)
