@@ -38,7 +38,7 @@ from bandit.features import (
     split_namespace,
 )
 from bandit.lru import LRU
-from bandit.policy import DecisionInput, SlotChoice
+from bandit.decision import DecisionInput, SlotChoice
 
 log = logging.getLogger(__name__)
 

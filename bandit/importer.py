@@ -66,7 +66,7 @@ from bandit.features import (
     check_name,
 )
 from bandit.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson
-from bandit.policy import DecisionInput, SlotChoice
+from bandit.decision import DecisionInput, SlotChoice
 
 DEFAULT_GROUP = "context"
 DEFAULT_SLOT = "slot_0"
@@ -639,15 +639,11 @@ class _Converter:
         ids, index, candidates = self._candidates(rows)
         eligible = tuple(None if r.candidates is None or len(r.candidates) == len(ids)
                          else tuple(index[c] for c in r.candidates) for r in rows)
-        used: set[int] = set()
-        choices = []
-        for k, r in enumerate(rows):
-            allowed = eligible[k] if eligible[k] is not None else range(len(ids))
-            choices.append(_choice(r, index, [a for a in allowed if a not in used]))
-            used.add(index[r.action])
         inp = DecisionInput(rows[0].context, tuple(SlotSpec(r.slot) for r in rows),
                             candidates,
                             eligible if any(e is not None for e in eligible) else ())
+        walk = inp.walk([index[r.action] for r in rows])
+        choices = [_choice(r, index, allowed) for r, (_, allowed) in zip(rows, walk)]
         event = DecisionEvent(rows[0].event, min(r.timestamp for r in rows), self.m.surface, "online",
                               MODEL_VERSION, inp, tuple(choices))
         n = len(rows)

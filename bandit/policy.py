@@ -28,62 +28,19 @@ import math
 import random
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass, field, replace
-from enum import Enum
+from dataclasses import replace
 from operator import itemgetter
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import pylibvw
 from vowpalwabbit import pyvw
 
-from bandit.features import Candidate, FeatureGroup, SlotSpec, context_spaces, vw_text
+from bandit.decision import Decision, DecisionInput, Mode, NoEligibleCandidate, SlotChoice, fill_in_order
+from bandit.features import FeatureGroup, SlotSpec, context_spaces, vw_text
 from bandit.vwargs import LearningSettings, vw_arguments
 
 log = logging.getLogger(__name__)
-
-
-class Mode(str, Enum):
-    ONLINE = "online"
-    APPRENTICE = "apprentice"
-    LOGGING_ONLY = "logging_only"
-
-
-class NoEligibleCandidate(ValueError):
-    """A slot has no collection left that it may show."""
-
-
-@dataclass(frozen=True)
-class DecisionInput:
-    """What one decision is about. ``eligible[k]`` lists candidate indices slot k
-    may show, or is None when every candidate is allowed."""
-
-    context: tuple[FeatureGroup, ...]
-    slots: tuple[SlotSpec, ...]
-    candidates: tuple[Candidate, ...]
-    eligible: tuple[tuple[int, ...] | None, ...] = ()
-
-    def allowed(self, k: int) -> Sequence[int]:
-        if self.eligible and self.eligible[k] is not None:
-            return self.eligible[k]
-        return range(len(self.candidates))
-
-
-@dataclass(frozen=True)
-class SlotChoice:
-    """One slot's outcome: the chosen candidate index, the probability it was
-    drawn with, and every still-available candidate ranked by probability."""
-
-    slot_id: str
-    action: int
-    probability: float
-    ranking: tuple[tuple[int, float], ...]
-    model_top: int = -1  # what the learned policy would serve (apprentice agreement)
-
-
-@dataclass
-class Decision:
-    choices: list[SlotChoice] = field(default_factory=list)
 
 
 def _event_hash(event_id: str) -> str:
@@ -247,7 +204,7 @@ class Policy:
             action = _baseline(inp, slot, allowed)
             top = self.slot_distribution(inp, k, allowed, head)[0][0]
             return SlotChoice(slot.id, action, 1.0, ((action, 1.0),), top)
-        return _fill_in_order(inp, choose)
+        return fill_in_order(inp, choose)
 
     def scores(self, inp: DecisionInput, k: int, allowed: Sequence[int]) -> dict[int, float]:
         """VW's predicted reward (-cost) of each allowed candidate in slot k."""
@@ -342,20 +299,6 @@ def _usable(pdf: Sequence[tuple[int, float]]) -> bool:
     return math.isfinite(total) and total > 0 and all(p >= 0 for _, p in pdf)
 
 
-def _fill_in_order(inp: DecisionInput, choose: Callable[[int, SlotSpec, list[int]], SlotChoice]) -> Decision:
-    """Slot by slot, ``choose`` among the eligible collections no earlier slot took."""
-    used: set[int] = set()
-    decision = Decision()
-    for k, slot in enumerate(inp.slots):
-        allowed = [a for a in inp.allowed(k) if a not in used]
-        if not allowed:
-            raise NoEligibleCandidate(f"slot '{slot.id}' has no eligible collection left")
-        choice = choose(k, slot, allowed)
-        decision.choices.append(choice)
-        used.add(choice.action)
-    return decision
-
-
 _uniform_fallbacks = itertools.count(1)
 
 
@@ -373,7 +316,7 @@ def _uniform_decision(inp: DecisionInput, event_id: str) -> Decision:
         p = 1.0 / len(allowed)
         action = allowed[min(int(rng.random() * len(allowed)), len(allowed) - 1)]
         return SlotChoice(slot.id, action, p, tuple((a, p) for a in allowed), allowed[0])
-    return _fill_in_order(inp, choose)
+    return fill_in_order(inp, choose)
 
 
 def _ranked(pdf: Sequence[tuple[int, float]], slot: SlotSpec) -> list[tuple[int, float]]:

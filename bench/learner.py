@@ -20,7 +20,7 @@ import typer
 
 from bandit.events import DecisionEvent, JoinedEvent, dumps, joined_from_dsjson, joined_to_dsjson
 from bandit.features import Candidate, FeatureGroup, SlotSpec
-from bandit.policy import DecisionInput, Mode, SlotChoice
+from bandit.decision import DecisionInput, Mode, SlotChoice
 from bandit.vwargs import LearningSettings, vw_arguments
 from server.config import LearnerConfig
 from server.learner import SurfaceModel

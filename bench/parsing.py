@@ -46,7 +46,7 @@ from bandit.events import (
     read_joined,
 )
 from bandit.features import FeatureGroup
-from bandit.policy import DecisionInput, SlotChoice
+from bandit.decision import DecisionInput, SlotChoice
 from bench.report import log, publish
 from bench.workload import COUNTRIES, DEVICES, LOYALTY, SEGMENTS, make_workload
 
@@ -71,10 +71,11 @@ def make_events(decisions: int, slots: int, candidates: int, seed: int):
             FeatureGroup("geo", {"country": rng.choice(COUNTRIES), "region": f"r{rng.randint(1, 30)}",
                                  "distance_km": round(rng.uniform(0, 500), 2)}),
         )
+        inp = DecisionInput(context, slot_specs, cands)
         used: list[int] = []
         choices, rewards = [], []
         for k in range(slots):
-            avail = [a for a in range(candidates) if a not in used]
+            avail = inp.available(k, used)
             weights = [2.718281828 ** pref[a] for a in avail]
             total = sum(weights)
             probs = [x / total for x in weights]
@@ -83,7 +84,6 @@ def make_events(decisions: int, slots: int, candidates: int, seed: int):
             choices.append(SlotChoice(slot_specs[k].id, a, probs[avail.index(a)], ranking))
             rewards.append(1.0 if rng.random() < 0.05 + 0.1 * pref[a] / 2 else 0.0)
             used.append(a)
-        inp = DecisionInput(context, slot_specs, cands)
         decision = DecisionEvent(f"ev-{seed}-{i:08d}", 1.7e9 + i, "default", "online", "1", inp, tuple(choices))
         yield JoinedEvent(decision, tuple(rewards), (True,) * slots, tuple((r,) for r in rewards))
 

@@ -34,10 +34,12 @@ import numpy as np
 import pandas as pd
 
 from bandit.events import JoinedEvent
-from bandit.policy import DecisionInput, SlotChoice
+from bandit.assignment import best_assignment
+from bandit.decision import DecisionInput, SlotChoice, fill_in_order
+from bandit.features import SlotSpec
 from bandit.vwargs import LearningSettings
 from simulator.policies import PolicySpec
-from simulator.runner import oracle_assignment, run
+from simulator.runner import run
 from simulator.world import HOUR_BUCKETS, Customer, Scenario, World, load_scenario
 
 SEASONS = ("none", "far", "6w", "3w", "2w", "1w", "just-passed", "past")
@@ -158,14 +160,10 @@ class MabwiserPolicy:
 
     def decide(self, inp: DecisionInput, event_id: str) -> list[SlotChoice]:
         scores = self._scores(self.encoder.rows(inp))
-        used: set[int] = set()
-        choices = []
-        for k, slot in enumerate(inp.slots):
-            allowed = [a for a in inp.allowed(k) if a not in used]
+        def choose(k: int, slot: SlotSpec, allowed: list[int]) -> SlotChoice:
             best = max(allowed, key=lambda a: (scores[k][inp.candidates[a].id], -a))
-            used.add(best)
-            choices.append(SlotChoice(slot.id, best, 1.0, ((best, 1.0),), best))
-        return choices
+            return SlotChoice(slot.id, best, 1.0, ((best, 1.0),), best)
+        return fill_in_order(inp, choose).choices
 
     def learn(self, joined: JoinedEvent) -> None:
         d = joined.decision
@@ -213,11 +211,7 @@ class SegmentOracle:
         mean = Customer(r.customer.id, r.customer.segment,
                         {t: r.customer.segment.tastes.get(t, 0.0) for t in self.world.tags})
         q = self.world.expected_matrix(replace(r, customer=mean))
-        value = np.full_like(q, -1e9)
-        for k in range(len(inp.slots)):
-            allowed = list(inp.allowed(k))
-            value[k, allowed] = q[k, allowed]
-        chosen = oracle_assignment(value)
+        chosen = best_assignment(inp, q)
         return [SlotChoice(slot.id, int(chosen[k]), 1.0, ((int(chosen[k]), 1.0),), int(chosen[k]))
                 for k, slot in enumerate(inp.slots)]
 

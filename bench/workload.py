@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bandit.features import Candidate, FeatureGroup, SlotSpec
-from bandit.policy import DecisionInput
+from bandit.decision import DecisionInput
 
 SLOT_IDS = ("hero", "row1", "row2", "row3", "row4")
 SEGMENTS = ("student", "family", "senior", "professional", "bargain", "luxury")

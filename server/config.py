@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from bandit.features import Limits
-from bandit.policy import Mode
+from bandit.decision import Mode
 from bandit.vwargs import LearningSettings, SettingsError
 
 FSYNC_POLICIES = ("always", "batch", "never")

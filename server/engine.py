@@ -36,7 +36,7 @@ from bandit.events import (
 )
 from bandit.features import Candidate, FeatureGroup, SlotSpec
 from bandit.joiner import Joiner, JoinError
-from bandit.policy import DecisionInput, Mode
+from bandit.decision import DecisionInput, Mode
 from server.config import ServerConfig
 from server.eventlog import AppendLog, read_log_dir
 from server.learner import SurfaceModel
@@ -94,13 +94,9 @@ def make_decision(call: DecideCall, event_id: str, surface, catalog: Catalog, no
 def explain_decision(policy, event: DecisionEvent, top: int = 5) -> list[list[tuple[str, str, float]]]:
     """Per slot, the features that moved the chosen collection's predicted
     reward most (by leaving each out); computed only when asked for."""
-    used: set[int] = set()
-    out = []
-    for k, choice in enumerate(event.choices):
-        allowed = [a for a in event.inp.allowed(k) if a not in used]
-        out.append(policy.explain(event.inp, k, allowed, choice.action, top=top))
-        used.add(choice.action)
-    return out
+    actions = [c.action for c in event.choices]
+    return [policy.explain(event.inp, k, allowed, actions[k], top=top)
+            for k, allowed in event.inp.walk(actions)]
 
 
 class Engine:

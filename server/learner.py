@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bandit.events import JoinedEvent, dumps, joined_to_dsjson
-from bandit.policy import LogLearner, Mode, Policy
+from bandit.decision import Mode
+from bandit.policy import LogLearner, Policy
 from bandit.vwargs import LearningSettings
 from server.config import LearnerConfig
 from server.modelstore import ModelStore, VersionInfo

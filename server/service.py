@@ -18,7 +18,7 @@ from bandit.events import DecisionEvent
 from bandit.features import Candidate, FeatureError, FeatureGroup, SlotSpec, check_groups, check_name
 from bandit.joiner import ExpiredEvent, JoinError, UnknownEvent, UnknownSlot
 from bandit.lru import LRU
-from bandit.policy import Mode, NoEligibleCandidate
+from bandit.decision import Mode, NoEligibleCandidate
 from bandit.vwargs import SettingsError
 from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc

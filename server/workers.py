@@ -35,7 +35,8 @@ import grpc
 
 from bandit.catalog import Catalog
 from bandit.events import DecisionEvent, event_from_record, event_line
-from bandit.policy import Mode, Policy
+from bandit.decision import Mode
+from bandit.policy import Policy
 from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc
 from server.app import start_server

@@ -23,7 +23,10 @@ from typing import Callable, Protocol, Sequence
 import numpy as np
 
 from bandit.events import JoinedEvent
-from bandit.policy import DecisionInput, NoEligibleCandidate, Policy, SlotChoice
+from bandit.assignment import best_assignment
+from bandit.decision import DecisionInput, SlotChoice, fill_in_order
+from bandit.features import SlotSpec
+from bandit.policy import Policy
 from bandit.vwargs import EXPLORERS, LearningSettings
 from simulator.world import World, stable_seed
 
@@ -89,20 +92,11 @@ def _rng(seed: int, name: str, event_id: str) -> np.random.Generator:
     return np.random.default_rng(stable_seed(seed, name, event_id))
 
 
-def _allowed(inp: DecisionInput, k: int, used: set[int]) -> list[int]:
-    allowed = [a for a in inp.allowed(k) if a not in used]
-    if not allowed:
-        raise NoEligibleCandidate(f"slot '{inp.slots[k].id}' has no eligible collection left")
-    return allowed
-
-
 def _fill(inp: DecisionInput, pick: Callable[[int, list[int]], list[tuple[int, float]]],
           draw: Callable[[], float]) -> list[SlotChoice]:
     """Fill slots in order; ``pick`` gives slot k's distribution over what is left."""
-    used: set[int] = set()
-    out = []
-    for k, slot in enumerate(inp.slots):
-        dist = sorted(pick(k, _allowed(inp, k, used)), key=lambda ap: (-ap[1], ap[0]))
+    def choose(k: int, slot: SlotSpec, allowed: list[int]) -> SlotChoice:
+        dist = sorted(pick(k, allowed), key=lambda ap: (-ap[1], ap[0]))
         u, acc = draw(), 0.0
         action, prob = next(((a, p) for a, p in dist if p > 0), dist[0])
         for a, p in dist:
@@ -110,9 +104,8 @@ def _fill(inp: DecisionInput, pick: Callable[[int, list[int]], list[tuple[int, f
             if u < acc and p > 0:
                 action, prob = a, p
                 break
-        used.add(action)
-        out.append(SlotChoice(slot.id, action, prob, tuple(dist), dist[0][0]))
-    return out
+        return SlotChoice(slot.id, action, prob, tuple(dist), dist[0][0])
+    return fill_in_order(inp, choose).choices
 
 
 class EnginePolicy:
@@ -239,15 +232,7 @@ class OraclePolicy:
         self.world = world
 
     def decide(self, inp: DecisionInput, event_id: str) -> list[SlotChoice]:
-        q = self.world.expected_matrix(self.world.current(event_id))
-        value = np.full_like(q, -1e9)
-        for k in range(len(inp.slots)):
-            allowed = list(inp.allowed(k))
-            value[k, allowed] = q[k, allowed]
-        from scipy.optimize import linear_sum_assignment  # imported when first needed (CLI start-up)
-
-        rows, cols = linear_sum_assignment(value, maximize=True)
-        chosen = dict(zip(rows.tolist(), cols.tolist()))
+        chosen = best_assignment(inp, self.world.expected_matrix(self.world.current(event_id)))
         return [SlotChoice(slot.id, chosen[k], 1.0, ((chosen[k], 1.0),), chosen[k])
                 for k, slot in enumerate(inp.slots)]
 

@@ -39,7 +39,7 @@ import grpc
 
 from bandit.events import JoinedEvent
 from bandit.features import FeatureGroup
-from bandit.policy import DecisionInput, SlotChoice
+from bandit.decision import DecisionInput, SlotChoice
 from server.client import PlacementClient, collection, slot, tls_credentials
 from simulator.world import DAY, World
 

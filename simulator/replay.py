@@ -133,17 +133,14 @@ def _fill_event(i: int, joined: JoinedEvent, reward: np.ndarray, action: np.ndar
                 mask: np.ndarray, present: np.ndarray, logged: np.ndarray) -> list[list[int]]:
     d = joined.decision
     n_cand = len(d.inp.candidates)
-    used: set[int] = set()
     allowed_event = []
-    for k, choice in enumerate(d.choices):
+    for choice in d.choices:
         if not 0 <= choice.action < n_cand:
             raise LogFormatError(f"event {d.event_id}: slot {choice.slot_id} logged action {choice.action} "
                                  f"but the event has {n_cand} candidates")
-        eligible = d.inp.allowed(k) if k < len(d.inp.slots) else range(n_cand)
-        allowed = [a for a in eligible if a not in used]
+    for (k, allowed), choice in zip(d.inp.walk([c.action for c in d.choices]), d.choices):
         if choice.action not in allowed:  # the logger could choose it, so it was available
             allowed.append(choice.action)
-        used.add(choice.action)
         allowed_event.append(allowed)
         present[i, k] = True
         reward[i, k] = joined.rewards[k]

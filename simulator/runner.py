@@ -30,11 +30,11 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
-from scipy.optimize import linear_sum_assignment
 
 from bandit.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson
 from bandit.joiner import ExpiredEvent, Joiner
-from bandit.policy import DecisionInput
+from bandit.assignment import best_assignment
+from bandit.decision import DecisionInput
 from simulator.policies import (
     EnginePolicy,
     GreedyCTRPolicy,
@@ -70,13 +70,6 @@ class RunResult:
     requests: list[Request] = field(default_factory=list)  # kept only when asked
     true_values: dict[str, dict[str, Any]] = field(default_factory=dict)  # target name -> true_value-like dict
 
-
-def oracle_assignment(q: np.ndarray) -> np.ndarray:
-    """Column (candidate) per slot maximising the summed expected reward."""
-    rows, cols = linear_sum_assignment(q, maximize=True)
-    out = np.empty(q.shape[0], dtype=int)
-    out[rows] = cols
-    return out
 
 
 def remote_policy_check(policy: str | PolicySpec) -> PolicySpec:
@@ -185,7 +178,7 @@ class _Loop:
     def decide(self, r: Request) -> None:
         choices = self.policy.decide(r.inp, r.event_id)
         q = self.world.expected_matrix(r)
-        best = oracle_assignment(q)
+        best = best_assignment(r.inp, q)
         version = getattr(self.policy, "model_version", "") or self.policy.name
         self.joiner.add_decision(DecisionEvent(r.event_id, r.timestamp, SURFACE, "online",
                                                version, r.inp, tuple(choices)))
@@ -308,29 +301,21 @@ class TargetValuer:
             return [(a, g.epsilon / len(allowed) + (1.0 - g.epsilon) * (a == best)) for a in allowed]
         raise ValueError(f"no true value for policy '{self.name}'")
 
-    def _oracle(self, inp: DecisionInput, q: np.ndarray, first: int, used: set[int]) -> int:
-        """The oracle's pick for slot ``first`` when slots before it are fixed."""
-        value = np.full_like(q[first:], -1e9)
-        for k in range(first, len(inp.slots)):
-            allowed = [a for a in inp.allowed(k) if a not in used]
-            value[k - first, allowed] = q[k, allowed]
-        return int(oracle_assignment(value)[0])
-
     def add(self, joined: JoinedEvent, q: np.ndarray) -> None:
         inp = joined.decision.inp
-        used: set[int] = set()
+        choices = joined.decision.choices
+        actions = [c.action for c in choices]
         total = marginal = 0.0
-        joint = oracle_assignment(_masked(inp, q)) if self.name == "oracle" else None
-        for k, choice in enumerate(joined.decision.choices):
-            allowed = [a for a in inp.allowed(k) if a not in used]
-            if joint is not None:
-                v, m = float(q[k, self._oracle(inp, q, k, used)]), float(q[k, joint[k]])
+        joint = best_assignment(inp, q) if self.name == "oracle" else None
+        for (k, allowed), choice in zip(inp.walk(actions), choices):
+            if joint is not None:  # the oracle's pick for slot k with the logged earlier slots fixed
+                v = float(q[k, best_assignment(inp, q, first=k, taken=actions[:k])[0]])
+                m = float(q[k, joint[k]])
             else:
                 v = float(_as_row(self.distribution(inp, k, allowed), q.shape[1]) @ q[k])
                 m = float(_as_row(self.distribution(inp, k, list(inp.allowed(k))), q.shape[1]) @ q[k])
             self.per_slot.setdefault(choice.slot_id, []).append(v)
             total, marginal = total + v, marginal + m
-            used.add(choice.action)
         self.totals.append(total)
         self.marginal.append(marginal)
         if self.engine is not None:
@@ -345,15 +330,6 @@ class TargetValuer:
     def close(self) -> None:
         if self.engine is not None:
             self.engine.close()
-
-
-def _masked(inp: DecisionInput, q: np.ndarray) -> np.ndarray:
-    """q with candidates a slot may not show pushed out of any assignment."""
-    value = np.full_like(q, -1e9)
-    for k in range(len(inp.slots)):
-        allowed = list(inp.allowed(k))
-        value[k, allowed] = q[k, allowed]
-    return value
 
 
 def _as_row(dist: Any, n: int) -> np.ndarray:

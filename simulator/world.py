@@ -35,7 +35,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from bandit.features import Candidate, FeatureGroup, SlotSpec
-from bandit.policy import DecisionInput
+from bandit.decision import DecisionInput
 
 SCENARIO_DIR = Path(__file__).parent / "scenarios"
 DEFAULT_SCENARIO = "seasonal-retail"

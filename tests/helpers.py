@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from bandit.features import Candidate, FeatureGroup, SlotSpec
-from bandit.policy import DecisionInput
+from bandit.decision import DecisionInput
 
 SEGMENTS = ("a", "b", "c")
 SLOTS = ("homepage", "email", "detail_page")

@@ -17,7 +17,7 @@ import numpy as np
 
 from bandit.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson
 from bandit.features import Candidate, FeatureGroup, SlotSpec
-from bandit.policy import DecisionInput, SlotChoice
+from bandit.decision import DecisionInput, SlotChoice
 
 SEGMENTS = ("a", "b", "c")
 NOISE = ("x", "y", "z")
@@ -79,7 +79,7 @@ def make_events(n: int, seed: int, logger: SlotPolicy = logging_policy,
         used: list[int] = []
         choices, rewards = [], []
         for k in range(n_slots):
-            avail = [a for a in range(len(COLLECTIONS)) if a not in used]
+            avail = inp.available(k, used)
             probs = logger(seg, k, avail)
             acts = list(probs)
             a = int(acts[rng.choice(len(acts), p=[probs[x] for x in acts])])
@@ -105,13 +105,11 @@ def write_probs(path: Path, events: Sequence[JoinedEvent], target: SlotPolicy) -
     with open(path, "w", encoding="utf-8") as fh:
         for e in events:
             seg = e.decision.inp.context[0].features["segment"]
-            used: list[int] = []
-            for k, choice in enumerate(e.decision.choices):
-                avail = [a for a in range(len(COLLECTIONS)) if a not in used]
+            choices = e.decision.choices
+            for (k, avail), choice in zip(e.decision.inp.walk([c.action for c in choices]), choices):
                 probs = {COLLECTIONS[a]: p for a, p in target(str(seg), k, avail).items()}
                 fh.write(json.dumps({"event_id": e.decision.event_id, "slot_id": choice.slot_id,
                                      "probabilities": probs}) + "\n")
-                used.append(choice.action)
     return path
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from bandit.events import DecisionEvent
 from bandit.joiner import ExpiredEvent, Joiner, JoinError, UnknownEvent, UnknownSlot
-from bandit.policy import SlotChoice
+from bandit.decision import SlotChoice
 
 from helpers import decision_input
 

@@ -10,7 +10,8 @@ import pytest
 from vowpalwabbit import pyvw
 
 from bandit.features import FeatureGroup
-from bandit.policy import NoEligibleCandidate, Policy, slot_line, slot_seeds, vw_lines
+from bandit.decision import NoEligibleCandidate
+from bandit.policy import Policy, slot_line, slot_seeds, vw_lines
 from bandit.vwargs import LearningSettings
 
 from helpers import SEGMENTS, click_probability, decision_input
@@ -72,12 +73,10 @@ def test_slot_on_its_own_equals_its_place_in_a_decision(trained):
     policy = Policy(SETTINGS, model_path=trained)
     for inp, event_id in _requests(60, seed=2):
         decision = policy.decide(inp, event_id)
-        used: set[int] = set()
-        for k, choice in enumerate(decision.choices):
-            allowed = [a for a in inp.allowed(k) if a not in used]
+        walk = inp.walk([c.action for c in decision.choices])
+        for (k, allowed), choice in zip(walk, decision.choices):
             alone = policy.slot_distribution(inp, k, allowed)
             assert dict(alone) == pytest.approx(dict(choice.ranking), abs=1e-12)
-            used.add(choice.action)
 
 
 def test_slot_position_is_part_of_the_prediction(trained):
