@@ -20,7 +20,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from bandit.events import DecisionEvent, JoinedEvent, LineRef, event_from_record
+from bandit.logformat.events import DecisionEvent, JoinedEvent, LineRef, event_from_record
 
 AGGREGATIONS: dict[str, Callable[[list[tuple[float, float]]], float]] = {
     "sum": lambda obs: sum(v for _, v in obs),

@@ -1,6 +1,6 @@
 """Off-policy estimators at scale: ``.venv/bin/python -m bench.estimators``.
 
-Times :mod:`bandit.estimators` (IPS, SNIPS, DR, SNDR, Switch-DR, DRos, DM) on
+Times :mod:`bandit.ope.estimators` (IPS, SNIPS, DR, SNDR, Switch-DR, DRos, DM) on
 10 million logged rounds already in memory (10 actions by default): the point
 estimate (``Estimator.estimate``: weights, checks, value and the per-round
 contributions) and the normal interval on it; the bootstrap interval on a
@@ -30,8 +30,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from bandit import estimators as ours
-from bandit.intervals import bootstrap_interval, normal_interval
+from bandit.ope import estimators as ours
+from bandit.ope.intervals import bootstrap_interval, normal_interval
 from bench.report import log, publish
 
 # Same hyperparameters as `placement replay` (simulator.replay.ESTIMATOR_PARAMS).

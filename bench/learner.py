@@ -18,7 +18,7 @@ from pathlib import Path
 
 import typer
 
-from bandit.events import DecisionEvent, JoinedEvent, dumps, joined_from_dsjson, joined_to_dsjson
+from bandit.logformat.events import DecisionEvent, JoinedEvent, dumps, joined_from_dsjson, joined_to_dsjson
 from bandit.features import Candidate, FeatureGroup, SlotSpec
 from bandit.decision import DecisionInput, Mode, SlotChoice
 from bandit.vwargs import LearningSettings, vw_arguments

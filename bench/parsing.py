@@ -1,12 +1,12 @@
 """Joined-log parsing throughput: ``.venv/bin/python -m bench.parsing``.
 
 Writes (once, cached by its parameters) a seeded joined log in the engine's
-ccb DSJSON layout with ``bandit.events.joined_to_dsjson`` -- by default
+ccb DSJSON layout with ``bandit.logformat.events.joined_to_dsjson`` -- by default
 200k decisions x 3 slots x 20 candidate collections, context 10 features in
 3 groups, 6 features per collection in 2 groups, 2 slot features (the shapes
 of bench/workload.py) -- and measures events (decisions) per second of
 
-  read_joined   ``bandit.events.read_joined``: JSON lines -> JoinedEvent objects
+  read_joined   ``bandit.logformat.events.read_joined``: JSON lines -> JoinedEvent objects
   load_log      ``simulator.replay.load_log``: the same plus the replay arrays
   vw            ``python -m vowpalwabbit --dsjson --ccb_explore_adf -d FILE``
                 (VW parses *and learns*; it prints progress to stderr)
@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from bandit.events import (
+from bandit.logformat.events import (
     DecisionEvent,
     JoinedEvent,
     dumps,

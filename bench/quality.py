@@ -33,7 +33,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from bandit.events import JoinedEvent
+from bandit.logformat.events import JoinedEvent
 from bandit.assignment import best_assignment
 from bandit.decision import DecisionInput, SlotChoice, fill_in_order
 from bandit.features import SlotSpec

@@ -134,7 +134,7 @@ def soak(
 
 
 def _reconcile(data: Path, results, rss, elapsed: float) -> dict:
-    from bandit.events import read_lines
+    from bandit.logformat.events import read_lines
 
     acked = Counter()
     errors = Counter()

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from bandit.catalog import Catalog
-from bandit.events import (
+from bandit.logformat.events import (
     ActivationEvent,
     DecisionEvent,
     JoinedEvent,

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from bandit.events import LineRef, read_lines
+from bandit.logformat.events import LineRef, read_lines
 
 log = logging.getLogger(__name__)
 _SEGMENT = re.compile(r"^(?P<prefix>.+)-(?P<n>\d{6})\.(?P<ext>\w+)$")

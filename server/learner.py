@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bandit.events import JoinedEvent, dumps, joined_to_dsjson
+from bandit.logformat.events import JoinedEvent, dumps, joined_to_dsjson
 from bandit.decision import Mode
 from bandit.policy import LogLearner, Policy
 from bandit.vwargs import LearningSettings

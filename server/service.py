@@ -14,7 +14,7 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from bandit.catalog import Collection
-from bandit.events import DecisionEvent
+from bandit.logformat.events import DecisionEvent
 from bandit.features import Candidate, FeatureError, FeatureGroup, SlotSpec, check_groups, check_name
 from bandit.joiner import ExpiredEvent, JoinError, UnknownEvent, UnknownSlot
 from bandit.lru import LRU

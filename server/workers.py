@@ -34,7 +34,7 @@ from pathlib import Path
 import grpc
 
 from bandit.catalog import Catalog
-from bandit.events import DecisionEvent, event_from_record, event_line
+from bandit.logformat.events import DecisionEvent, event_from_record, event_line
 from bandit.decision import Mode
 from bandit.policy import Policy
 from placement.v1 import placement_pb2 as pb

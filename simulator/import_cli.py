@@ -1,5 +1,5 @@
 """``placement import``: tabular logged bandit data (CSV or Parquet) into the
-engine's joined DSJSON log. The work is :mod:`bandit.importer`; this is the
+engine's joined DSJSON log. The work is :mod:`bandit.logformat.tabular`; this is the
 command line around it (mapping flags, progress, summary, exit codes)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from bandit.importer import ImportSummary, MappingError, build_mapping, import_log as run_import
+from bandit.logformat.tabular import ImportSummary, MappingError, build_mapping, import_log as run_import
 
 SHOWN_REJECTS = 10
 

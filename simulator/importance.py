@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bandit.estimators import EstimationRefused, make_estimate
-from bandit.events import JoinedEvent
+from bandit.ope.estimators import EstimationRefused, make_estimate
+from bandit.logformat.events import JoinedEvent
 from bandit.features import ACTION, CONTEXT, SLOT
-from bandit.intervals import normal_interval
+from bandit.ope.intervals import normal_interval
 from simulator.targets import TargetSpec, settings_label
 
 if TYPE_CHECKING:  # pragma: no cover

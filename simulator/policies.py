@@ -22,7 +22,7 @@ from typing import Callable, Protocol, Sequence
 
 import numpy as np
 
-from bandit.events import JoinedEvent
+from bandit.logformat.events import JoinedEvent
 from bandit.assignment import best_assignment
 from bandit.decision import DecisionInput, SlotChoice, fill_in_order
 from bandit.features import SlotSpec

@@ -37,7 +37,7 @@ from typing import Any
 
 import grpc
 
-from bandit.events import JoinedEvent
+from bandit.logformat.events import JoinedEvent
 from bandit.features import FeatureGroup
 from bandit.decision import DecisionInput, SlotChoice
 from server.client import PlacementClient, collection, slot, tls_credentials

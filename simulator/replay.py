@@ -12,10 +12,10 @@ The pipeline, each step a function so tests and other tools can use parts:
    learning target is only valued on events it has not yet seen.
    :func:`run_targets` does that for many targets in parallel processes.
 3. :func:`reward_model` cross-fits a ridge reward model per slot
-   (``bandit.estimators.cross_fit_rewards``) for DM and the DR family.
-4. :func:`evaluate_policy` runs the estimators of :mod:`bandit.estimators` per
+   (``bandit.ope.estimators.cross_fit_rewards``) for DM and the DR family.
+4. :func:`evaluate_policy` runs the estimators of :mod:`bandit.ope.estimators` per
    slot and for the page (sum over slots), the slate estimators on the page,
-   intervals from :mod:`bandit.intervals` and diagnostics; a refusal is kept as
+   intervals from :mod:`bandit.ope.intervals` and diagnostics; a refusal is kept as
    ``{"refused": reason, "detail": ...}``, never turned into a number.
 5. :func:`run_replay` ties it together (plus ``--search`` and importance) and
    returns one JSON-ready dict; :mod:`simulator.replay_report` prints and
@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from bandit.estimators import (
+from bandit.ope.estimators import (
     SLATE_ESTIMATORS,
     EstimationRefused,
     Estimate,
@@ -49,8 +49,8 @@ from bandit.estimators import (
     page_estimate,
     per_slot_estimate,
 )
-from bandit.events import JoinedEvent, LogFormatError, read_joined
-from bandit.intervals import (
+from bandit.logformat.events import JoinedEvent, LogFormatError, read_joined
+from bandit.ope.intervals import (
     bootstrap_interval,
     empirical_bernstein_interval,
     ipw_bernstein_interval,
@@ -439,7 +439,7 @@ def check_config(cfg: EstimationConfig) -> EstimationConfig:
 
 
 def estimator_for(name: str) -> OffPolicyEstimator:
-    """``switch-dr`` or ``switch-dr:50`` (lambda); names as in bandit.estimators."""
+    """``switch-dr`` or ``switch-dr:50`` (lambda); names as in bandit.ope.estimators."""
     base, _, param = name.partition(":")
     base = base.lower().replace("_", "-")
     params = dict(ESTIMATOR_PARAMS.get(base, {}))
@@ -599,7 +599,7 @@ def _bernstein_bound(est: Estimate, name: str, weights: dict[int, np.ndarray], k
 
 
 def diagnostics(log: ReplayLog, dist: np.ndarray) -> tuple[dict[str, Any], dict[int, np.ndarray]]:
-    """Per-slot ESS/weights/support (bandit.estimators.diagnose) and the joint
+    """Per-slot ESS/weights/support (bandit.ope.estimators.diagnose) and the joint
     (page) weight; refusals kept as such. Also returns per-slot weights."""
     slots: dict[str, Any] = {}
     weights: dict[int, np.ndarray] = {}

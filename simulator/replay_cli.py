@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from bandit.events import LogFormatError
+from bandit.logformat.events import LogFormatError
 from bandit.vwargs import LearningSettings, SettingsError
 from simulator.replay import ESTIMATORS, INTERVALS, SLATE, EstimationConfig, ReplayOptions, run_replay
 from simulator.replay_report import RichProgress, print_results, report as write_report, write_json

@@ -15,8 +15,8 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any, Sequence
 
-from bandit.estimators import EstimationRefused
-from bandit.intervals import normal_interval
+from bandit.ope.estimators import EstimationRefused
+from bandit.ope.intervals import normal_interval
 from bandit.vwargs import LearningSettings
 from simulator.targets import TargetError, TargetSpec, parse_settings, settings_label
 

@@ -6,7 +6,7 @@ each placement leads to (rewards arriving later on the simulated clock), and a
 within its window. Each joined event is learned from at once (the server
 learns on join and publishes versions; learning immediately approximates it)
 and, when asked, written to the joined DSJSON log with
-:func:`bandit.events.joined_to_dsjson`, so offline replay reads simulated
+:func:`bandit.logformat.events.joined_to_dsjson`, so offline replay reads simulated
 traffic exactly as it reads production logs.
 
 Every decision is recorded per slot with its expected reward and the
@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
-from bandit.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson
+from bandit.logformat.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson
 from bandit.joiner import ExpiredEvent, Joiner
 from bandit.assignment import best_assignment
 from bandit.decision import DecisionInput

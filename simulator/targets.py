@@ -29,7 +29,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
-from bandit.events import JoinedEvent
+from bandit.logformat.events import JoinedEvent
 from bandit.policy import Policy
 from bandit.vwargs import EXPLORERS, Exploration, LearningSettings, SettingsError
 

@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from bandit.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson
+from bandit.logformat.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson
 from bandit.features import Candidate, FeatureGroup, SlotSpec
 from bandit.decision import DecisionInput, SlotChoice
 

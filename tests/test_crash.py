@@ -16,7 +16,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bandit.events import read_lines
+from bandit.logformat.events import read_lines
 from server.client import PlacementClient, collection
 
 from placement_process import launch, stop

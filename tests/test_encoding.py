@@ -9,7 +9,7 @@ from dataclasses import replace
 
 import pytest
 
-from bandit.events import (DecisionEvent, JoinedEvent, dumps, event_from_record, event_line, event_to_record,
+from bandit.logformat.events import (DecisionEvent, JoinedEvent, dumps, event_from_record, event_line, event_to_record,
                            joined_from_dsjson, joined_to_dsjson)
 from bandit.features import FeatureError, FeatureGroup, Limits, check_groups, vw_text, namespaces
 from bandit.policy import LogLearner, Policy

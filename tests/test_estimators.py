@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from bandit.estimators import (
+from bandit.ope.estimators import (
     ESTIMATORS,
     DirectMethod,
     DoublyRobustWithShrinkage,
@@ -390,7 +390,7 @@ def test_cross_fit_never_predicts_a_round_from_a_model_fit_on_it(per_action: boo
     assert (out.estimated_rewards == 0).all()  # never seen its own (or any own) row
     assert sorted(np.bincount(out.fold)) == [30, 30, 30]
     # positive control: the detector does fire when a model is fit on the round itself
-    from bandit.estimators import interaction_design
+    from bandit.ope.estimators import interaction_design
 
     design = interaction_design(feats, action, n_act)
     assert (_Memoriser.predict(_Memoriser.fit(design, np.zeros(n)), design) == 1).all()
@@ -526,7 +526,7 @@ def test_page_estimate_keeps_self_normalised_ratios_per_slot() -> None:
 def test_single_available_action_is_not_a_deterministic_logger():
     """The last slot of a page with as many slots as collections has one
     collection left: propensity 1 there says nothing about the logger."""
-    from bandit.estimators import inverse_probability_weighting
+    from bandit.ope.estimators import inverse_probability_weighting
 
     rng = np.random.default_rng(3)
     n = 200

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from bandit.events import LogFormatError, read_lines
+from bandit.logformat.events import LogFormatError, read_lines
 from server.eventlog import AppendLog, LogBacklogFull, Tailer, read_log_dir
 
 

@@ -13,8 +13,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from bandit.events import read_joined
-from bandit.importer import MappingError, build_mapping, import_log, read_rejects
+from bandit.logformat.events import read_joined
+from bandit.logformat.tabular import MappingError, build_mapping, import_log, read_rejects
 from simulator.import_cli import import_log as import_command
 
 HEADER = "age,segment,collection,prob,clicked,ts,avail"

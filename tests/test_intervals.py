@@ -13,13 +13,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from bandit.estimators import (
+from bandit.ope.estimators import (
     doubly_robust,
     inverse_probability_weighting,
     self_normalized_doubly_robust,
     self_normalized_inverse_probability_weighting,
 )
-from bandit.intervals import (
+from bandit.ope.intervals import (
     bootstrap_distribution,
     bootstrap_interval,
     compute_interval,
@@ -188,7 +188,7 @@ def test_ipw_bernstein_rejects_other_estimators() -> None:
 
 
 def test_class_api_dispatches_bernstein() -> None:
-    from bandit.estimators import make_estimator
+    from bandit.ope.estimators import make_estimator
 
     log, _ = simulate(WORLD, n=300, n_logs=1, seed=40)
     one = {k: v[0] for k, v in log.items()}

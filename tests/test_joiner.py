@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bandit.events import DecisionEvent
+from bandit.logformat.events import DecisionEvent
 from bandit.joiner import ExpiredEvent, Joiner, JoinError, UnknownEvent, UnknownSlot
 from bandit.decision import SlotChoice
 

@@ -11,7 +11,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from bandit.events import JoinedEvent
+from bandit.logformat.events import JoinedEvent
 from bandit.policy import Policy
 from bandit.vwargs import LearningSettings
 from simulator.replay import (

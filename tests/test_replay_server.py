@@ -9,7 +9,7 @@ import random
 import typer
 from typer.testing import CliRunner
 
-from bandit.events import read_joined
+from bandit.logformat.events import read_joined
 from server.client import PlacementClient, collection
 from simulator.replay_cli import replay
 

@@ -19,7 +19,7 @@ import typer
 from rich.console import Console
 from typer.testing import CliRunner
 
-from bandit.events import read_joined
+from bandit.logformat.events import read_joined
 from simulator.cli import simulate
 from simulator.experiments import comparable, run_grid
 from simulator.report import print_results, write_report

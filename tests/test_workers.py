@@ -11,7 +11,7 @@ from collections import Counter
 
 import grpc
 
-from bandit.events import read_lines
+from bandit.logformat.events import read_lines
 from server.client import PlacementClient, collection
 
 from placement_process import launch, stop

@@ -30,7 +30,7 @@ Where this differs from obp, and why:
 * SNIPW/SNDR round rewards: obp returns ``w_i r_i / mean(w)``; here the
   linearised ``R + w_i (r_i - R) / mean(w)``. Same mean, but only the latter
   has the right variance for CLT intervals.
-* Intervals (:mod:`bandit.intervals`): obp bootstraps the round rewards;
+* Intervals (:mod:`bandit.ope.intervals`): obp bootstraps the round rewards;
   here self-normalised ratios are recomputed per resample.
 * Refusals: besides non-positive propensities (obp raises too), missing/NaN,
   > 1 and all-equal-to-1 (deterministic logger) propensities raise
@@ -53,7 +53,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 if TYPE_CHECKING:  # pragma: no cover
-    from bandit.intervals import Interval
+    from bandit.ope.intervals import Interval
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -515,9 +515,9 @@ class OffPolicyEstimator:
     ) -> Interval:
         """Confidence interval: "normal", "bootstrap" or (IPW only) "bernstein".
 
-        See :mod:`bandit.intervals`; ``r_max``/``max_weight`` feed "bernstein".
+        See :mod:`bandit.ope.intervals`; ``r_max``/``max_weight`` feed "bernstein".
         """
-        from bandit.intervals import compute_interval
+        from bandit.ope.intervals import compute_interval
 
         return compute_interval(
             self.estimate(**log), method, level, n_resamples, seed, r_max, max_weight

@@ -4,7 +4,7 @@ Logs from other systems usually come as one row per shown item: context
 columns, the chosen collection, its propensity, the reward, a timestamp, and
 optionally an event id, a slot/position and the set of collections that were
 available. This module turns such a file into the engine's joined DSJSON (ccb
-layout, via :func:`bandit.events.joined_to_dsjson`), one line per decision, so
+layout, via :func:`bandit.logformat.events.joined_to_dsjson`), one line per decision, so
 plain VW, ``read_joined`` and the offline evaluators all read it as they read
 the server's own joined log.
 
@@ -65,7 +65,7 @@ from bandit.features import (
     check_groups,
     check_name,
 )
-from bandit.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson
+from bandit.logformat.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson
 from bandit.decision import DecisionInput, SlotChoice
 
 DEFAULT_GROUP = "context"

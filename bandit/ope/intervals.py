@@ -1,4 +1,4 @@
-"""Confidence intervals for off-policy estimates (:class:`bandit.estimators.Estimate`).
+"""Confidence intervals for off-policy estimates (:class:`bandit.ope.estimators.Estimate`).
 
 * :func:`normal_interval` -- CLT on the per-round (linearised) contributions;
   vectorised over batch axes.
@@ -21,7 +21,7 @@ from statistics import NormalDist
 import numpy as np
 from numpy.typing import ArrayLike
 
-from bandit.estimators import Estimate, FloatArray, _scalar
+from bandit.ope.estimators import Estimate, FloatArray, _scalar
 
 DEFAULT_LEVEL = 0.95
 
