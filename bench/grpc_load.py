@@ -42,7 +42,7 @@ def placement_command() -> list[str]:
     found = shutil.which("placement")
     if found:
         return [found]
-    return [sys.executable, "-c", "from server.cli import main; main()"]
+    return [sys.executable, "-c", "from placement_cli import main; main()"]
 
 
 def serve_supports_workers() -> bool:
@@ -66,7 +66,7 @@ class Server:
         self.target = f"127.0.0.1:{self.port}"
         base = placement_command()
         if gc_off:  # diagnosis only: the same CLI with Python's cyclic GC disabled
-            base = [sys.executable, "-c", "import gc; gc.disable(); from server.cli import main; main()"]
+            base = [sys.executable, "-c", "import gc; gc.disable(); from placement_cli import main; main()"]
         cmd = [*base, "serve", "--port", str(self.port), "--data-dir", str(self.dir / "data"),
                "--log-level", "WARNING"]
         if workers is not None:

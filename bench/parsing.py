@@ -107,7 +107,7 @@ def count_read_joined(path: Path) -> int:
 
 
 def count_load_log(path: Path) -> int:
-    from simulator.replay import load_log
+    from simulator.replay.logarrays import load_log
 
     return load_log([path]).n
 

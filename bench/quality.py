@@ -38,7 +38,7 @@ from bandit.assignment import best_assignment
 from bandit.decision import DecisionInput, SlotChoice, fill_in_order
 from bandit.features import SlotSpec
 from bandit.vwargs import LearningSettings
-from simulator.policies import PolicySpec
+from simulator.specs import PolicySpec
 from simulator.runner import run
 from simulator.world import HOUR_BUCKETS, Customer, Scenario, World, load_scenario
 

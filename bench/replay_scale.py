@@ -38,9 +38,11 @@ import numpy as np
 from bandit.vwargs import LearningSettings
 from bench.parsing import make_events
 from bench.report import log, publish
-from simulator.replay import ProgressiveTask, ReplayLog, run_targets
-from simulator.replay_search import grid_settings
-from simulator.targets import TargetSpec, settings_label
+from simulator.replay.progressive import ProgressiveTask, run_targets
+from simulator.replay.logarrays import ReplayLog
+from simulator.replay.search import grid_settings
+from simulator.replay.targets import TargetSpec
+from simulator.specs import settings_label
 
 DEFAULT_GRID = ("algorithm=epsilon|squarecb", "learning_rate=0.1|0.5", "interactions=CA+SA|CA+SA+CSA")
 RESULTS = Path(__file__).parent / "results"

@@ -11,16 +11,15 @@ process: they share the server, which keeps learning from one run to the next.
 
 from __future__ import annotations
 
-import os
 import re
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import pandas as pd
 
-from simulator.policies import PolicySpec, parse_policy
+from simulator import fanout
+from simulator.specs import PolicySpec, parse_policy
 from simulator.runner import remote_policy_check, run
 from simulator.world import Scenario, load_scenario
 
@@ -50,7 +49,7 @@ class GridResult:
     records: pd.DataFrame  # one row per (run, decision, slot)
 
 
-def run_job(job: Job) -> tuple[dict[str, Any], pd.DataFrame]:
+def run_job(job: Job, _shared: Any = None) -> tuple[dict[str, Any], pd.DataFrame]:
     """Run one cell; module-level so process pools and Ray can call it."""
     result = run(job.scenario, job.policy, job.seed, job.decisions, log_path=job.log_path,
                  target=job.remote, true_value_of=job.true_value_of)
@@ -101,70 +100,20 @@ def run_grid(policies: Sequence[str | PolicySpec], scenarios: Sequence[str | Pat
     ``true_value_of`` values those policies on each run's events; ``remote``
     runs the engine on a live server, in this process, one run at a time."""
     jobs = make_jobs(policies, scenarios, seeds, decisions, log_path, true_value_of, remote)
-    workers = max(1, workers or os.cpu_count() or 1)
     if remote is not None and (ray or ray_address):
         raise ValueError("a grid against a server (--target) runs in this process: drop --ray/--ray-address")
-    if remote is not None:
-        workers = 1
-    if ray or ray_address:
-        outputs = _run_ray(jobs, workers, ray_address, on_done)
-    elif workers == 1 or len(jobs) == 1:
-        outputs = []
-        for job in jobs:
-            outputs.append(run_job(job))
-            if on_done:
-                on_done(outputs[-1][0])
-    else:
-        outputs = _run_pool(jobs, workers, on_done)
+    where = fanout.FanOut(1 if remote is not None else workers, ray, ray_address)
+
+    def done(_: int, output: tuple[dict[str, Any], pd.DataFrame]) -> None:
+        if on_done:
+            on_done(output[0])
+
+    outputs = fanout.fan_out(run_job, jobs, where=where, on_done=done)
     summary = pd.DataFrame([s for s, _ in outputs])
     records = pd.concat([r for _, r in outputs], ignore_index=True)
     for col in ("policy", "scenario", "slot", "collection", "kind", "oracle_collection"):
         records[col] = records[col].astype("category")
     return GridResult(summary, records)
-
-
-def _run_pool(jobs: list[Job], workers: int, on_done) -> list[tuple[dict[str, Any], pd.DataFrame]]:
-    outputs: list[Any] = [None] * len(jobs)
-    with ProcessPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
-        futures = {pool.submit(run_job, job): i for i, job in enumerate(jobs)}
-        for future in as_completed(futures):
-            outputs[futures[future]] = future.result()
-            if on_done:
-                on_done(outputs[futures[future]][0])
-    return outputs
-
-
-def _run_ray(jobs: list[Job], workers: int, address: str | None, on_done) -> list[tuple[dict[str, Any], pd.DataFrame]]:
-    """Run on Ray; a Ray we start is shut down afterwards, a running one is left alone."""
-    try:
-        import ray
-    except ImportError:
-        raise RuntimeError("Ray is not installed: pip install 'placement-engine[ray]'") from None
-    started = not ray.is_initialized()
-    if started:
-        if address:
-            import bandit
-            import simulator
-            # Ship this code to the cluster so workers run the same version.
-            ray.init(address=address, log_to_driver=False,
-                     runtime_env={"py_modules": [bandit, simulator]})
-        else:
-            ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
-    try:
-        remote = ray.remote(num_cpus=1)(run_job)
-        pending = {remote.remote(job): i for i, job in enumerate(jobs)}
-        outputs: list[Any] = [None] * len(jobs)
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                i = pending.pop(ref)
-                outputs[i] = ray.get(ref)
-                if on_done:
-                    on_done(outputs[i][0])
-        return outputs
-    finally:
-        if started:
-            ray.shutdown()
 
 
 def save_results(frame: pd.DataFrame, path: Path | str) -> Path:

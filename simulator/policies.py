@@ -27,12 +27,12 @@ from bandit.assignment import best_assignment
 from bandit.decision import DecisionInput, SlotChoice, fill_in_order
 from bandit.features import SlotSpec
 from bandit.policy import Policy
-from bandit.vwargs import EXPLORERS, LearningSettings
+from bandit.vwargs import LearningSettings
+from simulator.specs import PolicySpec, parse_policy
 from simulator.world import World, stable_seed
 
 # Days-to-event buckets the rule treats as "in season", nearest the event first.
 IN_SEASON = ("1w", "2w", "3w", "just-passed")
-BASELINES = ("uniform", "greedy-ctr", "rule", "oracle")
 
 
 class SimPolicy(Protocol):
@@ -45,39 +45,9 @@ class SimPolicy(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class PolicySpec:
-    """A picklable description of a policy: a name, and for engines the
-    settings (None: LearningSettings() or the explorer the name gives)."""
-
-    name: str
-    settings: LearningSettings | None = None
-
-    def learning_settings(self) -> LearningSettings:
-        if self.settings is not None:
-            return self.settings
-        _, _, explorer = self.name.partition(":")
-        base = LearningSettings()
-        return base.with_exploration(algorithm=explorer) if explorer else base
-
-
-def parse_policy(spec: str | PolicySpec) -> PolicySpec:
-    """Check a policy name: engine, engine:<explorer>, uniform, greedy-ctr, rule, oracle."""
-    if isinstance(spec, PolicySpec):
-        return spec
-    kind, _, explorer = spec.partition(":")
-    if kind == "engine":
-        if explorer and explorer not in EXPLORERS:
-            raise ValueError(f"unknown explorer '{explorer}' in '{spec}': one of {', '.join(EXPLORERS)}")
-        return PolicySpec(spec)
-    if spec in BASELINES:
-        return PolicySpec(spec)
-    raise ValueError(f"unknown policy '{spec}': engine, engine:<{'|'.join(EXPLORERS)}>, {', '.join(BASELINES)}")
-
-
 def make_policy(spec: str | PolicySpec, world: World, seed: int) -> SimPolicy:
     spec = parse_policy(spec)
-    if spec.name.startswith("engine"):
+    if spec.learns_with_vw:
         return EnginePolicy(spec.learning_settings(), spec.name)
     factories: dict[str, Callable[[], SimPolicy]] = {
         "uniform": lambda: UniformPolicy(seed),

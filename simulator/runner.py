@@ -35,15 +35,8 @@ from bandit.logformat.events import DecisionEvent, JoinedEvent, dumps, joined_to
 from bandit.joiner import ExpiredEvent, Joiner
 from bandit.assignment import best_assignment
 from bandit.decision import DecisionInput
-from simulator.policies import (
-    EnginePolicy,
-    GreedyCTRPolicy,
-    PolicySpec,
-    RulePolicy,
-    SimPolicy,
-    make_policy,
-    parse_policy,
-)
+from simulator.policies import EnginePolicy, GreedyCTRPolicy, RulePolicy, SimPolicy, make_policy
+from simulator.specs import PolicySpec, parse_policy
 from simulator.world import Request, Scenario, World, load_scenario
 
 if TYPE_CHECKING:  # the gRPC path is imported only when used
@@ -57,7 +50,7 @@ Distributions = Sequence[Sequence[Sequence[float]] | Sequence[Sequence[tuple[int
 Target = Callable[[DecisionInput], Sequence[Sequence[tuple[int, float]]]] | Distributions
 # A policy the caller builds (benchmarks' peers): (world, seed) -> SimPolicy.
 PolicyFactory = Callable[[World, int], SimPolicy]
-REMOTE_POLICIES = ("engine",)
+REMOTE_POLICIES = ("vw", "engine")  # the server runs its engine with its own settings
 
 
 @dataclass
@@ -75,10 +68,10 @@ class RunResult:
 def remote_policy_check(policy: str | PolicySpec) -> PolicySpec:
     """Only the engine runs on a server; every other policy lives in-process."""
     spec = parse_policy(policy)
-    if spec.name not in REMOTE_POLICIES or spec.settings is not None:
+    if spec.name not in REMOTE_POLICIES:
         raise ValueError(
             f"policy '{spec.name}' cannot run against a server: --target drives the server's engine, whose "
-            "learning settings are the server's configuration ([surfaces.<name>.learning]); use --policy engine "
+            "learning settings are the server's configuration ([surfaces.<name>.learning]); use --policy vw "
             "with --target, and run the other policies in-process (without --target)")
     return spec
 
@@ -281,7 +274,7 @@ class TargetValuer:
     def __init__(self, spec: PolicySpec, world: World, seed: int):
         self.name = spec.name
         self.world = world
-        self.engine = EnginePolicy(spec.learning_settings(), spec.name) if spec.name.startswith("engine") else None
+        self.engine = EnginePolicy(spec.learning_settings(), spec.name) if spec.learns_with_vw else None
         self.greedy = GreedyCTRPolicy(seed) if spec.name == "greedy-ctr" else None
         self.totals: list[float] = []
         self.marginal: list[float] = []

@@ -36,9 +36,8 @@ import numpy as np
 
 from bandit.features import Candidate, FeatureGroup, SlotSpec
 from bandit.decision import DecisionInput
+from simulator.scenarios import DEFAULT_SCENARIO, SCENARIO_DIR, builtin_scenarios
 
-SCENARIO_DIR = Path(__file__).parent / "scenarios"
-DEFAULT_SCENARIO = "seasonal-retail"
 KINDS = ("seasonal", "viral", "regular")
 HOUR_BUCKETS = ("night", "morning", "afternoon", "evening")
 DAY = 86400.0
@@ -309,10 +308,6 @@ def _validate(s: Scenario, where: str) -> Scenario:
     if not 0 < s.position_decay <= 1:
         raise ScenarioError(f"{where}: position_decay must be in (0, 1]")
     return s
-
-
-def builtin_scenarios() -> list[str]:
-    return sorted(p.stem for p in SCENARIO_DIR.glob("*.toml"))
 
 
 def load_scenario(name_or_path: str | Path = DEFAULT_SCENARIO) -> Scenario:

@@ -14,7 +14,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from typer.testing import CliRunner
 
-from server.cli import app
+from placement_cli import app
 from server.config import ConfigError, load_config
 
 import pytest

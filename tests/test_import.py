@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from bandit.logformat.events import read_joined
 from bandit.logformat.tabular import MappingError, build_mapping, import_log, read_rejects
-from simulator.import_cli import import_log as import_command
+from simulator.commands.import_log import import_log as import_command
 
 HEADER = "age,segment,collection,prob,clicked,ts,avail"
 SINGLE = [

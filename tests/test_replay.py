@@ -14,16 +14,13 @@ from typer.testing import CliRunner
 from bandit.logformat.events import JoinedEvent
 from bandit.policy import Policy
 from bandit.vwargs import LearningSettings
-from simulator.replay import (
-    EstimationConfig,
-    ReplayLog,
-    ReplayOptions,
-    load_log,
-    run_replay,
-    target_distributions,
-)
-from simulator.replay_cli import replay
-from simulator.targets import TargetError, make_target, parse_policy, settings_label
+from simulator.replay.options import EstimationConfig, ReplayOptions
+from simulator.replay.logarrays import ReplayLog, load_log
+from simulator.replay.pipeline import run_replay
+from simulator.replay.progressive import target_distributions
+from simulator.commands.replay import replay
+from simulator.specs import TargetError, settings_label
+from simulator.replay.targets import make_target, parse_policy
 
 from replay_world import (
     conditional_value,

@@ -11,9 +11,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from simulator.replay import EstimationConfig, ProgressiveTask, ReplayLog, ReplayOptions, run_replay, run_targets
-from simulator.replay_cli import replay
-from simulator.targets import parse_policy
+from simulator.replay.options import EstimationConfig, ReplayOptions
+from simulator import fanout
+from simulator.replay.progressive import ProgressiveTask, run_targets
+from simulator.replay.logarrays import ReplayLog
+from simulator.replay.pipeline import run_replay
+from simulator.commands.replay import replay
+from simulator.replay.targets import parse_policy
 
 from replay_world import make_events, write_log
 
@@ -48,7 +52,8 @@ def test_two_vw_targets_give_identical_numbers_on_ray_and_on_the_process_pool(lo
 def test_run_targets_distributions_are_bitwise_equal(log):
     tasks = [ProgressiveTask(parse_policy(p)) for p in POLICIES]
     pool = run_targets(log, tasks, workers=2)
-    on_ray = run_targets(log, tasks, workers=2, ray=True)
+    with fanout.using(fanout.FanOut(2, ray=True)):
+        on_ray = run_targets(log, tasks)
     assert not ray.is_initialized()
     for a, b in zip(pool, on_ray):
         np.testing.assert_array_equal(a, b)

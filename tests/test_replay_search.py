@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 
 from bandit.vwargs import LearningSettings
-from simulator.importance import ablate_event, feature_groups
-from simulator.replay import EstimationConfig, ReplayLog, ReplayOptions, run_replay
-from simulator.replay_search import grid_settings, rank, recommend
-from simulator.targets import parse_settings, settings_label
+from simulator.replay.importance import ablate_event, feature_groups
+from simulator.replay.options import EstimationConfig, ReplayOptions
+from simulator.replay.logarrays import ReplayLog
+from simulator.replay.pipeline import run_replay
+from simulator.replay.search import grid_settings, rank, recommend
+from simulator.specs import parse_settings, settings_label
 
 from replay_world import make_events
 

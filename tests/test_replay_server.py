@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from bandit.logformat.events import read_joined
 from server.client import PlacementClient, collection
-from simulator.replay_cli import replay
+from simulator.commands.replay import replay
 
 from helpers import COLLECTIONS, SEGMENTS, SLOTS, click_probability
 

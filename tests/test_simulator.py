@@ -20,7 +20,7 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from bandit.logformat.events import read_joined
-from simulator.cli import simulate
+from simulator.commands.simulate import simulate
 from simulator.experiments import comparable, run_grid
 from simulator.report import print_results, write_report
 from simulator.runner import contexts, run, true_value
@@ -28,7 +28,7 @@ from simulator.world import ScenarioError, World, builtin_scenarios, load_scenar
 
 N = 2000
 SEED = 1
-POLICIES = ["engine", "uniform", "greedy-ctr", "rule", "oracle"]
+POLICIES = ["vw", "uniform", "greedy-ctr", "rule", "oracle"]
 SEASONAL = ["mothers-day", "fathers-day", "summer-sale", "back-to-school"]
 
 
@@ -46,9 +46,9 @@ def _row(summary: pd.DataFrame, policy: str) -> pd.Series:
 # --- reproducibility -----------------------------------------------------------
 
 def test_same_seed_same_results_different_seed_differs():
-    a = run("trend-shock", "engine", seed=3, decisions=300)
-    b = run("trend-shock", "engine", seed=3, decisions=300)
-    c = run("trend-shock", "engine", seed=4, decisions=300)
+    a = run("trend-shock", "vw", seed=3, decisions=300)
+    b = run("trend-shock", "vw", seed=3, decisions=300)
+    c = run("trend-shock", "vw", seed=4, decisions=300)
     pd.testing.assert_frame_equal(a.records, b.records)
     assert {k: v for k, v in a.summary.items() if k != "seconds"} == \
         {k: v for k, v in b.summary.items() if k != "seconds"}
@@ -75,7 +75,7 @@ def test_oracle_is_best_and_engine_beats_uniform(grid):
         assert oracle["expected_reward"] >= row["expected_reward"] - 1e-9, policy
         assert oracle["reward"] >= row["reward"], policy
         assert row["oracle_reward"] == pytest.approx(oracle["expected_reward"])  # same contexts for all
-    engine, uniform = _row(summary, "engine"), _row(summary, "uniform")
+    engine, uniform = _row(summary, "vw"), _row(summary, "uniform")
     assert engine["expected_reward"] > 1.3 * uniform["expected_reward"]
     assert engine["reward"] > 1.3 * uniform["reward"]
     assert engine["regret"] < 0.7 * uniform["regret"]
@@ -106,7 +106,7 @@ def test_seasonal_true_value_peaks_inside_its_window():
 
 def test_engine_share_follows_the_season(grid):
     records = grid[0].records
-    engine = records[records["policy"] == "engine"]
+    engine = records[records["policy"] == "vw"]
     world = World("seasonal-retail", SEED, N)
     for cid in SEASONAL:
         inside = np.array([world.in_window(cid, d) for d in engine["day"]])
@@ -124,7 +124,7 @@ def test_engine_share_follows_the_season(grid):
 
 def test_joined_log_trains_plain_vw(grid):
     _, logs = grid
-    path = logs / "joined.engine.seasonal-retail.s1.json"
+    path = logs / "joined.vw.seasonal-retail.s1.json"
     assert path.exists()
     done = subprocess.run([sys.executable, "-m", "vowpalwabbit", "--dsjson", "--ccb_explore_adf", "-d", str(path)],
                           capture_output=True, text=True, timeout=120)
@@ -134,7 +134,7 @@ def test_joined_log_trains_plain_vw(grid):
     events = list(read_joined([path]))
     assert len(events) == N
     records = grid[0].records
-    engine = records[records["policy"] == "engine"]
+    engine = records[records["policy"] == "vw"]
     assert sum(sum(e.rewards) for e in events) == pytest.approx(engine["reward"].sum())
 
 
@@ -193,9 +193,9 @@ def test_report_writes_html_and_plots(grid, tmp_path):
     buffer = io.StringIO()
     print_results(result.summary, Console(file=buffer, width=200))
     assert "oracle" in buffer.getvalue() and "regret" in buffer.getvalue()
-    index = write_report(tmp_path / "report", result, share_policies=["engine", "oracle"])
+    index = write_report(tmp_path / "report", result, share_policies=["vw", "oracle"])
     page = index.read_text()
-    for name in ("reward.png", "regret.png", "share-seasonal-retail-engine.png", "share-seasonal-retail-oracle.png"):
+    for name in ("reward.png", "regret.png", "share-seasonal-retail-vw.png", "share-seasonal-retail-oracle.png"):
         assert (tmp_path / "report" / name).stat().st_size > 1000
         assert name in page
 
@@ -207,22 +207,22 @@ def test_cli_simulate(tmp_path):
     out = tmp_path / "results.csv"
     log = tmp_path / "joined.json"
     result = CliRunner().invoke(app, ["simulate", "--scenario", "cold-start", "--decisions", "120",
-                                      "--policy", "uniform", "--policy", "engine:epsilon", "--seeds", "0",
+                                      "--policy", "uniform", "--policy", "vw:algorithm=epsilon", "--seeds", "0",
                                       "--workers", "1", "--out", str(out), "--log", str(log)])
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
-    assert set(table["policy"]) == {"uniform", "engine:epsilon"}
+    assert set(table["policy"]) == {"uniform", "vw:algorithm=epsilon"}
     assert len(list(tmp_path.glob("joined.*.json"))) == 2
     help_text = CliRunner().invoke(app, ["simulate", "--help"], env={"COLUMNS": "200"}).output
     for option in ("--scenario", "--decisions", "--policy", "--seeds", "--workers", "--ray", "--ray-address",
                    "--report", "--out", "--log"):
         assert option in help_text
-    bad = CliRunner().invoke(app, ["simulate", "--policy", "engine:nope"])
-    assert bad.exit_code != 0 and "unknown explorer" in bad.output
+    bad = CliRunner().invoke(app, ["simulate", "--policy", "vw:algorithm=nope"])
+    assert bad.exit_code != 0 and "is not one of" in bad.output
 
 
 def test_process_pool_equals_in_process():
-    args = (["engine", "greedy-ctr"], ["trend-shock"], [0, 1], 150)
+    args = (["vw", "greedy-ctr"], ["trend-shock"], [0, 1], 150)
     pool = run_grid(*args, workers=2)
     inline = run_grid(*args, workers=1)
     pd.testing.assert_frame_equal(comparable(pool.summary), comparable(inline.summary))
@@ -232,7 +232,7 @@ def test_process_pool_equals_in_process():
 
 def test_true_value_of_uniform_on_the_runs_events():
     n, seed = 300, 6
-    result = run("seasonal-retail", "engine", seed=seed, decisions=n, true_value_of=["uniform", "oracle", "engine"])
+    result = run("seasonal-retail", "vw", seed=seed, decisions=n, true_value_of=["uniform", "oracle", "vw"])
     world, requests = contexts("seasonal-retail", seed, n)
     # Independently: each slot's mean expected reward over all its collections, summed over slots.
     q = [world.expected_matrix(r) for r in requests]
@@ -251,7 +251,7 @@ def test_true_value_of_uniform_on_the_runs_events():
     assert result.summary["true_value[uniform]"] == uniform["value"]
     # The oracle's marginal value is its own joint assignment: the run's oracle reward.
     assert result.true_values["oracle"]["value_marginal"] == pytest.approx(result.summary["oracle_reward"] / n)
-    assert uniform["value"] < result.true_values["engine"]["value"] < result.true_values["oracle"]["value"]
+    assert uniform["value"] < result.true_values["vw"]["value"] < result.true_values["oracle"]["value"]
 
 
 def test_cli_true_value_is_printed_and_saved(tmp_path):
@@ -268,3 +268,18 @@ def test_cli_true_value_is_printed_and_saved(tmp_path):
     api = run("cold-start", "rule", seed=2, decisions=150, true_value_of=["uniform", "oracle"]).true_values
     assert table["true_value[uniform]"].iloc[0] == pytest.approx(api["uniform"]["value"])
     assert table["true_value[oracle]"].iloc[0] == pytest.approx(api["oracle"]["value"])
+
+
+def test_one_spec_syntax_and_the_old_spelling_still_works_with_a_warning():
+    """simulate and replay name the engine the same way; 'engine:<explorer>'
+    is the deprecated spelling of 'vw:algorithm=<explorer>'."""
+    from simulator.replay.targets import parse_policy as replay_policy
+    from simulator.specs import parse_policy
+
+    with pytest.warns(FutureWarning, match="old spelling of 'vw:algorithm=epsilon'"):
+        old = parse_policy("engine:epsilon")
+    new = parse_policy("vw:algorithm=epsilon")
+    assert old.settings == new.settings and old.settings.exploration.algorithm == "epsilon"
+    assert replay_policy("vw:algorithm=epsilon").settings == new.settings
+    with pytest.warns(FutureWarning):
+        assert replay_policy("engine").settings == parse_policy("vw").settings

@@ -22,9 +22,9 @@ from typer.testing import CliRunner
 
 from certs import make_pki
 from server.client import PlacementClient, tls_credentials
-from simulator.cli import simulate
+from simulator.commands.simulate import simulate
 from simulator.experiments import Job, run_job
-from simulator.policies import parse_policy
+from simulator.specs import parse_policy
 from simulator.remote import RemoteOptions
 from simulator.runner import run
 from simulator.world import load_scenario
@@ -55,13 +55,13 @@ def _text(output: str) -> str:
 
 def test_grpc_path_agrees_with_in_process(start, tmp_path):
     scenario = _scenario()
-    jobs = [Job(parse_policy("engine"), scenario, seed, N, None, (parse_policy("uniform"),)) for seed in SEEDS]
+    jobs = [Job(parse_policy("vw"), scenario, seed, N, None, (parse_policy("uniform"),)) for seed in SEEDS]
     with ProcessPoolExecutor(max_workers=1) as pool:  # the in-process runs use the other core meanwhile
         pending = [pool.submit(run_job, job) for job in jobs]
         remote = []
         for seed in SEEDS:
             server = start(tmp_path / f"seed{seed}", **SERVER)
-            result = run(scenario, "engine", seed, N, target=RemoteOptions(server.target, pace=PACE))
+            result = run(scenario, "vw", seed, N, target=RemoteOptions(server.target, pace=PACE))
             assert server.engine.counts["decisions"] == N
             assert server.engine.counts["rewards"] == result.summary["server_rewards"] > 0
             server.stop(grace=0.5)
@@ -110,11 +110,11 @@ def test_cli_target_registers_collections_and_logs(start, tmp_path):
 
 
 def test_cli_target_only_with_engine():
-    for policy in ("uniform", "engine:epsilon", "oracle"):
+    for policy in ("uniform", "vw:algorithm=epsilon", "oracle"):
         result = CliRunner().invoke(_app(), ["simulate", "--target", "127.0.0.1:1", "--policy", policy],
                                     env={"COLUMNS": "200"})
         assert result.exit_code != 0
-        assert "cannot run against a server" in _text(result.output) and "--policy engine" in _text(result.output)
+        assert "cannot run against a server" in _text(result.output) and "--policy vw" in _text(result.output)
     result = CliRunner().invoke(_app(), ["simulate", "--pace", "1", "-n", "10"], env={"COLUMNS": "200"})
     assert result.exit_code != 0 and "only with --target" in _text(result.output)
 

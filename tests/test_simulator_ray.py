@@ -13,7 +13,7 @@ ray = pytest.importorskip("ray", reason="the 'ray' extra is not installed")
 
 
 def test_local_ray_matches_process_pool():
-    args = (["engine", "uniform", "oracle"], ["trend-shock", "cold-start"], [0, 1], 150)
+    args = (["vw", "uniform", "oracle"], ["trend-shock", "cold-start"], [0, 1], 150)
     pool = run_grid(*args, workers=2)
     on_ray = run_grid(*args, workers=2, ray=True)
     assert not ray.is_initialized(), "a Ray the grid started is shut down"

@@ -18,20 +18,19 @@ from typing import TYPE_CHECKING, Any, Sequence
 from bandit.ope.estimators import EstimationRefused
 from bandit.ope.intervals import normal_interval
 from bandit.vwargs import LearningSettings
-from simulator.targets import TargetError, TargetSpec, parse_settings, settings_label
+from simulator.replay.estimation import page_value, refusal
+from simulator.replay.options import DEFAULT_GRID
+from simulator.replay.progressive import ProgressiveTask, run_targets
+from simulator.replay.targets import TargetSpec
+from simulator.specs import TargetError, parse_settings, settings_label
 
 if TYPE_CHECKING:  # pragma: no cover
     import numpy as np
 
-    from simulator.replay import ProgressSink, ReplayLog, ReplayOptions
+    from simulator.replay.logarrays import ReplayLog
+    from simulator.replay.options import ReplayOptions
+    from simulator.replay.progress import ProgressSink
 
-DEFAULT_GRID = (
-    "algorithm=epsilon|squarecb|bag",
-    "epsilon=0.02|0.05|0.1|0.2",
-    "gamma_scale=1|10|100",
-    "learning_rate=0.1|0.5|1",
-    "interactions=CA+SA+CSA|CA+SA|CA",
-)
 
 
 def grid_settings(axes: Sequence[str], base: LearningSettings) -> list[LearningSettings]:
@@ -78,22 +77,18 @@ def rank(entries: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 def candidate_entry(log: "ReplayLog", dist: "np.ndarray", q: "np.ndarray", name: str,
                     settings: LearningSettings, estimator: str, level: float) -> dict[str, Any]:
     """The page value of one trained candidate with its interval, or its refusal."""
-    from simulator.replay import _refusal, page_value
-
     entry: dict[str, Any] = {"name": name, "settings": settings.to_dict()}
     try:
         est = page_value(log, dist, q, estimator)
         ci = normal_interval(est, level)
     except (EstimationRefused, ValueError) as exc:
-        return {**entry, **_refusal(exc)}
+        return {**entry, **refusal(exc)}
     return {**entry, "value": float(est.value), "lower": float(ci.lower), "upper": float(ci.upper)}
 
 
 def search_settings(log: "ReplayLog", q: "np.ndarray", options: "ReplayOptions",
                     sink: "ProgressSink") -> dict[str, Any]:
     """Train the grid (current setting included) and recommend."""
-    from simulator.replay import ProgressiveTask, run_targets
-
     current = options.current.validate()
     candidates = [current] + [s for s in grid_settings(options.grid or DEFAULT_GRID, current)
                               if settings_label(s) != settings_label(current)]

@@ -18,8 +18,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from simulator.replay import Progress as Advance
-from simulator.replay import ProgressSink
+from simulator.replay.progress import Progress as Advance
+from simulator.replay.progress import ProgressSink
 
 
 # --------------------------------------------------------------------------- progress

@@ -25,26 +25,18 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, Sequence
 
 from bandit.logformat.events import JoinedEvent
 from bandit.policy import Policy
-from bandit.vwargs import EXPLORERS, Exploration, LearningSettings, SettingsError
+from bandit.vwargs import LearningSettings
+from simulator.specs import TargetError, settings_label, vw_settings
 
 PROB_TOLERANCE = 1e-4  # external probabilities must sum to 1 within this
 BUILTINS = ("uniform", "logged", "baseline")
 
-# vw: spec key -> (object, field); "lambda" is spelled without the underscore.
-_EXPLORATION_KEYS = {f.name.rstrip("_"): f.name for f in fields(Exploration)}
-_LEARNING_KEYS = {"learning_rate", "power_t", "cb_type", "bits", "l2", "interactions"}
-VW_KEYS = tuple(sorted(set(_EXPLORATION_KEYS) | _LEARNING_KEYS))
-
-
-class TargetError(ValueError):
-    """A target policy that cannot be built or evaluated; the message names the
-    spec, file and line."""
 
 
 Distribution = Sequence[tuple[int, float]]
@@ -93,8 +85,8 @@ def parse_policy(spec: str) -> TargetSpec:
         if rest:
             raise TargetError(f"policy '{spec}': '{kind}' takes no arguments")
         return TargetSpec(kind, kind)
-    if kind == "vw":
-        settings = parse_settings(rest, where=f"policy '{spec}'")
+    settings = vw_settings(text)
+    if settings is not None:
         return TargetSpec("vw", settings_label(settings), settings)
     if kind == "model":
         return _model_spec(spec, rest)
@@ -109,63 +101,6 @@ def parse_policy(spec: str) -> TargetSpec:
         f"policy '{spec}': unknown kind '{kind}'; use uniform, logged, baseline, "
         "vw:key=value,..., model:DIR[:surface[:version]] or probs:FILE"
     )
-
-
-def parse_settings(text: str, where: str = "settings", base: LearningSettings | None = None) -> LearningSettings:
-    """``algorithm=epsilon,epsilon=0.1,learning_rate=0.3,interactions=CA+SA`` on top of ``base``."""
-    settings = base or LearningSettings()
-    explore: dict[str, Any] = {}
-    learn: dict[str, Any] = {}
-    for item in filter(None, (part.strip() for part in text.split(","))):
-        key, eq, value = item.partition("=")
-        key = key.strip().lower()
-        if not eq or not value.strip():
-            raise TargetError(f"{where}: '{item}' must look like key=value")
-        if key == "algorithm" and value not in EXPLORERS:
-            raise TargetError(f"{where}: algorithm '{value}' is not one of {', '.join(EXPLORERS)}")
-        if key in _EXPLORATION_KEYS:
-            name = _EXPLORATION_KEYS[key]
-            explore[name] = _typed(getattr(Exploration(), name), value.strip(), where, key)
-        elif key == "interactions":
-            learn[key] = tuple(v for v in value.strip().split("+") if v)
-        elif key in _LEARNING_KEYS:
-            learn[key] = _typed(getattr(LearningSettings(), key), value.strip(), where, key)
-        else:
-            raise TargetError(f"{where}: unknown setting '{key}'; known: {', '.join(VW_KEYS)}")
-    try:
-        return replace(settings, exploration=replace(settings.exploration, **explore), **learn).validate()
-    except SettingsError as exc:
-        raise TargetError(f"{where}: {exc}") from None
-
-
-def _typed(default: Any, value: str, where: str, key: str) -> Any:
-    try:
-        if isinstance(default, str):
-            return value
-        if isinstance(default, int):
-            return int(value)
-        return float(value)
-    except ValueError:
-        raise TargetError(f"{where}: {key}={value} is not a {type(default).__name__}") from None
-
-
-def settings_label(settings: LearningSettings) -> str:
-    """A short, parseable ``vw:`` string naming the settings that matter."""
-    ex = settings.exploration
-    parts = [f"algorithm={ex.algorithm}"]
-    per_algo = {
-        "epsilon": ("epsilon",), "softmax": ("lambda_",), "bag": ("bag_size", "epsilon"),
-        "cover": ("cover_size", "psi", "epsilon"), "squarecb": ("gamma_scale", "gamma_exponent"),
-        "rnd": ("rnd_size", "rnd_alpha", "rnd_invlambda", "epsilon"), "first": ("first",),
-    }
-    parts += [f"{name.rstrip('_')}={getattr(ex, name):g}" for name in per_algo[ex.algorithm]]
-    parts.append(f"learning_rate={settings.learning_rate:g}")
-    parts.append(f"interactions={'+'.join(settings.interactions)}")
-    default = LearningSettings()
-    for name in ("power_t", "cb_type", "bits", "l2"):
-        if getattr(settings, name) != getattr(default, name):
-            parts.append(f"{name}={getattr(settings, name)}")
-    return "vw:" + ",".join(parts)
 
 
 def _model_spec(spec: str, rest: str) -> TargetSpec:

@@ -1,6 +1,6 @@
 """``placement simulate``: compare policies on simulated merchandising worlds.
 
-Register with ``app.command("simulate")(simulator.cli.simulate)``.
+The root command line (``placement_cli``) registers it.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 from rich.table import Table
 
-from simulator.policies import BASELINES, parse_policy
-from simulator.world import DEFAULT_SCENARIO, ScenarioError, builtin_scenarios, load_scenario
+from simulator.scenarios import DEFAULT_SCENARIO, builtin_scenarios
+from simulator.specs import BASELINES, VW_KEYS, parse_policy
 
 if TYPE_CHECKING:
     import pandas as pd
 
-DEFAULT_POLICIES = ["engine", "uniform", "greedy-ctr", "rule", "oracle"]
+DEFAULT_POLICIES = ["vw", "uniform", "greedy-ctr", "rule", "oracle"]
 
 
 def _seeds(text: str) -> list[int]:
@@ -51,9 +51,11 @@ def simulate(
         help="Decisions (requests) per run; the scenario's days are spread over them.")] = 5000,
     policy: Annotated[Optional[list[str]], typer.Option(
         "--policy", "-p",
-        help="Policy to compare. Repeatable: engine (default LearningSettings), engine:<explorer> "
-             "(epsilon, softmax, bag, cover, squarecb, rnd, first), " + ", ".join(BASELINES) + ". "
-             f"Default: {', '.join(DEFAULT_POLICIES)}; with --target: engine.")] = None,
+        help="Policy to compare, in the syntax 'placement replay' shares. Repeatable: vw (the engine with "
+             "default settings), vw:key=value,... (keys: " + ", ".join(VW_KEYS) + "; e.g. "
+             "vw:algorithm=epsilon,epsilon=0.1), " + ", ".join(BASELINES) + ". "
+             f"Default: {', '.join(DEFAULT_POLICIES)}; with --target: vw. The old 'engine' and "
+             "'engine:<explorer>' still work (deprecated).")] = None,
     seeds: Annotated[str, typer.Option(
         "--seeds", help="Seeds to run, e.g. '0,1,2' or '0-4'. Same seed, same numbers.")] = "0,1,2",
     workers: Annotated[Optional[int], typer.Option(
@@ -81,7 +83,7 @@ def simulate(
         "--target", metavar="HOST:PORT",
         help="Drive a live 'placement serve' at HOST:PORT over gRPC instead of an in-process engine: register "
              "the scenario's collections, Decide each request, send each reward once the simulated clock "
-             "reaches it. Only with --policy engine (the server's own learning settings apply); runs go one "
+             "reaches it. Only with --policy vw (the server's own learning settings apply); runs go one "
              "after another and the server keeps learning across them. Rewards later than the scenario's "
              "reward window are dropped, and so are those the server receives after its join.window_seconds, "
              "as in production.")] = None,
@@ -114,6 +116,7 @@ def simulate(
     (the engine's explorers against uniform, greedy, a merchandiser's rule and the oracle),
     in-process or against a live server (--target)."""
     from simulator.experiments import run_grid, save_results
+    from simulator.world import ScenarioError, load_scenario
     from simulator.report import print_results, write_report
     from simulator.runner import remote_policy_check
 
@@ -122,7 +125,7 @@ def simulate(
     if target is None and (pace or run_id or candidates != "request" or ca_cert or client_cert or client_key):
         raise typer.BadParameter("--pace, --candidates, --run-id and the TLS options apply only with --target")
     try:
-        specs = [parse_policy(p) for p in (policy or (["engine"] if target else DEFAULT_POLICIES))]
+        specs = [parse_policy(p) for p in (policy or (["vw"] if target else DEFAULT_POLICIES))]
         scenarios = [load_scenario(s) for s in scenario]
         targets = [parse_policy(t) for t in (true_value or [])]
         if target is not None:
@@ -189,10 +192,3 @@ def _remote_notes(summary: pd.DataFrame, console: Console) -> None:
         console.print("[yellow]some rewards reached the server after its join window and were dropped "
                       "(as in production): raise join.window_seconds above the wall seconds per simulated "
                       "window, or slow the simulation with --pace[/yellow]")
-
-
-app = typer.Typer(help="Simulate merchandising worlds and compare placement policies.")
-app.command("simulate")(simulate)
-
-if __name__ == "__main__":
-    app()

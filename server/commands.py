@@ -1,11 +1,12 @@
-"""The ``placement`` command line."""
+"""``placement serve`` and ``placement worker``: the server's commands.
+
+The root command line (``placement_cli``) registers them; each loads the
+serving code only when it runs, so ``placement --help`` stays light."""
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Optional
@@ -14,20 +15,12 @@ import typer
 
 from server.config import ConfigError, load_config
 
-app = typer.Typer(
-    help="Contextual-bandit placement engine: decide which collection goes into which slot, "
-         "learn from rewards, evaluate policies offline.",
-    no_args_is_help=True,
-    add_completion=False,
-)
-
-
-def _fail(message: str) -> None:
+def fail(message: str) -> None:
+    """Print the error the way every command does, and exit 2."""
     typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
     raise typer.Exit(2)
 
 
-@app.command()
 def serve(
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="TOML configuration file (see README)."),
     host: Optional[str] = typer.Option(None, help="Address to listen on [default: 127.0.0.1]."),
@@ -66,9 +59,9 @@ def serve(
             running = start_server(cfg)
             bound = running.port
     except (ConfigError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except (OSError, RuntimeError) as exc:
-        _fail(f"cannot start: {exc}")
+        fail(f"cannot start: {exc}")
     typer.echo(f"serving on {cfg.host}:{bound} ({workers} worker{'s' if workers > 1 else ''}), "
                f"data in {cfg.data_dir}", err=True)
     done = threading.Event()
@@ -79,7 +72,6 @@ def serve(
     running.stop()
 
 
-@app.command()
 def worker(
     coordinator: str = typer.Option(..., help="The coordinator's address for workers (its --coordinator-listen)."),
     name: str = typer.Option(..., help="This worker's unique name; its decisions go to "
@@ -108,45 +100,12 @@ def worker(
         token = read_token(cfg.security.admin_token_file, cfg.security.admin_token_env, dict(os.environ))
         running = run_remote_worker(cfg, name, coordinator, _credentials_for_client(cfg.security), token)
     except (ConfigError, ValueError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
     except (OSError, RuntimeError) as exc:
-        _fail(f"cannot start: {exc}")
+        fail(f"cannot start: {exc}")
     typer.echo(f"worker {name} serving on {cfg.host}:{running.port}, coordinator {coordinator}", err=True)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
     done.wait()
     running.stop()
-
-
-@app.command()
-def demo(
-    decisions: int = typer.Option(6000, min=500, max=200_000, help="Decisions to drive through the server."),
-    seed: int = typer.Option(7, help="Seed of the synthetic audience and of its clicks."),
-    data_dir: Optional[Path] = typer.Option(None, help="Keep the demo's data here (default: a temporary "
-                                                       "directory, removed afterwards)."),
-) -> None:
-    """Start an embedded server on a free loopback port, drive a synthetic audience
-    through real gRPC calls with delayed rewards, and show what was learned."""
-    from simulator.demo import run_demo
-
-    logging.basicConfig(level=logging.WARNING)
-    sys.exit(run_demo(decisions=decisions, seed=seed, data_dir=data_dir))
-
-
-def _register_commands() -> None:
-    """Commands implemented next to what they use (simulator/)."""
-    from simulator.cli import simulate
-    from simulator.import_cli import import_log
-    from simulator.replay_cli import replay
-
-    app.command("simulate")(simulate)
-    app.command("replay")(replay)
-    app.command("import")(import_log)
-
-
-_register_commands()
-
-
-def main() -> None:
-    app()

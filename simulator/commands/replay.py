@@ -10,12 +10,9 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from bandit.logformat.events import LogFormatError
 from bandit.vwargs import LearningSettings, SettingsError
-from simulator.replay import ESTIMATORS, INTERVALS, SLATE, EstimationConfig, ReplayOptions, run_replay
-from simulator.replay_report import RichProgress, print_results, report as write_report, write_json
-from simulator.replay_search import DEFAULT_GRID
-from simulator.targets import VW_KEYS, TargetError, parse_settings
+from simulator.replay.options import DEFAULT_GRID, ESTIMATORS, INTERVALS, SLATE, EstimationConfig, ReplayOptions
+from simulator.specs import VW_KEYS, TargetError, parse_settings
 
 _POLICY_HELP = (
     "Target policy to evaluate; repeat for several. 'uniform', 'logged' (the logging policy), 'baseline' "
@@ -90,6 +87,10 @@ def replay(
     """Evaluate target policies on logged traffic: DM, IPS, SNIPS, DR, SNDR, Switch-DR and
     DRos per slot and for the page, slate estimators, intervals and weight diagnostics.
     Refusals (e.g. zero or missing propensities) are shown as such. Exit 2 on bad input."""
+    from bandit.logformat.events import LogFormatError
+    from simulator.replay.pipeline import run_replay
+    from simulator.replay.report import RichProgress, print_results, report as write_report, write_json
+
     if ray or ray_address:
         try:
             import ray as _ray  # noqa: F401

@@ -20,6 +20,7 @@ learning curve, so a group that only speeds up learning also shows a drop.
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -28,10 +29,15 @@ from bandit.ope.estimators import EstimationRefused, make_estimate
 from bandit.logformat.events import JoinedEvent
 from bandit.features import ACTION, CONTEXT, SLOT
 from bandit.ope.intervals import normal_interval
-from simulator.targets import TargetSpec, settings_label
+from simulator.replay.estimation import page_value, refusal
+from simulator.replay.progressive import ProgressiveTask, run_targets
+from simulator.replay.targets import TargetSpec
+from simulator.specs import settings_label
 
 if TYPE_CHECKING:  # pragma: no cover
-    from simulator.replay import ProgressSink, ReplayLog, ReplayOptions
+    from simulator.replay.logarrays import ReplayLog
+    from simulator.replay.options import ReplayOptions
+    from simulator.replay.progress import ProgressSink
 
 _ANON = "_"  # the one id every collection/slot gets when its identity is ablated
 
@@ -73,13 +79,11 @@ def ablate_event(joined: JoinedEvent, group: str) -> JoinedEvent:
 def importance_entry(log: "ReplayLog", q: np.ndarray, full: np.ndarray, ablated: np.ndarray,
                      group: str, estimator: str, level: float) -> dict[str, Any]:
     """V - V_-G with a paired normal interval, or the refusal."""
-    from simulator.replay import _refusal, page_value
-
     try:
         with_g = page_value(log, full, q, estimator)
         without = page_value(log, ablated, q, estimator)
     except (EstimationRefused, ValueError) as exc:
-        return {"group": group, **_refusal(exc)}
+        return {"group": group, **refusal(exc)}
     drop = make_estimate("drop", with_g.contributions - without.contributions)
     ci = normal_interval(drop, level)
     return {"group": group, "value_without": float(without.value), "drop": float(drop.value),
@@ -89,19 +93,17 @@ def importance_entry(log: "ReplayLog", q: np.ndarray, full: np.ndarray, ablated:
 def feature_importance(log: "ReplayLog", q: np.ndarray, options: "ReplayOptions",
                        sink: "ProgressSink") -> dict[str, Any]:
     """Ablation importance of every feature group for the reference setting."""
-    from simulator.replay import ProgressiveTask, _refusal, page_value, run_targets
-
     settings = (options.importance_settings or options.current).validate()
     spec = TargetSpec("vw", settings_label(settings), settings)
     groups = feature_groups(log)
-    tasks = [ProgressiveTask(spec)] + [ProgressiveTask(spec, g) for g in groups]
+    tasks = [ProgressiveTask(spec)] + [ProgressiveTask(spec, partial(ablate_event, group=g)) for g in groups]
     with sink.task(f"importance of {len(groups)} feature groups", total=log.n * len(tasks)) as advance:
         dists = run_targets(log, tasks, options.workers, advance)
     estimator, level = options.importance_estimator, options.estimation.level
     try:
         reference: dict[str, Any] = {"value": float(page_value(log, dists[0], q, estimator).value)}
     except (EstimationRefused, ValueError) as exc:
-        reference = _refusal(exc)
+        reference = refusal(exc)
     entries = [importance_entry(log, q, dists[0], d, g, estimator, level) for g, d in zip(groups, dists[1:])]
     entries.sort(key=lambda e: -e.get("drop", -np.inf))
     return {"method": "ablation (retrain without the group, paired difference of page values)",

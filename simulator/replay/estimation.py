@@ -1,0 +1,258 @@
+"""Estimates of one target's value on the log: per slot and for the page,
+with intervals and diagnostics; a refusal is kept as ``{"refused": reason,
+"detail": ...}``, never turned into a number."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from bandit.ope.estimators import (
+    SLATE_ESTIMATORS,
+    EstimationRefused,
+    Estimate,
+    OffPolicyEstimator,
+    diagnose,
+    importance_weights,
+    make_estimator,
+    page_estimate,
+    per_slot_estimate,
+)
+from bandit.ope.intervals import (
+    bootstrap_interval,
+    empirical_bernstein_interval,
+    ipw_bernstein_interval,
+    normal_interval,
+)
+from simulator.replay.logarrays import ReplayLog
+from simulator.replay.options import ESTIMATOR_PARAMS, ESTIMATORS, INTERVALS, SLATE, EstimationConfig
+
+
+def check_config(cfg: EstimationConfig) -> EstimationConfig:
+    """Refuse unknown names up front with the list of known ones."""
+    for name in cfg.estimators:
+        estimator_for(name)
+    for name in cfg.slate:
+        if name not in SLATE_ESTIMATORS:
+            raise ValueError(f"unknown slate estimator '{name}'; known: {', '.join(SLATE_ESTIMATORS)}")
+    for name in cfg.intervals:
+        if name not in INTERVALS:
+            raise ValueError(f"unknown interval '{name}'; known: {', '.join(INTERVALS)}")
+    if not 0 < cfg.level < 1:
+        raise ValueError(f"level must be in (0, 1), got {cfg.level}")
+    return cfg
+
+
+def estimator_for(name: str) -> OffPolicyEstimator:
+    """``switch-dr`` or ``switch-dr:50`` (lambda); names as in bandit.ope.estimators."""
+    base, _, param = name.partition(":")
+    base = base.lower().replace("_", "-")
+    params = dict(ESTIMATOR_PARAMS.get(base, {}))
+    if param:
+        if base not in ESTIMATOR_PARAMS:
+            raise ValueError(f"estimator '{base}' takes no parameter")
+        try:
+            params["lambda_"] = float(param)
+        except ValueError:
+            raise ValueError(f"estimator '{name}': '{param}' is not a number") from None
+    try:
+        return make_estimator(base, **params)
+    except KeyError:
+        raise ValueError(f"unknown estimator '{name}'; known: {', '.join(ESTIMATORS)} "
+                         f"(slate: {', '.join(SLATE)})") from None
+
+
+def refusal(exc: Exception) -> dict[str, Any]:
+    if isinstance(exc, EstimationRefused):
+        return {"refused": exc.reason.value, "detail": exc.detail}
+    return {"refused": "invalid_input", "detail": str(exc)}
+
+
+def _ess(w: np.ndarray) -> float:
+    return float(w.sum() ** 2 / (w**2).sum()) if (w**2).sum() > 0 else 0.0
+
+
+class _Scope:
+    """Arrays of one scope: a slot (present rows only) or the page (all slots)."""
+
+    def __init__(self, log: ReplayLog, dist: np.ndarray, q: np.ndarray, k: int | None):
+        rows = np.flatnonzero(log.present[:, k]) if k is not None else slice(None)
+        pick = (lambda a: a[rows, k]) if k is not None else (lambda a: a)
+        self.k = k
+        self.arrays = dict(reward=pick(log.reward), action=pick(log.action), pscore=pick(log.pscore),
+                           action_dist=pick(dist), action_mask=pick(log.mask), estimated_rewards=pick(q))
+
+    def estimate(self, estimator: OffPolicyEstimator) -> Estimate:
+        if self.k is not None:
+            return estimator.estimate(**self.arrays)
+        return page_estimate(per_slot_estimate(estimator, **self.arrays))
+
+
+def _intervals(est: Estimate, cfg: EstimationConfig, bernstein_bound: float | None,
+               reward_cap: float | None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for method in cfg.intervals:
+        try:
+            if method == "normal":
+                ci = normal_interval(est, cfg.level)
+            elif method == "bootstrap":
+                ci = bootstrap_interval(est, cfg.level, cfg.n_bootstrap, cfg.seed)
+            elif bernstein_bound is None or reward_cap is None:
+                out[method] = {"not_applicable": "needs IPS on rewards in [0, r_max]"}
+                continue
+            elif est.name == "ipw":
+                ci = ipw_bernstein_interval(est, reward_cap, level=cfg.level)
+            else:  # page IPS: contributions in [0, bound], value <= page cap
+                ci = empirical_bernstein_interval(est.contributions, bernstein_bound, cfg.level)
+                ci = type(ci)(est.value, ci.lower, min(float(ci.upper), reward_cap), ci.level, ci.method)
+        except (ValueError, EstimationRefused) as exc:
+            out[method] = {"not_applicable": str(exc)}
+            continue
+        out[method] = {"lower": float(ci.lower), "upper": float(ci.upper), "method": ci.method}
+    return out
+
+
+def evaluate_policy(log: ReplayLog, dist: np.ndarray, q: np.ndarray, cfg: EstimationConfig) -> dict[str, Any]:
+    """Estimates (per estimator x scope, with intervals), slate estimates and
+    diagnostics of one target's distributions ``dist`` (n, K, A)."""
+    diag, weights = diagnostics(log, dist)
+    r_max, r_note = _reward_bound(log, cfg)
+    scopes: list[tuple[str, int | None]] = [("page", None)]
+    if log.shape[1] > 1:
+        scopes += [(f"slot:{label}", k) for k, label in enumerate(log.slot_labels)]
+    estimates = []
+    for scope_name, k in scopes:
+        scope = _Scope(log, dist, q, k)
+        for name in cfg.estimators:
+            entry: dict[str, Any] = {"estimator": name, "scope": scope_name}
+            try:
+                est = scope.estimate(estimator_for(name))
+            except (EstimationRefused, ValueError) as exc:
+                estimates.append({**entry, **refusal(exc)})
+                continue
+            bound, cap = _bernstein_bound(est, name, weights, k, r_max, log.shape[1])
+            entry.update(_numbers(est))
+            entry["ess"] = _scope_ess(diag, scope_name)
+            # The bootstrap is the costly interval: page scope only (slots get normal/Bernstein).
+            slot_cfg = cfg if k is None else replace(cfg, intervals=tuple(m for m in cfg.intervals
+                                                                          if m != "bootstrap"))
+            entry["intervals"] = _intervals(est, slot_cfg, bound, cap)
+            estimates.append(entry)
+    for name in cfg.slate:
+        entry = {"estimator": name, "scope": "page"}
+        try:
+            est = slate_estimate(log, dist, name)
+        except (EstimationRefused, ValueError) as exc:
+            estimates.append({**entry, **refusal(exc)})
+            continue
+        entry.update(_numbers(est))
+        entry["ess"] = _ess(est.weights) if est.weights is not None else _scope_ess(diag, "page")
+        entry["intervals"] = _intervals(est, cfg, None, None)
+        estimates.append(entry)
+    return {"estimates": estimates, "diagnostics": diag, "weights": _histogram(weights),
+            "notes": [r_note] if r_note else []}
+
+
+def _numbers(est: Estimate) -> dict[str, float]:
+    c = est.contributions
+    return {"value": float(est.value), "se": float(c.std(ddof=1) / math.sqrt(c.size)) if c.size > 1 else math.nan,
+            "n": int(c.size)}
+
+
+def _scope_ess(diag: dict[str, Any], scope: str) -> float | None:
+    """ESS of a slot's weights; for the page, the smallest slot ESS."""
+    if scope == "page":
+        values = [d.get("effective_sample_size") for d in diag["slots"].values()]
+        values = [v for v in values if v is not None]
+        return min(values) if values else None
+    return diag["slots"].get(scope.partition(":")[2], {}).get("effective_sample_size")
+
+
+def slate_estimate(log: ReplayLog, dist: np.ndarray, name: str) -> Estimate:
+    """Slate estimators on the page with the target's slot-conditional
+    probabilities of the logged slate (exact for SIPS; IIPS/PI treat them as
+    marginals -- exact when slots are chosen independently)."""
+    target_pscore = np.take_along_axis(dist, log.action[..., None], axis=-1)[..., 0]
+    return SLATE_ESTIMATORS[name](reward=log.reward, pscore=log.pscore, target_pscore=target_pscore)
+
+
+def _reward_bound(log: ReplayLog, cfg: EstimationConfig) -> tuple[float | None, str]:
+    rewards = log.reward[log.present]
+    if rewards.size and rewards.min() < 0:
+        return None, "negative rewards: no Bernstein interval"
+    if cfg.reward_max is not None:
+        if rewards.size and rewards.max() > cfg.reward_max:
+            return None, f"rewards exceed reward_max={cfg.reward_max}: no Bernstein interval"
+        return cfg.reward_max, ""
+    top = float(rewards.max()) if rewards.size else 0.0
+    if top <= 0:
+        return None, "no positive reward: no Bernstein interval"
+    return top, f"Bernstein interval uses the observed maximum reward {top:g} as r_max (heuristic)"
+
+
+def _bernstein_bound(est: Estimate, name: str, weights: dict[int, np.ndarray], k: int | None,
+                     r_max: float | None, k_max: int) -> tuple[float | None, float | None]:
+    """(contribution bound, value cap) for IPS: slot -> (max w * r_max, r_max);
+    page -> (sum of slot max weights * r_max, K r_max)."""
+    if r_max is None or name.lower() not in ("ips", "ipw"):
+        return None, None
+    if k is not None:
+        return (float(weights[k].max()) * r_max if k in weights else None), r_max
+    if len(weights) < k_max:
+        return None, None
+    return sum(float(w.max()) for w in weights.values()) * r_max, k_max * r_max
+
+
+def diagnostics(log: ReplayLog, dist: np.ndarray) -> tuple[dict[str, Any], dict[int, np.ndarray]]:
+    """Per-slot ESS/weights/support (bandit.ope.estimators.diagnose) and the joint
+    (page) weight; refusals kept as such. Also returns per-slot weights."""
+    slots: dict[str, Any] = {}
+    weights: dict[int, np.ndarray] = {}
+    for k, label in enumerate(log.slot_labels):
+        rows = np.flatnonzero(log.present[:, k])
+        arrays = dict(action=log.action[rows, k], pscore=log.pscore[rows, k], action_dist=dist[rows, k],
+                      action_mask=log.mask[rows, k])
+        try:
+            d = diagnose(**arrays, logging_dist=log.logged_dist[rows, k])
+            weights[k] = importance_weights(**arrays, allow_deterministic=True)
+        except (EstimationRefused, ValueError) as exc:
+            slots[label] = refusal(exc)
+            continue
+        slots[label] = {**d.__dict__}
+    page: dict[str, Any]
+    if len(weights) == len(log.slot_labels):
+        joint = np.ones(log.n)
+        for k, w in weights.items():
+            joint[np.flatnonzero(log.present[:, k])] *= w
+        page = {"n": log.n, "effective_sample_size": _ess(joint), "max_weight": float(joint.max()),
+                "mean_weight": float(joint.mean())}
+    else:
+        page = {"refused": "see slots", "detail": "a slot's propensities are unusable"}
+    return {"slots": slots, "page_joint": page}, weights
+
+
+def _histogram(weights: dict[int, np.ndarray], bins: int = 30) -> dict[str, Any]:
+    """Pooled per-slot weights as a log10 histogram (the report's weight plot)."""
+    if not weights:
+        return {}
+    w = np.concatenate(list(weights.values()))
+    pos = w[w > 0]
+    out: dict[str, Any] = {"count": int(w.size), "zeros": int((w == 0).sum())}
+    if pos.size:
+        lo, hi = np.log10(pos.min()), np.log10(pos.max())
+        if hi - lo < 1e-9:
+            lo, hi = lo - 0.5, hi + 0.5
+        counts, edges = np.histogram(np.log10(pos), bins=bins, range=(lo, hi))
+        out.update({"log10_edges": edges.tolist(), "counts": counts.tolist(),
+                    "quantiles": dict(zip(("p50", "p90", "p99", "max"),
+                                          np.quantile(w, [0.5, 0.9, 0.99, 1.0]).tolist()))})
+    return out
+
+
+def page_value(log: ReplayLog, dist: np.ndarray, q: np.ndarray, estimator: str) -> Estimate:
+    """The page estimate of one estimator (for search and importance)."""
+    return _Scope(log, dist, q, None).estimate(estimator_for(estimator))
+

@@ -1,0 +1,157 @@
+"""The log as arrays: joined events in time order, per slot.
+
+Reward, logged action, logging propensity and candidate mask per (event,
+slot): the mask holds what slot k could show given the *logged* earlier slots
+(the slot walk of :class:`bandit.decision.DecisionInput`), which is what each
+propensity is conditioned on.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from bandit.logformat.events import JoinedEvent, LogFormatError, read_joined
+from simulator.specs import TargetError
+
+_SUM_TOL = 1e-6
+
+
+@dataclass
+class ReplayLog:
+    """A joined log as per-slot arrays, events in time order.
+
+    Events with fewer than K slots are padded: reward 0, action 0, propensity
+    1, mask only action 0, and every target is one-hot there -- weight 1 and
+    reward 0, so a padded slot adds exactly nothing to a page value.
+    """
+
+    events: list[JoinedEvent]
+    allowed: list[list[list[int]]]  # [event][slot] candidate indices available
+    reward: np.ndarray  # (n, K)
+    action: np.ndarray  # (n, K) int
+    pscore: np.ndarray  # (n, K) NaN where missing
+    mask: np.ndarray  # (n, K, A) bool
+    present: np.ndarray  # (n, K) bool
+    logged_dist: np.ndarray  # (n, K, A) the logging policy's ranking
+    slot_labels: list[str]
+    sources: list[str] = field(default_factory=list)
+
+    @property
+    def n(self) -> int:
+        return len(self.events)
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.mask.shape  # type: ignore[return-value]
+
+    @classmethod
+    def from_events(cls, events: Iterable[JoinedEvent], sources: Sequence[str] = ()) -> "ReplayLog":
+        """Arrays from joined events (sorted by decision time, stable)."""
+        events = sorted(events, key=lambda e: e.decision.timestamp)
+        if not events:
+            raise LogFormatError("the log has no events")
+        n = len(events)
+        k_max = max(len(e.decision.choices) for e in events)
+        a_max = max(len(e.decision.inp.candidates) for e in events)
+        if k_max == 0 or a_max == 0:
+            raise LogFormatError("the log's events have no slots or no candidates")
+        reward, pscore = np.zeros((n, k_max)), np.ones((n, k_max))
+        action = np.zeros((n, k_max), dtype=np.int64)
+        mask = np.zeros((n, k_max, a_max), dtype=bool)
+        mask[:, :, 0] = True
+        present = np.zeros((n, k_max), dtype=bool)
+        logged = np.zeros((n, k_max, a_max))
+        logged[:, :, 0] = 1.0
+        allowed_all: list[list[list[int]]] = []
+        slot_ids: list[Counter[str]] = [Counter() for _ in range(k_max)]
+        for i, joined in enumerate(events):
+            allowed_all.append(_fill_event(i, joined, reward, action, pscore, mask, present, logged))
+            for k, choice in enumerate(joined.decision.choices):
+                slot_ids[k][choice.slot_id] += 1
+        labels = [c.most_common(1)[0][0] if len(c) == 1 else f"#{k}" for k, c in enumerate(slot_ids)]
+        return cls(events, allowed_all, reward, action, pscore, mask, present, logged, labels, list(sources))
+
+
+def _fill_event(i: int, joined: JoinedEvent, reward: np.ndarray, action: np.ndarray, pscore: np.ndarray,
+                mask: np.ndarray, present: np.ndarray, logged: np.ndarray) -> list[list[int]]:
+    d = joined.decision
+    n_cand = len(d.inp.candidates)
+    allowed_event = []
+    for choice in d.choices:
+        if not 0 <= choice.action < n_cand:
+            raise LogFormatError(f"event {d.event_id}: slot {choice.slot_id} logged action {choice.action} "
+                                 f"but the event has {n_cand} candidates")
+    for (k, allowed), choice in zip(d.inp.walk([c.action for c in d.choices]), d.choices):
+        if choice.action not in allowed:  # the logger could choose it, so it was available
+            allowed.append(choice.action)
+        allowed_event.append(allowed)
+        present[i, k] = True
+        reward[i, k] = joined.rewards[k]
+        action[i, k] = choice.action
+        pscore[i, k] = choice.probability if choice.probability is not None else math.nan
+        mask[i, k, 0] = False
+        mask[i, k, allowed] = True
+        logged[i, k] = as_row(choice.ranking, allowed, logged.shape[-1], f"event {d.event_id} slot {choice.slot_id}",
+                            lenient=True)
+    return allowed_event
+
+
+def as_row(dist: Iterable[tuple[int, float]], allowed: list[int], width: int, where: str,
+         lenient: bool = False) -> np.ndarray:
+    """A distribution as a dense row restricted to ``allowed``; renormalised only
+    when off by more than float rounding (so the logged ranking stays exact)."""
+    row = np.zeros(width)
+    allowed_set = set(allowed)
+    for a, p in dist:
+        if a in allowed_set and p > 0 and math.isfinite(p):
+            row[a] += p
+    total = row.sum()
+    if total <= 0:
+        if lenient:  # an unusable logged ranking: uniform (only diagnostics use it)
+            row[allowed] = 1.0 / len(allowed)
+            return row
+        raise TargetError(f"{where}: the target puts no probability on any available collection")
+    if abs(total - 1.0) > _SUM_TOL:
+        row /= total
+    return row
+
+
+def expand_paths(paths: Sequence[Path]) -> list[Path]:
+    """Files as given; a directory means its ``*.dsjson`` / ``*.dsjson.gz`` / ``*.json(.gz)`` files."""
+    out: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if p.is_file() and
+                           any(p.name.endswith(s) for s in (".dsjson", ".dsjson.gz", ".json", ".json.gz", ".jsonl")))
+            if not found:
+                raise LogFormatError(f"{path}: directory has no .dsjson/.json(.gz) files")
+            out += found
+        elif path.is_file():
+            out.append(path)
+        else:
+            raise LogFormatError(f"{path}: no such file or directory")
+    return out
+
+
+def load_log(paths: Sequence[Path]) -> ReplayLog:
+    files = expand_paths(paths)
+    return ReplayLog.from_events(read_joined(files), [str(p) for p in files])
+
+
+
+def log_summary(log: ReplayLog) -> dict[str, Any]:
+    rewards = log.reward[log.present]
+    ts = [e.decision.timestamp for e in log.events]
+    return {"files": log.sources, "events": log.n, "slots": log.slot_labels, "max_candidates": log.shape[2],
+            "slot_decisions": int(log.present.sum()), "mean_reward_per_slot": float(rewards.mean()),
+            "mean_page_reward": float(log.reward.sum(axis=1).mean()),
+            "reward_observed_share": float(np.mean([o for e in log.events for o in e.observed])),
+            "first_timestamp": min(ts), "last_timestamp": max(ts)}
+
+
