@@ -11,7 +11,7 @@ import pytest
 
 from bandit.events import (DecisionEvent, JoinedEvent, dumps, event_from_record, event_line, event_to_record,
                            joined_from_dsjson, joined_to_dsjson)
-from bandit.features import FeatureError, FeatureGroup, Limits, check_groups, vw_text, namespaces
+from bandit.features import FeatureError, FeatureGroup, Limits, check_groups, float32, namespaces, vw_text
 from bandit.policy import LogLearner, Policy
 from bandit.vwargs import LearningSettings, SettingsError, vw_arguments
 
@@ -66,11 +66,18 @@ def test_event_line_is_the_record_and_reads_back():
         assert event_from_record(json.loads(line)) == event
 
 
+def _as_vw_sees(groups):
+    """The groups with numbers rounded to float32, as the joined log holds them."""
+    return tuple(FeatureGroup(g.name, {n: v if isinstance(v, str) else float32(v) for n, v in g.features.items()})
+                 for g in groups)
+
+
 def test_joined_dsjson_round_trip():
     joined = _joined_events(5, seed=2)[-1]
     back = joined_from_dsjson(json.loads(json.dumps(joined_to_dsjson(joined))))
-    assert back.decision.inp.context == joined.decision.inp.context
-    assert back.decision.inp.candidates == joined.decision.inp.candidates
+    assert back.decision.inp.context == _as_vw_sees(joined.decision.inp.context)
+    assert back.decision.inp.candidates == tuple(replace(c, groups=_as_vw_sees(c.groups))
+                                                 for c in joined.decision.inp.candidates)
     assert [s.id for s in back.decision.inp.slots] == [s.id for s in joined.decision.inp.slots]
     assert [(c.slot_id, c.action) for c in back.decision.choices] == \
         [(c.slot_id, c.action) for c in joined.decision.choices]
