@@ -100,6 +100,13 @@ def test_categories_with_separators_are_one_feature():
     ((FeatureGroup("u", {"x": 1.0}), FeatureGroup("u", {"y": 1.0})), "appears twice"),
     ((FeatureGroup("u", {f"f{i}": 1.0 for i in range(5)}),), "at most 4"),
     ((FeatureGroup("u", {"x": "y" * 20}),), "longer than 10"),
+    ((FeatureGroup("u", {"_label": "x"}),), "group 'u' feature name '_label' may only contain .* start with"),
+    ((FeatureGroup("_u", {"x": 1.0}),), "group name '_u' may only contain"),
+    ((FeatureGroup("u", {"x\n": 1.0}),), r"feature name 'x\\n' may only contain"),
+    ((FeatureGroup("u", {"x": "a\x00b"}),), "'u.x': category holds U\\+0000 at position 1"),
+    ((FeatureGroup("u", {"x": "tab\there"}),), "U\\+0009 at position 3"),
+    ((FeatureGroup("u", {"x": "\x85"}),), "U\\+0085"),
+    ((FeatureGroup("u", {"x": "\ud800"}),), "U\\+D800"),
 ])
 def test_bad_features_are_refused(groups, message):
     with pytest.raises(FeatureError, match=message):
