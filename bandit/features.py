@@ -148,8 +148,12 @@ def _category(value: str) -> str:
 
 
 def float32(value: float) -> float:
-    """The value VW computes with (checked values are within float32's range)."""
-    return _FLOAT32.unpack(_FLOAT32.pack(value))[0]
+    """The value VW computes with. Checked values are within float32's range;
+    an unchecked one beyond it becomes ±inf, as VW's own conversion makes it."""
+    try:
+        return _FLOAT32.unpack(_FLOAT32.pack(value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)
 
 
 def _encoded(features: Mapping[str, FeatureValue]) -> list[tuple[str, float]]:
