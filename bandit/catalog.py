@@ -9,6 +9,7 @@ list, so a collection restricted to email never lands on the homepage.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import threading
@@ -28,6 +29,8 @@ from bandit.features import (
     groups_from_dict,
     groups_to_dict,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,11 @@ class Catalog:
             self.version = int(raw.get("version", 0))
             for item in raw.get("collections", []):
                 c = Collection.from_dict(item)
+                try:  # a file from before a stricter rule must not reach VW
+                    c.validate(limits)
+                except FeatureError as exc:
+                    log.error("%s: collection %r not loaded: %s", path, c.id, exc)
+                    continue
                 self._items[c.id] = c
                 self._candidates[c.id] = c.candidate()
 

@@ -10,16 +10,32 @@ starts with a role letter, so interactions can be stated per role:
     S          slot identity (``id=<slot>``)            -> slot example
     S.<group>  slot features                          -> slot example
 
-A numeric feature ``age: 0.3`` is the VW feature ``age:0.3``; a categorical
-feature ``segment: "student"`` is the VW feature ``segment=student`` with value
-1. The text form (used to predict) and the JSON form (written to the DSJSON log
-and read by plain VW) hash to the same weights, which a test checks.
+A numeric feature ``age: 0.3`` is the VW feature ``age`` with the value VW
+computes with, 0.3 rounded to float32; a categorical feature
+``segment: "student"`` is the VW feature ``segment=student`` with value 1.
+
+Serving writes VW's text format, learning VW's DSJSON; both must give VW the
+same features (a property test checks, through the weights VW learns):
+
+* names (groups, features, ids) are refused unless they start with an ASCII
+  letter or digit followed by letters, digits, ``_``, ``.``, ``-``. A DSJSON
+  key starting with ``_`` is one of VW's own fields (``_label``, ``_multi``,
+  ``_text``, ``_a``, ``_p``, ...) or dropped, and a feature name starts a key;
+* categories are refused if they hold a control character (U+0000-U+001F,
+  U+007F-U+009F: VW's hash stops at NUL, its text parser at line ends) or an
+  unpaired surrogate (not UTF-8); the separators of the text format (Unicode
+  whitespace, ``|``, ``:``) become ``_`` in both forms;
+* numbers are rounded to float32 once, here; the text form writes them as
+  hexadecimal floats, which VW reads exactly (its decimal fast path is off by
+  an ulp or more, e.g. ``0.3`` reads as 0.29999995), the JSON form as the
+  float32's exact decimal.
 """
 
 from __future__ import annotations
 
 import math
 import re
+import struct
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable, Mapping, Union
@@ -27,9 +43,13 @@ from typing import Iterable, Mapping, Union
 FeatureValue = Union[float, str]
 
 CONTEXT, ACTION, SLOT = "C", "A", "S"
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+NAME_RULE = "may only contain ASCII letters, digits, '_', '.', '-', and must start with a letter or digit"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-]*")  # fullmatch: '$' would let a final newline through
 # Characters VW's text format treats as separators.
 _VW_SPECIAL = re.compile(r"[\s|:]")
+# Refused in categories: C0/C1 controls and unpaired surrogates (see the module docstring).
+_UNENCODABLE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+_FLOAT32 = struct.Struct("<f")
 
 
 class FeatureError(ValueError):
@@ -73,15 +93,14 @@ def groups_to_dict(groups: Iterable[FeatureGroup]) -> dict[str, dict[str, Featur
 
 
 def check_name(kind: str, name: str, limits: Limits = DEFAULT_LIMITS) -> str:
-    """Refuse names VW would mangle or that exceed the limits."""
+    """Refuse names VW would mangle or read as its own fields (see the module
+    docstring), or that exceed the limits; the message shows the name escaped."""
     if not name:
         raise FeatureError(f"{kind} name is empty")
     if len(name) > limits.max_name_length:
-        raise FeatureError(f"{kind} name '{name[:40]}...' is longer than {limits.max_name_length}")
-    if not _NAME.match(name):
-        raise FeatureError(
-            f"{kind} name '{name}' may only contain letters, digits, '_', '.', '-'"
-        )
+        raise FeatureError(f"{kind} name {name[:40]!r}... is longer than {limits.max_name_length}")
+    if not _NAME.fullmatch(name):
+        raise FeatureError(f"{kind} name {name!r} {NAME_RULE}")
     return name
 
 
@@ -111,6 +130,10 @@ def _check_value(where: str, value: FeatureValue, limits: Limits) -> None:
     if isinstance(value, str):
         if len(value) > limits.max_category_length:
             raise FeatureError(f"{where}: category longer than {limits.max_category_length}")
+        bad = _UNENCODABLE.search(value)
+        if bad:
+            raise FeatureError(f"{where}: category holds U+{ord(bad.group()):04X} at position {bad.start()}: "
+                               "control characters and unpaired surrogates cannot be encoded")
         return
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise FeatureError(f"{where}: value must be a number or a category string")
@@ -124,14 +147,23 @@ def _category(value: str) -> str:
     return _VW_SPECIAL.sub("_", value)
 
 
+def float32(value: float) -> float:
+    """The value VW computes with. Checked values are within float32's range;
+    an unchecked one beyond it becomes ±inf, as VW's own conversion makes it."""
+    try:
+        return _FLOAT32.unpack(_FLOAT32.pack(value))[0]
+    except OverflowError:
+        return math.copysign(math.inf, value)
+
+
 def _encoded(features: Mapping[str, FeatureValue]) -> list[tuple[str, float]]:
-    """(VW feature name, value) pairs, categoricals one-hot."""
+    """(VW feature name, value) pairs, categoricals one-hot, numbers as float32."""
     out = []
     for name, value in features.items():
         if isinstance(value, str):
             out.append((f"{name}={_category(value)}", 1.0))
         else:
-            out.append((name, float(value)))
+            out.append((name, float32(value)))
     return out
 
 
@@ -146,10 +178,12 @@ def namespaces(role: str, groups: Iterable[FeatureGroup], identity: str | None =
 
 
 def vw_text(spaces: Mapping[str, Mapping[str, float]]) -> str:
-    """Namespaces in VW text format: ``|ns a:0.5 b=x``."""
+    """Namespaces in VW text format: ``|ns a:0x1.0000000000000p-1 b=x``. Values
+    come from :func:`namespaces` (float32 already); hexadecimal is what VW's
+    text parser reads exactly (through strtof)."""
     parts = []
     for ns, feats in spaces.items():
-        body = " ".join(name if value == 1.0 else f"{name}:{value:.9g}" for name, value in feats.items())
+        body = " ".join(name if value == 1.0 else f"{name}:{value.hex()}" for name, value in feats.items())
         parts.append(f"|{ns} {body}")
     return " ".join(parts)
 

@@ -85,8 +85,11 @@ class SurfaceConfig:
 class RequestLimits:
     max_slots: int = 16
     max_candidates: int = 1000
+    # Event ids, surface names and slot ids in Reward (names and ids inside
+    # features, slots and collections are bounded by features.max_name_length).
     max_id_length: int = 128
-    max_message_bytes: int = 4 * 1024 * 1024
+    max_title_length: int = 512  # a collection's title
+    max_message_bytes: int = 4 * 1024 * 1024  # one request, all of it
     # Calls in flight beyond this are answered RESOURCE_EXHAUSTED at once.
     max_concurrent_rpcs: int = 256
     features: Limits = field(default_factory=Limits)

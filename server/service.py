@@ -128,11 +128,36 @@ def _check_id(kind: str, value: str, engine: Engine) -> str:
     return check_name(kind, value, engine.config.limits.features)
 
 
+def _bounded(kind: str, value: str, limit: int) -> str:
+    """Every string of a request has a bound; the message shows the start of it."""
+    if len(value) > limit:
+        raise InvalidRequest(f"{kind} {value[:40]!r}... is longer than {limit} characters")
+    return value
+
+
+def _short(kind: str, value: str, engine: Engine) -> str:
+    return _bounded(kind, value, engine.config.limits.max_id_length)
+
+
+def _slot(s: pb.Slot, engine: Engine) -> SlotSpec:
+    slot_id = _check_id("slot id", s.id, engine)
+    if s.default_collection:
+        _check_id(f"slot '{slot_id}' default_collection", s.default_collection, engine)
+    return SlotSpec(slot_id, _groups(s.groups, f"slot '{slot_id}'", engine), s.default_collection)
+
+
+def _collection_strings(c: pb.Collection, engine: Engine) -> None:
+    """The strings of a collection beyond its id and features."""
+    _bounded(f"collection '{c.id}' title", c.title, engine.config.limits.max_title_length)
+    for slot in c.eligible_slots:
+        _check_id(f"collection '{c.id}' eligible slot", slot, engine)
+
+
 def to_call(req: pb.DecideRequest, engine: Engine, known: LRU[bytes, Candidate]) -> DecideCall:
     """``known``: candidates already converted, by their wire bytes (see _candidate)."""
     limits = engine.config.limits
-    if len(req.event_id) > limits.max_id_length:
-        raise InvalidRequest(f"event_id is longer than {limits.max_id_length} characters")
+    _short("event_id", req.event_id, engine)
+    _short("surface", req.surface, engine)
     if req.mode not in _MODES and req.mode != pb.MODE_UNSPECIFIED:
         raise InvalidRequest(f"unknown mode {req.mode}")
     if not req.slots:
@@ -141,8 +166,7 @@ def to_call(req: pb.DecideRequest, engine: Engine, known: LRU[bytes, Candidate])
         raise InvalidRequest(f"{len(req.slots)} slots, at most {limits.max_slots}")
     if len(req.candidates) > limits.max_candidates:
         raise InvalidRequest(f"{len(req.candidates)} candidates, at most {limits.max_candidates}")
-    slots = tuple(SlotSpec(_check_id("slot id", s.id, engine), _groups(s.groups, f"slot '{s.id}'", engine),
-                           s.default_collection) for s in req.slots)
+    slots = tuple(_slot(s, engine) for s in req.slots)
     if len({s.id for s in slots}) != len(slots):
         raise InvalidRequest("duplicate slot ids in one request")
     candidates = tuple(_candidate(c, engine, known) for c in req.candidates)
@@ -165,10 +189,12 @@ def _candidate(c: pb.Collection, engine: Engine, known: LRU[bytes, Candidate]) -
         candidate = known.get(key)
         if candidate is None:
             _check_id("collection id", c.id, engine)
+            _collection_strings(c, engine)
             candidate = Candidate(c.id, _groups(c.groups, f"collection '{c.id}'", engine))
             known.put(key, candidate)
         return candidate
     _check_id("collection id", c.id, engine)
+    _collection_strings(c, engine)
     item = engine.catalog.candidate(c.id)
     if item is None:
         raise NotFound(f"collection '{c.id}' has no features and is not in the catalog")
@@ -217,6 +243,8 @@ class PlacementService(pb_grpc.PlacementServiceServicer):
     def Reward(self, request, context):
         if not request.event_id:
             raise InvalidRequest("event_id is required")
+        _short("event_id", request.event_id, self.engine)
+        _short("slot_id", request.slot_id, self.engine)
         if not math.isfinite(request.value):
             raise InvalidRequest(f"reward value {request.value} is not finite")
         slot = self.engine.reward(request.event_id, request.slot_id, request.value,
@@ -227,6 +255,7 @@ class PlacementService(pb_grpc.PlacementServiceServicer):
     def Activate(self, request, context):
         if not request.event_id:
             raise InvalidRequest("event_id is required")
+        _short("event_id", request.event_id, self.engine)
         self.engine.activate(request.event_id, _seconds(request.at, request.HasField("at")))
         return pb.ActivateResponse(event_id=request.event_id)
 
@@ -257,6 +286,8 @@ class PlacementAdmin(pb_grpc.PlacementAdminServicer):
     def PutCollections(self, request, context):
         if not request.collections:
             raise InvalidRequest("no collections given")
+        for c in request.collections:  # ids, features and eligible slots: Collection.validate in the catalog
+            _bounded(f"collection '{c.id[:40]}' title", c.title, self.engine.config.limits.max_title_length)
         items = [Collection(c.id, _groups(c.groups, f"collection '{c.id}'", self.engine), c.title,
                             tuple(c.eligible_slots), _seconds(c.active_from, c.HasField("active_from")),
                             _seconds(c.active_until, c.HasField("active_until")))
@@ -271,6 +302,7 @@ class PlacementAdmin(pb_grpc.PlacementAdminServicer):
 
     @_rpc
     def DeleteCollection(self, request, context):
+        _short("collection id", request.id, self.engine)
         try:
             version = self.engine.catalog.delete(request.id)
         except KeyError:
@@ -278,7 +310,7 @@ class PlacementAdmin(pb_grpc.PlacementAdminServicer):
         return pb.DeleteCollectionResponse(catalog_version=version)
 
     def _info(self, surface_name: str) -> pb.ModelInfo:
-        surface = self.engine.surface(surface_name)
+        surface = self.engine.surface(_short("surface", surface_name, self.engine))
         return pb.ModelInfo(surface=surface.name, current_version=surface.version,
                             vw_arguments=surface.serving.arguments,
                             versions=[_version_pb(v) for v in surface.store.versions()])
@@ -289,10 +321,10 @@ class PlacementAdmin(pb_grpc.PlacementAdminServicer):
 
     def ExportModel(self, request, context):
         try:
-            surface = self.engine.surface(request.surface)
+            surface = self.engine.surface(_short("surface", request.surface, self.engine))
             info = surface.store.info(int(surface.version))
             data = surface.store.path(info.version).read_bytes()
-        except (UnknownSurface, ModelStoreError) as exc:
+        except (UnknownSurface, ModelStoreError, InvalidRequest) as exc:
             context.abort(_status_for(exc), str(exc))
         for offset in range(0, max(len(data), 1), CHUNK_BYTES):
             first = offset == 0
@@ -315,6 +347,8 @@ class PlacementAdmin(pb_grpc.PlacementAdminServicer):
                 tmp.close()
                 if header is None or not header.sha256:
                     raise InvalidRequest("the first chunk must carry the model's sha256")
+                _short("surface", header.surface, self.engine)
+                _short("sha256", header.sha256, self.engine)
                 self.engine.import_model(header.surface, path, header.sha256)
             finally:
                 path.unlink(missing_ok=True)
@@ -322,6 +356,7 @@ class PlacementAdmin(pb_grpc.PlacementAdminServicer):
 
     @_rpc
     def RollbackModel(self, request, context):
+        _short("surface", request.surface, self.engine)
         self.engine.rollback(request.surface, request.version)
         return self._info(request.surface)
 

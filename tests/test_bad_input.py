@@ -49,6 +49,18 @@ BAD_DECIDES = [
     ("unknown surface", decide_request({}, ["a"], CANDS, surface="kiosk"), CODE.NOT_FOUND, "unknown surface"),
     ("unknown mode", pb.DecideRequest(slots=[slot("a")], candidates=CANDS, mode=7), CODE.INVALID_ARGUMENT,
      "unknown mode 7"),
+    ("long default_collection", decide_request({}, [slot("a", default_collection="c" * 100_000)], CANDS),
+     CODE.INVALID_ARGUMENT, "slot 'a' default_collection name 'cccc"),
+    ("bad default_collection", decide_request({}, [slot("a", default_collection="c0\n")], CANDS),
+     CODE.INVALID_ARGUMENT, "slot 'a' default_collection name 'c0\\n' may only contain"),
+    ("long surface", decide_request({}, ["a"], CANDS, surface="s" * 100_000), CODE.INVALID_ARGUMENT,
+     "surface 'ssss"),
+    ("feature named like a VW field", decide_request({"u": {"_label": "x"}}, ["a"], CANDS), CODE.INVALID_ARGUMENT,
+     "context group 'u' feature name '_label' may only contain"),
+    ("NUL in a category", decide_request({"u": {"x": "a\x00b"}}, ["a"], CANDS), CODE.INVALID_ARGUMENT,
+     "context feature 'u.x': category holds U+0000 at position 1"),
+    ("long candidate title", decide_request({}, ["a"], [pb.Collection(id="c9", title="t" * 1000)]),
+     CODE.INVALID_ARGUMENT, "collection 'c9' title"),
     ("feature without value", pb.DecideRequest(slots=[slot("a")], candidates=CANDS,
                                                context=[pb.FeatureGroup(name="u", features=[pb.Feature(name="x")])]),
      CODE.INVALID_ARGUMENT, "has no value"),
@@ -88,6 +100,10 @@ def test_bad_rewards_and_activations(client):
         (lambda: client.reward(result.event_id, 1.0, slot_id="zzz"), CODE.INVALID_ARGUMENT, "no slot 'zzz'"),
         (lambda: client.reward(result.event_id, math.nan, slot_id="a"), CODE.INVALID_ARGUMENT, "not finite"),
         (lambda: client.reward("", 1.0), CODE.INVALID_ARGUMENT, "event_id is required"),
+        (lambda: client.reward("e" * 10_000, 1.0), CODE.INVALID_ARGUMENT, "longer than 128"),
+        (lambda: client.reward(result.event_id, 1.0, slot_id="s" * 10_000), CODE.INVALID_ARGUMENT,
+         "slot_id 'ssss"),
+        (lambda: client.activate("e" * 10_000), CODE.INVALID_ARGUMENT, "longer than 128"),
         (lambda: client.activate(result.event_id), CODE.FAILED_PRECONDITION, "not decided with deferred"),
         (lambda: client.activate("no-such-event"), CODE.NOT_FOUND, "unknown"),
     ]
@@ -142,4 +158,22 @@ def test_bad_collections_admin(client):
     with pytest.raises(grpc.RpcError) as err:
         client.put_collections([collection("x", active_from=10.0, active_until=5.0)])
     assert "active_until" in err.value.details()
+    for bad, message in [(collection("x", {"c": {"_multi": 1.0}}), "collection 'x' group 'c' feature name '_multi'"),
+                         (collection("x", {"_c": {"v": 1.0}}), "collection 'x' group name '_c'"),
+                         (collection("_x", {"c": {"v": 1.0}}), "collection id name '_x'"),
+                         (collection("x", {"c": {"v": "a\x00"}}), "category holds U+0000"),
+                         (collection("x", eligible_slots=["home\n"]), "eligible slot name 'home\\n'"),
+                         (collection("x", title="t" * 1000), "title 'tttt")]:
+        with pytest.raises(grpc.RpcError) as err:
+            client.put_collections([bad])
+        assert err.value.code() == CODE.INVALID_ARGUMENT and message in err.value.details(), err.value.details()
     assert client.list_collections() == []
+
+
+def test_a_request_beyond_max_message_bytes_is_refused(start):
+    server = start(limits={"max_message_bytes": 16 * 1024})
+    with PlacementClient(server.target) as client:
+        with pytest.raises(grpc.RpcError) as err:
+            client.decide({"u": {f"f{i}": "y" * 200 for i in range(200)}}, ["a"], CANDS)
+        assert err.value.code() == CODE.RESOURCE_EXHAUSTED
+        assert client.decide({}, ["a"], CANDS).slots

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from bandit.catalog import Catalog, Collection
 from bandit.features import FeatureGroup, SlotSpec
 
@@ -30,3 +32,14 @@ def test_kept_answers_follow_windows_and_changes():
     assert _ids(catalog, T0 + 2, (SlotSpec("homepage"),)) == ["always", "email-only", "seasonal"]
     catalog.delete("seasonal")
     assert _ids(catalog, T0 + 2) == ["always", "email-only"]
+
+
+def test_a_catalog_file_from_before_the_naming_rule_loads_without_what_it_now_refuses(tmp_path, caplog):
+    path = tmp_path / "catalog.json"
+    Catalog(path).put([Collection("ok", (FeatureGroup("c", {"x": 1.0}),))])
+    raw = json.loads(path.read_text())
+    raw["collections"].append({"id": "old", "groups": {"c": {"_label": "x"}}})
+    path.write_text(json.dumps(raw))
+    loaded = Catalog(path)
+    assert [c.id for c in loaded.list()] == ["ok"]
+    assert "collection 'old' not loaded" in caplog.text and "'_label'" in caplog.text

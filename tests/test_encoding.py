@@ -11,7 +11,7 @@ import pytest
 
 from bandit.logformat.events import (DecisionEvent, JoinedEvent, dumps, event_from_record, event_line, event_to_record,
                            joined_from_dsjson, joined_to_dsjson)
-from bandit.features import FeatureError, FeatureGroup, Limits, check_groups, vw_text, namespaces
+from bandit.features import FeatureError, FeatureGroup, Limits, check_groups, float32, namespaces, vw_text
 from bandit.policy import LogLearner, Policy
 from bandit.vwargs import LearningSettings, SettingsError, vw_arguments
 
@@ -66,11 +66,18 @@ def test_event_line_is_the_record_and_reads_back():
         assert event_from_record(json.loads(line)) == event
 
 
+def _as_vw_sees(groups):
+    """The groups with numbers rounded to float32, as the joined log holds them."""
+    return tuple(FeatureGroup(g.name, {n: v if isinstance(v, str) else float32(v) for n, v in g.features.items()})
+                 for g in groups)
+
+
 def test_joined_dsjson_round_trip():
     joined = _joined_events(5, seed=2)[-1]
     back = joined_from_dsjson(json.loads(json.dumps(joined_to_dsjson(joined))))
-    assert back.decision.inp.context == joined.decision.inp.context
-    assert back.decision.inp.candidates == joined.decision.inp.candidates
+    assert back.decision.inp.context == _as_vw_sees(joined.decision.inp.context)
+    assert back.decision.inp.candidates == tuple(replace(c, groups=_as_vw_sees(c.groups))
+                                                 for c in joined.decision.inp.candidates)
     assert [s.id for s in back.decision.inp.slots] == [s.id for s in joined.decision.inp.slots]
     assert [(c.slot_id, c.action) for c in back.decision.choices] == \
         [(c.slot_id, c.action) for c in joined.decision.choices]
@@ -93,6 +100,13 @@ def test_categories_with_separators_are_one_feature():
     ((FeatureGroup("u", {"x": 1.0}), FeatureGroup("u", {"y": 1.0})), "appears twice"),
     ((FeatureGroup("u", {f"f{i}": 1.0 for i in range(5)}),), "at most 4"),
     ((FeatureGroup("u", {"x": "y" * 20}),), "longer than 10"),
+    ((FeatureGroup("u", {"_label": "x"}),), "group 'u' feature name '_label' may only contain .* start with"),
+    ((FeatureGroup("_u", {"x": 1.0}),), "group name '_u' may only contain"),
+    ((FeatureGroup("u", {"x\n": 1.0}),), r"feature name 'x\\n' may only contain"),
+    ((FeatureGroup("u", {"x": "a\x00b"}),), "'u.x': category holds U\\+0000 at position 1"),
+    ((FeatureGroup("u", {"x": "tab\there"}),), "U\\+0009 at position 3"),
+    ((FeatureGroup("u", {"x": "\x85"}),), "U\\+0085"),
+    ((FeatureGroup("u", {"x": "\ud800"}),), "U\\+D800"),
 ])
 def test_bad_features_are_refused(groups, message):
     with pytest.raises(FeatureError, match=message):
