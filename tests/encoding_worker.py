@@ -14,9 +14,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from bandit.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson
+from bandit.logformat.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson
 from bandit.features import Candidate, FeatureError, FeatureGroup, SlotSpec, check_groups
-from bandit.policy import DecisionInput, LogLearner, Policy, SlotChoice
+from bandit.decision import DecisionInput, SlotChoice
+from bandit.policy import LogLearner, Policy
 from bandit.vwargs import LearningSettings
 
 SETTINGS = LearningSettings()
