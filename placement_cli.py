@@ -8,6 +8,9 @@ the package whose code it runs, and is registered here.
 
 from __future__ import annotations
 
+import inspect
+from typing import Callable
+
 import typer
 
 from server.commands import serve, worker
@@ -21,13 +24,24 @@ app = typer.Typer(
          "learn from rewards, evaluate policies offline.",
     no_args_is_help=True,
     add_completion=False,
+    # Plain (click) help: it wraps between words at any width and never cuts
+    # a long word, where rich's option table does at 80 columns.
+    rich_markup_mode=None,
 )
-app.command()(serve)
-app.command()(worker)
-app.command()(demo)
-app.command("simulate")(simulate)
-app.command("replay")(replay)
-app.command("import")(import_log)
+
+
+def _help(command: Callable[..., None]) -> str:
+    """A command's docstring as paragraphs: the source's line breaks are not
+    the terminal's (rich wraps each paragraph to the width it has)."""
+    doc = inspect.cleandoc(command.__doc__ or "")
+    return "\n\n".join(" ".join(p.split()) for p in doc.split("\n\n"))
+
+
+for name, command in (("serve", serve), ("worker", worker), ("demo", demo), ("simulate", simulate),
+                      ("replay", replay), ("import", import_log)):
+    text = _help(command)
+    first = text.split(". ")[0].split(": ")[0].split(" (")[0].rstrip(".")
+    app.command(name, help=text, short_help=first)(command)
 
 
 def main() -> None:
