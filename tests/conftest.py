@@ -83,7 +83,8 @@ def pytest_configure(config: pytest.Config) -> None:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "topology" in metafunc.fixturenames:
         only_single = metafunc.definition.get_closest_marker("single_process") is not None
-        metafunc.parametrize("topology", ["single"] if only_single else list(TOPOLOGIES))
+        # Module scope: tests of one topology run together and can share a server (shared_server).
+        metafunc.parametrize("topology", ["single"] if only_single else list(TOPOLOGIES), scope="module")
 
 
 @pytest.fixture(autouse=True)
@@ -129,4 +130,20 @@ def server(start_topology) -> Served:
 @pytest.fixture
 def client(server: Served) -> Iterator[PlacementClient]:
     with PlacementClient(server.target) as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def shared_server(topology: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One server per module and topology, for tests that need no fresh data
+    directory (a coordinator with its workers takes a second or two to start);
+    such tests use their own event ids and assert nothing about totals."""
+    running = serve(make_config(tmp_path_factory.mktemp("shared") / "data"), topology)
+    yield running
+    running.stop(grace=0.5)
+
+
+@pytest.fixture
+def shared_client(shared_server: Served) -> Iterator[PlacementClient]:
+    with PlacementClient(shared_server.target) as c:
         yield c

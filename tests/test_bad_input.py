@@ -56,15 +56,16 @@ BAD_DECIDES = [
 
 
 @pytest.mark.parametrize("name, request_, code, message", BAD_DECIDES, ids=[b[0] for b in BAD_DECIDES])
-def test_bad_decide(client, name, request_, code, message):
-    accepted = client.decide({}, ["a"], CANDS, event_id="accepted-before")
+def test_bad_decide(shared_client, name, request_, code, message):
+    client, accepted_id = shared_client, f"accepted-before-{name.replace(' ', '-')}"
+    accepted = client.decide({}, ["a"], CANDS, event_id=accepted_id)
     with pytest.raises(grpc.RpcError) as err:
         _raw(client, request_)
     assert err.value.code() == code, err.value.details()
     assert message in err.value.details()
     # The server keeps answering, and what it had accepted is still there.
-    assert client.decide({}, ["a"], CANDS, event_id="accepted-before") == accepted
-    assert client.reward("accepted-before", 1.0) == "a"
+    assert client.decide({}, ["a"], CANDS, event_id=accepted_id) == accepted
+    assert client.reward(accepted_id, 1.0) == "a"
 
 
 def test_no_eligible_candidates(client):
