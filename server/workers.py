@@ -4,7 +4,8 @@ Python serves one request at a time per process, so decisions scale by
 processes. N serving workers share the port (``SO_REUSEPORT``; the kernel
 spreads connections), each with its own VW workspaces. Each worker logs its
 decisions to its own event log (``events/worker-K``) before answering, and
-picks up new model versions and catalog changes from the data directory.
+picks up new model versions and catalog changes from the data directory
+(checked on every request: an acknowledged change is what the next one sees).
 
 One coordinator process owns everything that needs a single writer: it tails
 the workers' decision logs, takes rewards and activations (workers forward
