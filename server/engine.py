@@ -18,7 +18,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Sequence
 
 from bandit.catalog import Catalog
 from bandit.logformat.events import (
@@ -110,6 +110,9 @@ class Engine:
         # Multi-process mode: read the workers' newest decisions before calling
         # a reward's event unknown (they were logged before the client saw them).
         self.catch_up: Callable[[], None] | None = None
+        # Multi-process mode: the serving workers' own counters (requests they
+        # rejected themselves), added to this engine's in ``totals``.
+        self.peer_counts: Callable[[], Iterable[dict[str, int]]] | None = None
         data = Path(config.data_dir)
         data.mkdir(parents=True, exist_ok=True)
         self.catalog = Catalog(data / "catalog.json", config.limits.features)
@@ -254,6 +257,27 @@ class Engine:
     def explain(self, event: DecisionEvent, top: int = 5) -> list[list[tuple[str, str, float]]]:
         return explain_decision(self.surface(event.surface).serving, event, top)
 
+    def check_repeat(self, event_id: str) -> None:
+        """AlreadyJoined when a repeated event id's decision was already joined.
+
+        Multi-process mode: a serving worker remembers its recent decisions
+        for idempotent repeats, but only this engine knows whether one has
+        joined since; the worker asks on a repeat (never on a new id)."""
+        self._catch_up(event_id)
+        with self._lock:
+            self._existing(event_id)
+
+    def totals(self) -> dict[str, int]:
+        """Counters of everything served so far, every serving process included
+        (multi-process mode: after reading the workers' newest decisions)."""
+        if self.catch_up is not None:
+            self.catch_up()
+        totals = dict(self.counts)
+        for peer in self.peer_counts() if self.peer_counts is not None else ():
+            for name, value in peer.items():
+                totals[name] = totals.get(name, 0) + value
+        return totals
+
     def _existing(self, event_id: str) -> DecisionEvent | None:
         """Idempotency: a repeated id gets the original decision back."""
         existing = self.joiner.get(event_id)
@@ -291,7 +315,10 @@ class Engine:
     # --- joining and learning ---------------------------------------------------
 
     def join_now(self, now: float | None = None) -> int:
-        """Close every decision whose window has passed; returns how many joined."""
+        """Close every decision whose window has passed (multi-process mode:
+        those the workers logged until now included); returns how many joined."""
+        if self.catch_up is not None:
+            self.catch_up()
         with self._lock:
             joined = self.joiner.close_due(self.clock() if now is None else now)
             lines = [dumps(joined_to_dsjson(j)) for j in joined]

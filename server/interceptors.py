@@ -16,7 +16,7 @@ import grpc
 from server.metrics import Metrics
 
 ADMIN_PREFIX = "/placement.v1.PlacementAdmin/"
-SERVICE_PREFIX = "/placement.v1.PlacementService/"
+OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")  # probes, never protected
 
 Check = Callable[[grpc.ServicerContext], None]
 
@@ -102,7 +102,9 @@ class AuthInterceptor(grpc.ServerInterceptor):
         return bool(self.token or self.identities)
 
     def _protected(self, method: str) -> bool:
-        return method.startswith(ADMIN_PREFIX) or (self.protect_all and method.startswith(SERVICE_PREFIX))
+        """Admin calls; with ``protect_all`` every call but health checks and
+        reflection (on a coordinator's port that includes the workers' own calls)."""
+        return method.startswith(ADMIN_PREFIX) or (self.protect_all and not method.startswith(OPEN_PREFIXES))
 
     def _check(self, context: grpc.ServicerContext) -> None:
         if self.trust_unix_peers and context.peer().startswith("unix:"):

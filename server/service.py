@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from bandit.catalog import Collection
+from bandit.catalog import Catalog, Collection
 from bandit.logformat.events import DecisionEvent
 from bandit.features import Candidate, FeatureError, FeatureGroup, SlotSpec, check_groups, check_name
 from bandit.joiner import ExpiredEvent, JoinError, UnknownEvent, UnknownSlot
@@ -81,9 +81,8 @@ def rpc(counts: Callable[[], dict[str, int]]):
             except Exception as exc:
                 if context.code() not in (None, grpc.StatusCode.OK):
                     raise  # already aborted with a precise status (e.g. a malformed stream message)
-                if isinstance(exc, grpc.RpcError):  # forwarded by a worker: pass the verdict on
-                    counts(self)["bad_requests"] += 1
-                    context.abort(exc.code(), exc.details())
+                if isinstance(exc, grpc.RpcError):  # a worker passes the coordinator's verdict on
+                    context.abort(exc.code(), exc.details())  # (counted where it was given)
                 code = _status_for(exc)
                 counts(self)["bad_requests"] += 1
                 if code is None:
@@ -169,7 +168,8 @@ def to_call(req: pb.DecideRequest, engine: Engine, known: LRU[bytes, Candidate])
     slots = tuple(_slot(s, engine) for s in req.slots)
     if len({s.id for s in slots}) != len(slots):
         raise InvalidRequest("duplicate slot ids in one request")
-    candidates = tuple(_candidate(c, engine, known) for c in req.candidates)
+    catalog = engine.catalog if any(not c.groups for c in req.candidates) else None  # one look per request
+    candidates = tuple(_candidate(c, engine, known, catalog) for c in req.candidates)
     if len({c.id for c in candidates}) != len(candidates):
         raise InvalidRequest("duplicate collection ids among the candidates")
     if candidates and len(candidates) < len(slots):
@@ -178,7 +178,7 @@ def to_call(req: pb.DecideRequest, engine: Engine, known: LRU[bytes, Candidate])
                       _MODES.get(req.mode), req.deferred_activation, _seconds(req.at, req.HasField("at")))
 
 
-def _candidate(c: pb.Collection, engine: Engine, known: LRU[bytes, Candidate]) -> Candidate:
+def _candidate(c: pb.Collection, engine: Engine, known: LRU[bytes, Candidate], catalog: Catalog | None) -> Candidate:
     """A candidate with features as given, or by id alone from the catalog.
 
     Front ends send the same collections with the same features request after
@@ -195,7 +195,7 @@ def _candidate(c: pb.Collection, engine: Engine, known: LRU[bytes, Candidate]) -
         return candidate
     _check_id("collection id", c.id, engine)
     _collection_strings(c, engine)
-    item = engine.catalog.candidate(c.id)
+    item = catalog.candidate(c.id) if catalog is not None else None
     if item is None:
         raise NotFound(f"collection '{c.id}' has no features and is not in the catalog")
     return item
@@ -363,6 +363,7 @@ class PlacementAdmin(pb_grpc.PlacementAdminServicer):
     @_rpc
     def GetStats(self, request, context):
         e = self.engine
+        counts = e.totals()
         js = e.joiner.stats
         surfaces = [pb.SurfaceStats(surface=s.name, model_version=s.version, decisions=s.counters.decisions,
                                     examples_learned=s.examples_learned,
@@ -371,10 +372,10 @@ class PlacementAdmin(pb_grpc.PlacementAdminServicer):
                                     learner_lag_seconds=max(0.0, e.clock() - s.last_learned_event_ts)
                                     if s.last_learned_event_ts else 0.0)
                     for s in e.surfaces.values()]
-        return pb.Stats(decisions=e.counts["decisions"], rewards=e.counts["rewards"],
-                        activations=e.counts["activations"], joined=js.joined,
+        return pb.Stats(decisions=counts["decisions"], rewards=counts["rewards"],
+                        activations=counts["activations"], joined=js.joined,
                         joined_with_reward=js.joined_with_reward, default_reward_applied=js.default_reward_applied,
                         unactivated_dropped=js.unactivated_dropped, rewards_rejected_unknown=js.rejected_unknown,
                         rewards_rejected_expired=js.rejected_expired, pending=e.pending(),
-                        bad_requests=e.counts["bad_requests"], surfaces=surfaces,
+                        bad_requests=counts["bad_requests"], surfaces=surfaces,
                         catalog_version=e.catalog.version, learner_errors=e.learner_errors)

@@ -4,7 +4,8 @@ Python serves one request at a time per process, so decisions scale by
 processes. N serving workers share the port (``SO_REUSEPORT``; the kernel
 spreads connections), each with its own VW workspaces. Each worker logs its
 decisions to its own event log (``events/worker-K``) before answering, and
-picks up new model versions and catalog changes from the data directory.
+picks up new model versions and catalog changes from the data directory
+(checked on every request: an acknowledged change is what the next one sees).
 
 One coordinator process owns everything that needs a single writer: it tails
 the workers' decision logs, takes rewards and activations (workers forward
@@ -30,6 +31,7 @@ from collections import OrderedDict
 from concurrent import futures
 from dataclasses import replace
 from pathlib import Path
+from typing import Callable
 
 import grpc
 
@@ -43,14 +45,18 @@ from server.app import start_server
 from server.config import ServerConfig
 from server.engine import DecideCall, Engine, explain_decision, lookup_surface, make_decision
 from server.eventlog import AppendLog, Tailer
-from server.interceptors import AuthInterceptor, read_token
+from server.interceptors import AuthInterceptor, MalformedRequestInterceptor, read_token
 from server.modelstore import ModelStore
-from server.service import PlacementAdmin, PlacementService
+from server.service import PlacementAdmin, PlacementService, rpc
+from server.sharedcounts import FILE_NAME as COUNTS_FILE, SharedCounts, read_counts, reset_counts
 
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 0.2
 TAIL_SECONDS = 0.02
+REPEAT_CHECK_SECONDS = 5.0
+NO_DEADLINE_SECONDS = 1e9
+CHECK_REPEAT = "/placement.internal.Coordination/CheckRepeat"
 
 
 WORKER_DIRS = "worker-*"
@@ -66,25 +72,65 @@ def socket_path(data_dir: Path) -> Path:
 
 # --- serving worker -----------------------------------------------------------
 
+FileStamp = tuple[int, int, int] | None
+
+
+def file_stamp(path: Path) -> FileStamp:
+    """Identity of a file that is replaced atomically (new inode, time, size):
+    one stat, so a worker can check it on every request."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
+
+
+class Followed:
+    """A value loaded from a file another process replaces (the catalog, a
+    model's CURRENT pointer). ``get`` checks the file (one stat) and loads a
+    new value when it changed: a change acknowledged before a request arrives
+    is what that request sees (the writer replaces the file before it answers)."""
+
+    def __init__(self, path: Path, load: Callable[[], object], what: str):
+        self.path, self._load, self.what = path, load, what
+        self._lock = threading.Lock()
+        self._stamp = file_stamp(path)
+        self.value = load()
+
+    def get(self):
+        if file_stamp(self.path) != self._stamp:
+            with self._lock:  # one loader; the others then find it loaded
+                stamp = file_stamp(self.path)
+                if stamp != self._stamp:
+                    try:
+                        self.value = self._load()
+                    except Exception:
+                        log.exception("could not load the new %s; serving the last good one", self.what)
+                    self._stamp = stamp
+        return self.value
+
+
 class ServingSurface:
-    """A surface's serving policy in a worker: follows the published version."""
+    """A surface's serving policy in a worker: the published version (CURRENT)."""
 
     def __init__(self, name: str, mode: Mode, settings, store: ModelStore):
         self.name, self.mode, self.settings, self.store = name, mode, settings, store
-        self.serving = self._load()
+        self._policy = Followed(store.directory / "CURRENT", self._load, f"model of surface '{name}'")
 
     def _load(self) -> Policy:
         info = self.store.current()
         return Policy(self.settings, model_path=self.store.path(info.version), version=str(info.version))
 
     @property
+    def serving(self) -> Policy:
+        return self._policy.get()
+
+    @property
     def version(self) -> str:
         return self.serving.version
 
     def refresh(self) -> None:
-        info = self.store.current()
-        if info is not None and str(info.version) != self.serving.version:
-            self.serving = Policy(self.settings, model_path=self.store.path(info.version), version=str(info.version))
+        self._policy.get()
 
 
 class WorkerEngine:
@@ -97,16 +143,16 @@ class WorkerEngine:
         data = Path(config.data_dir)
         self.config, self.index = config, index
         self.metadata = metadata
-        self.catalog_path = data / "catalog.json"
-        self.catalog = Catalog(self.catalog_path, config.limits.features)
-        self._catalog_stamp = self._stamp()
-        self.events = AppendLog(worker_log_dir(data, index), "events", fsync=config.log.fsync,
-                                segment_bytes=config.log.segment_bytes)
+        self._catalog = Followed(data / "catalog.json", lambda: Catalog(data / "catalog.json", config.limits.features),
+                                 "catalog")
+        log_dir = worker_log_dir(data, index)
+        self.events = AppendLog(log_dir, "events", fsync=config.log.fsync, segment_bytes=config.log.segment_bytes)
         self.surfaces = {name: ServingSurface(name, Mode(s.mode), s.learning,
                                               ModelStore(data / "models" / name, keep=config.learner.keep_versions))
                          for name, s in config.surfaces.items()}
-        self.counts = {"decisions": 0, "bad_requests": 0}
+        self.counts = SharedCounts(log_dir / COUNTS_FILE)  # what this worker rejects; the coordinator adds them up
         self._service = pb_grpc.PlacementServiceStub(coordinator)
+        self._check_repeat = coordinator.unary_unary(CHECK_REPEAT)
         # Recent decisions for idempotent repeats, bounded in bytes (lines carry
         # every candidate's features, so a count bound would not bound memory).
         self._recent: OrderedDict[str, str] = OrderedDict()
@@ -116,24 +162,26 @@ class WorkerEngine:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)
 
+    @property
+    def catalog(self) -> Catalog:
+        return self._catalog.get()
+
     def start(self) -> None:
         self._thread.start()
 
     def stop(self) -> None:
         self._stop.set()
         self.events.close()
-
-    def _stamp(self) -> float:
-        return self.catalog_path.stat().st_mtime_ns if self.catalog_path.exists() else 0
+        self.counts.flush()
 
     def _refresh_loop(self) -> None:
+        """Load what changed while no request came (requests check for themselves)."""
         while not self._stop.wait(REFRESH_SECONDS):
             try:
                 for surface in self.surfaces.values():
                     surface.refresh()
-                if self._stamp() != self._catalog_stamp:
-                    self._catalog_stamp = self._stamp()
-                    self.catalog = Catalog(self.catalog_path, self.config.limits.features)
+                self._catalog.get()
+                self.counts.flush()
             except Exception:
                 log.exception("worker %s: refresh failed; serving the last good model", self.index)
 
@@ -144,21 +192,36 @@ class WorkerEngine:
         surface = self.surface(call.surface)
         event_id = call.event_id or uuid.uuid4().hex
         with self._lock:
-            if event_id in self._recent:
-                return event_from_record(json.loads(self._recent[event_id]))
+            remembered = self._recent.get(event_id)
+        if remembered is not None:
+            return self._repeat(event_id, remembered)
         event = make_decision(call, event_id, surface, self.catalog, time.time())
         line = event_line(event)
         with self._lock:
-            if event_id in self._recent:
-                return event_from_record(json.loads(self._recent[event_id]))
-            ticket = self.events.submit(line)
-            self.counts["decisions"] += 1
-            self._recent[event_id] = line
-            self._recent_bytes += len(line)
-            while self._recent_bytes > self._remember_bytes:
-                self._recent_bytes -= len(self._recent.popitem(last=False)[1])
+            remembered = self._recent.get(event_id)
+            if remembered is None:
+                ticket = self.events.submit(line)
+                self._recent[event_id] = line
+                self._recent_bytes += len(line)
+                while self._recent_bytes > self._remember_bytes:
+                    self._recent_bytes -= len(self._recent.popitem(last=False)[1])
+        if remembered is not None:  # a concurrent call with the same id won
+            return self._repeat(event_id, remembered)
         self.events.wait(ticket)
         return event
+
+    def _repeat(self, event_id: str, line: str) -> DecisionEvent:
+        """A repeated id gets its original decision back while it is pending;
+        whether it has joined since only the coordinator knows (ALREADY_EXISTS,
+        as from one process). Asked on repeats only, never on a new id."""
+        try:
+            self._check_repeat(event_id.encode(), timeout=REPEAT_CHECK_SECONDS, metadata=self.metadata)
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.ALREADY_EXISTS:
+                raise
+            log.warning("worker %s: coordinator did not answer for repeated event %s (%s); answering from memory",
+                        self.index, event_id, err.code())
+        return event_from_record(json.loads(line))
 
     def explain(self, event: DecisionEvent, top: int = 5):
         return explain_decision(self.surface(event.surface).serving, event, top)
@@ -176,49 +239,54 @@ class WorkerEngine:
         self._service.Activate(request, timeout=30, metadata=self.metadata)
 
 
+def _caller_timeout(context: grpc.ServicerContext) -> float | None:
+    """The caller's time left, or None when it set no deadline (the default of
+    grpcio, grpc-go, grpc-java, grpc-js). grpcio reports "no deadline" as about
+    9e18 seconds, which passed on as a timeout overflows and expires at once."""
+    remaining = context.time_remaining()
+    return remaining if remaining is not None and remaining < NO_DEADLINE_SECONDS else None
+
+
 def _forward_admin(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = ()) -> grpc.GenericRpcHandler:
-    """PlacementAdmin as raw bytes passed to the coordinator (auth was checked here)."""
+    """PlacementAdmin as raw bytes passed to the coordinator (auth was checked
+    here), with the caller's deadline if it has one; a caller that cancels or
+    goes away cancels the forwarded call."""
     service = pb.DESCRIPTOR.services_by_name["PlacementAdmin"]
     handlers = {}
     for method in service.methods:
         path = f"/{service.full_name}/{method.name}"
-        if method.client_streaming:
-            call = channel.stream_unary(path)
-            handlers[method.name] = grpc.stream_unary_rpc_method_handler(
-                lambda it, ctx, call=call: call(it, timeout=ctx.time_remaining(), metadata=metadata))
-        elif method.server_streaming:
-            call = channel.unary_stream(path)
+        if method.server_streaming:  # ExportModel
             handlers[method.name] = grpc.unary_stream_rpc_method_handler(
-                lambda req, ctx, call=call: call(req, timeout=ctx.time_remaining(), metadata=metadata))
+                _forward_stream(channel.unary_stream(path), metadata))
+        elif method.client_streaming:  # ImportModel
+            handlers[method.name] = grpc.stream_unary_rpc_method_handler(
+                _forward_unary(channel.stream_unary(path), metadata))
         else:
-            call = channel.unary_unary(path)
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                lambda req, ctx, call=call: call(req, timeout=ctx.time_remaining(), metadata=metadata))
-    return _Forwarding(grpc.method_handlers_generic_handler(service.full_name, handlers))
+                _forward_unary(channel.unary_unary(path), metadata))
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
-class _Forwarding(grpc.GenericRpcHandler):
-    """Turns the coordinator's error statuses into this call's status."""
+def _forward_unary(call, metadata: tuple[tuple[str, str], ...]):
+    def forward(request, context):
+        future = call.future(request, timeout=_caller_timeout(context), metadata=metadata)
+        context.add_callback(future.cancel)
+        try:
+            return future.result()
+        except grpc.RpcError as err:
+            context.abort(err.code(), err.details())
+    return forward
 
-    def __init__(self, inner: grpc.GenericRpcHandler):
-        self.inner = inner
 
-    def service(self, handler_call_details):
-        handler = self.inner.service(handler_call_details)
-        if handler is None:
-            return None
-
-        def relay(behaviour):
-            def call(request, context):
-                try:
-                    return behaviour(request, context)
-                except grpc.RpcError as err:
-                    context.abort(err.code(), err.details())
-            return call
-
-        from server.interceptors import _wrap
-
-        return _wrap(handler, relay)
+def _forward_stream(call, metadata: tuple[tuple[str, str], ...]):
+    def forward(request, context):
+        responses = call(request, timeout=_caller_timeout(context), metadata=metadata)
+        context.add_callback(responses.cancel)
+        try:
+            yield from responses
+        except grpc.RpcError as err:  # the coordinator's status, as it gave it
+            context.abort(err.code(), err.details())
+    return forward
 
 
 def _worker_main(config: ServerConfig, index: int, ready: mp.Event) -> None:
@@ -267,6 +335,9 @@ class Coordinator:
         self.engine = Engine(config, decision_dirs=self.tailer.directories())
         self.tailer.skip_existing()
         self.engine.catch_up = self.catch_up
+        self.engine.peer_counts = self.worker_counts
+        for directory in self.tailer.directories():  # counted from zero, as the coordinator's own counters
+            reset_counts(directory / COUNTS_FILE)
         self._stop = threading.Event()
         self._ingest_lock = threading.Lock()
         self._procs: list[mp.Process] = []
@@ -279,6 +350,10 @@ class Coordinator:
             for record, where in self.tailer.poll():
                 if record.get("kind") == "decision":
                     self.engine.ingest(record, where)  # the line stays in the worker's log until it joins
+
+    def worker_counts(self) -> list[dict[str, int]]:
+        """What every worker (of this host or another) rejected itself."""
+        return [read_counts(directory / COUNTS_FILE) for directory in self.tailer.directories()]
 
     def _tail_loop(self) -> None:
         while not self._stop.wait(TAIL_SECONDS):
@@ -296,10 +371,12 @@ class Coordinator:
             sec = self.config.security
             token = read_token(sec.admin_token_file, sec.admin_token_env, dict(os.environ))
             interceptors.append(AuthInterceptor(token, sec.admin_identities, protect_all=True, trust_unix_peers=True))
+        interceptors.append(MalformedRequestInterceptor())  # admin calls arrive as the client's bytes
         self.internal = grpc.server(futures.ThreadPoolExecutor(max_workers=self.config.threads),
                                     interceptors=interceptors)
         pb_grpc.add_PlacementServiceServicer_to_server(PlacementService(self.engine), self.internal)
         pb_grpc.add_PlacementAdminServicer_to_server(PlacementAdmin(self.engine), self.internal)
+        self.internal.add_generic_rpc_handlers((_coordination_handler(self.engine),))
         self.internal.add_insecure_port(f"unix:{path}")
         if self.listen:
             self.internal_port = _listen_for_workers(self.internal, self.config, self.listen)
@@ -344,6 +421,25 @@ class Coordinator:
 
     def alive(self) -> bool:
         return all(p.is_alive() for p in self._procs)
+
+
+class _Coordination:
+    """The coordinator's answers to its workers (not part of the public API)."""
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+
+    @rpc(lambda self: self.engine.counts)
+    def check_repeat(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        """Empty while the event is pending or unknown; ALREADY_EXISTS once joined."""
+        self.engine.check_repeat(request.decode())
+        return b""
+
+
+def _coordination_handler(engine: Engine) -> grpc.GenericRpcHandler:
+    service, method = CHECK_REPEAT.strip("/").split("/")
+    handler = grpc.unary_unary_rpc_method_handler(_Coordination(engine).check_repeat)  # bytes in, bytes out
+    return grpc.method_handlers_generic_handler(service, {method: handler})
 
 
 def _listen_for_workers(server: grpc.Server, config: ServerConfig, address: str) -> int:

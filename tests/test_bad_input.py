@@ -68,15 +68,16 @@ BAD_DECIDES = [
 
 
 @pytest.mark.parametrize("name, request_, code, message", BAD_DECIDES, ids=[b[0] for b in BAD_DECIDES])
-def test_bad_decide(client, name, request_, code, message):
-    accepted = client.decide({}, ["a"], CANDS, event_id="accepted-before")
+def test_bad_decide(shared_client, name, request_, code, message):
+    client, accepted_id = shared_client, f"accepted-before-{name.replace(' ', '-')}"
+    accepted = client.decide({}, ["a"], CANDS, event_id=accepted_id)
     with pytest.raises(grpc.RpcError) as err:
         _raw(client, request_)
     assert err.value.code() == code, err.value.details()
     assert message in err.value.details()
     # The server keeps answering, and what it had accepted is still there.
-    assert client.decide({}, ["a"], CANDS, event_id="accepted-before") == accepted
-    assert client.reward("accepted-before", 1.0) == "a"
+    assert client.decide({}, ["a"], CANDS, event_id=accepted_id) == accepted
+    assert client.reward(accepted_id, 1.0) == "a"
 
 
 def test_no_eligible_candidates(client):
@@ -118,8 +119,8 @@ def test_bad_rewards_and_activations(client):
     assert stats.bad_requests == len(cases)
 
 
-def test_reward_after_window_is_expired(start):
-    server = start(join={"window_seconds": 0.05, "tick_seconds": 0.01})
+def test_reward_after_window_is_expired(start_topology):
+    server = start_topology(join={"window_seconds": 0.05, "tick_seconds": 0.01})
     with PlacementClient(server.target) as client:
         result = client.decide({}, ["a"], CANDS)
         server.engine.join_now(now=server.engine.clock() + 1)
@@ -127,14 +128,30 @@ def test_reward_after_window_is_expired(start):
             client.reward(result.event_id, 1.0)
         assert err.value.code() == CODE.FAILED_PRECONDITION
         assert "past its reward window" in err.value.details()
-        with pytest.raises(grpc.RpcError) as err:
+        with pytest.raises(grpc.RpcError) as err:  # the same connection: a worker remembers the id
             client.decide({}, ["a"], CANDS, event_id=result.event_id)
         assert err.value.code() == CODE.ALREADY_EXISTS
-        assert client.stats().rewards_rejected_expired == 1
+        assert err.value.details() == f"event '{result.event_id}' was already decided and joined; use a new event id"
+        stats = client.stats()
+        assert stats.rewards_rejected_expired == 1 and stats.bad_requests == 2
 
 
-def test_limits_are_configurable(start):
-    server = start(limits={"max_candidates": 2, "features": {"max_category_length": 4}})
+def test_rejected_decides_of_every_serving_process_are_counted(client, server):
+    """Each connection may reach another worker; GetStats counts them all."""
+    client.put_collections(CANDS)
+    for i in range(10):
+        with PlacementClient(server.target) as fresh:
+            for _, request_, code, _ in BAD_DECIDES[:3]:
+                with pytest.raises(grpc.RpcError) as err:
+                    _raw(fresh, request_)
+                assert err.value.code() == code
+            fresh.decide({}, ["a"], event_id=f"good-{i}")
+    stats = client.stats()
+    assert stats.bad_requests == 30 and stats.decisions == 10
+
+
+def test_limits_are_configurable(start_topology):
+    server = start_topology(limits={"max_candidates": 2, "features": {"max_category_length": 4}})
     with PlacementClient(server.target) as client:
         with pytest.raises(grpc.RpcError) as err:
             client.decide({}, ["a"], CANDS)

@@ -48,7 +48,7 @@ def _good(client: PlacementClient) -> None:
 
 
 def _assert_log_whole(server) -> None:
-    for path in sorted((server.engine.config.data_dir / "events").glob("*.jsonl")):
+    for path in sorted((server.engine.config.data_dir / "events").rglob("*.jsonl")):  # workers' logs too
         for line in path.read_text().splitlines():
             record = json.loads(line)  # no half events: every line is a whole record
             assert record["kind"] in {"decision", "reward", "activate"}
@@ -142,7 +142,7 @@ def test_concurrent_calls_for_the_same_event(server, client):
         t.start()
     for t in rewards:
         t.join()
-    logged = [json.loads(line) for path in (server.engine.config.data_dir / "events").glob("*.jsonl")
+    logged = [json.loads(line) for path in (server.engine.config.data_dir / "events").rglob("*.jsonl")
               for line in path.read_text().splitlines()]
     assert sum(1 for r in logged if r["kind"] == "decision" and r["id"] == "same-event") == 1
     assert sum(1 for r in logged if r["kind"] == "reward" and r["id"] == "same-event") == 8

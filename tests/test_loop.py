@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from server.client import PlacementClient, collection, slot
+from server.eventlog import read_log_dir
 
 from helpers import BEST, COLLECTIONS, SEGMENTS, SLOTS, click_probability
 
@@ -101,17 +102,23 @@ def test_plain_vw_trains_on_the_joined_log(server, client, tmp_path):
     assert f"number of examples = {lines}" in run.stdout + run.stderr
 
 
+def _logged(server) -> list[dict]:
+    """Every event log of the data directory (serving workers log decisions in their own)."""
+    events = server.engine.config.data_dir / "events"
+    return [record for directory in (events, *sorted(events.glob("worker-*"))) for record in read_log_dir(directory)]
+
+
 def test_decisions_are_logged_before_the_answer(server, client):
     register_collections(client)
     result = client.decide({"customer": {"segment": "a"}}, SLOTS, event_id="logged-1")
-    records = list(server.engine.events.read())
+    records = _logged(server)
     [decision] = [r for r in records if r.get("id") == "logged-1"]
     assert decision["kind"] == "decision"
     assert [c["p"] for c in decision["choices"]] == [s.probability for s in result.slots]
     assert [decision["candidates"][c["a"]]["id"] for c in decision["choices"]] == \
         [s.collection_id for s in result.slots]
     client.reward("logged-1", 2.5, slot_id="email")
-    rewards = [r for r in server.engine.events.read() if r.get("kind") == "reward"]
+    rewards = [r for r in _logged(server) if r.get("kind") == "reward"]
     assert rewards[-1]["value"] == 2.5 and rewards[-1]["slot"] == "email"
 
 

@@ -9,7 +9,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from server.client import PlacementClient
+from server.client import PlacementClient, collection
 
 from helpers import SEGMENTS, SLOTS
 from test_loop import drive, register_collections, settle
@@ -163,3 +163,44 @@ def test_corrupt_joined_record_is_counted_and_serving_continues(start, tmp_path)
         assert stats.learner_errors == 1
         assert second.engine.surfaces["default"].examples_learned == 49
         assert client.decide({"customer": {"segment": "a"}}, SLOTS).slots  # still serving
+
+
+def test_admin_calls_without_a_deadline(server, client, tmp_path):
+    """No deadline is the default call option of grpcio, grpc-go, grpc-java and
+    grpc-js: every admin call answers as it does with one."""
+    with PlacementClient(server.target, timeout=None) as patient:
+        assert patient.put_collections([collection("c0", {"c": {"x": 1.0}})]) == 1
+        assert [c.id for c in patient.list_collections()] == ["c0"]
+        assert patient.stats().catalog_version == 1
+        header = patient.export_model(tmp_path / "model.vw")
+        assert int(patient.model_info().current_version) == header.version
+        assert patient.import_model(tmp_path / "model.vw").versions[-1].origin == "imported"
+        assert patient.delete_collection("c0") == 2
+        with pytest.raises(grpc.RpcError) as err:
+            patient.delete_collection("c0")
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert err.value.details() == "collection 'c0' is not in the catalog"
+        with pytest.raises(grpc.RpcError) as err:
+            patient.export_model(tmp_path / "other.vw", surface="kiosk")
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+        assert err.value.details() == "unknown surface 'kiosk'"
+
+
+def test_acknowledged_catalog_change_is_what_the_next_decide_sees(server):
+    """Read-your-writes on every serving process: each round puts a collection
+    only its own slot may take, then decides on a fresh connection (the kernel
+    spreads connections over workers); then deletes it and decides again."""
+    with PlacementClient(server.target) as admin:
+        for i in range(12):
+            admin.put_collections([collection(f"only-{i}", {"c": {"x": float(i)}}, eligible_slots=[f"slot{i}"])])
+            with PlacementClient(server.target) as fresh:
+                assert fresh.decide({}, [f"slot{i}"]).chosen() == {f"slot{i}": f"only-{i}"}
+            admin.delete_collection(f"only-{i}")
+            with PlacementClient(server.target) as fresh:
+                with pytest.raises(grpc.RpcError) as err:
+                    fresh.decide({}, [f"slot{i}"])
+                assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+                assert err.value.details() == f"slot 'slot{i}' has no eligible collection left"
+                with pytest.raises(grpc.RpcError) as err:  # by id: looked up in the catalog
+                    fresh.decide({}, [f"slot{i}"], [f"only-{i}"])
+                assert err.value.code() == grpc.StatusCode.NOT_FOUND

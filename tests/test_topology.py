@@ -60,7 +60,6 @@ def test_remote_workers_share_storage_and_one_learner(tmp_path):
             with pytest.raises(grpc.RpcError) as err:
                 outsider.reward("x", 1.0)
             assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
-        time.sleep(0.5)  # workers reload the catalog from shared storage
         versions: dict[int, set[str]] = {0: set(), 1: set()}
         n, deadline = 0, time.monotonic() + 30
         with PlacementClient(targets["host-a"]) as a, PlacementClient(targets["host-b"]) as b:
@@ -109,7 +108,6 @@ tls_client_ca_file = "{pki['ca'].cert}"
         target = f"127.0.0.1:{m.group(1)}"
         with PlacementClient(target, token=TOKEN, credentials=creds) as client:
             client.put_collections([collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(3)])  # via the coordinator
-            time.sleep(0.5)
             events = [client.decide({"u": {"seg": "ab"[i % 2]}}, ["homepage"]).event_id for i in range(20)]
             assert all(client.reward(e, 1.0) == "homepage" for e in events)  # forwarded to the coordinator
             deadline = time.monotonic() + 15

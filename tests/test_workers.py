@@ -35,7 +35,6 @@ def test_workers_share_the_port_and_join_exactly_once(tmp_path):
     try:
         with PlacementClient(target) as admin:
             admin.put_collections([collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(5)])
-        time.sleep(0.5)  # workers reload the catalog
         rng = random.Random(0)
         decided, rewarded, versions, failures = set(), set(), Counter(), []
         for batch in range(30):  # a fresh connection per batch: the kernel spreads them over workers

@@ -228,7 +228,10 @@ class PlacementService:
 
 
 class PlacementAdminStub:
-    """Missing associated documentation comment in .proto file."""
+    """Calls need no client deadline (one is honoured when set). A change that has
+    been acknowledged (PutCollections, DeleteCollection, ImportModel,
+    RollbackModel) is what the next Decide sees, on every serving process.
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -279,7 +282,10 @@ class PlacementAdminStub:
 
 
 class PlacementAdminServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Calls need no client deadline (one is honoured when set). A change that has
+    been acknowledged (PutCollections, DeleteCollection, ImportModel,
+    RollbackModel) is what the next Decide sees, on every serving process.
+    """
 
     def PutCollections(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -381,7 +387,10 @@ def add_PlacementAdminServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PlacementAdmin:
-    """Missing associated documentation comment in .proto file."""
+    """Calls need no client deadline (one is honoured when set). A change that has
+    been acknowledged (PutCollections, DeleteCollection, ImportModel,
+    RollbackModel) is what the next Decide sees, on every serving process.
+    """
 
     @staticmethod
     def PutCollections(request,
