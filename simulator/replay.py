@@ -43,6 +43,7 @@ from bandit.estimators import (
     EstimationRefused,
     Estimate,
     OffPolicyEstimator,
+    RefusalReason,
     diagnose,
     importance_weights,
     make_estimator,
@@ -94,9 +95,11 @@ class ReplayLog:
     pscore: np.ndarray  # (n, K) NaN where missing
     mask: np.ndarray  # (n, K, A) bool
     present: np.ndarray  # (n, K) bool
-    logged_dist: np.ndarray  # (n, K, A) the logging policy's ranking
+    logged_dist: np.ndarray  # (n, K, A) the logging policy's ranking; NaN where unknown (chosen_only)
     slot_labels: list[str]
     sources: list[str] = field(default_factory=list)
+    # (n,) events whose log carries only the chosen actions' propensities
+    chosen_only: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     @property
     def n(self) -> int:
@@ -131,7 +134,9 @@ class ReplayLog:
             for k, choice in enumerate(joined.decision.choices):
                 slot_ids[k][choice.slot_id] += 1
         labels = [c.most_common(1)[0][0] if len(c) == 1 else f"#{k}" for k, c in enumerate(slot_ids)]
-        return cls(events, allowed_all, reward, action, pscore, mask, present, logged, labels, list(sources))
+        chosen_only = np.array([e.decision.chosen_only for e in events], dtype=bool)
+        return cls(events, allowed_all, reward, action, pscore, mask, present, logged, labels, list(sources),
+                   chosen_only)
 
 
 def _fill_event(i: int, joined: JoinedEvent, reward: np.ndarray, action: np.ndarray, pscore: np.ndarray,
@@ -156,6 +161,9 @@ def _fill_event(i: int, joined: JoinedEvent, reward: np.ndarray, action: np.ndar
         pscore[i, k] = choice.probability if choice.probability is not None else math.nan
         mask[i, k, 0] = False
         mask[i, k, allowed] = True
+        if d.chosen_only:  # the logging distribution is unknown beyond the chosen action
+            logged[i, k] = math.nan
+            continue
         logged[i, k] = _row(choice.ranking, allowed, logged.shape[-1], f"event {d.event_id} slot {choice.slot_id}",
                             lenient=True)
     return allowed_event
@@ -574,9 +582,15 @@ def _flags(name: str, n_eff: float | None, cfg: EstimationConfig) -> list[str]:
     return []
 
 
-def evaluate_policy(log: ReplayLog, dist: np.ndarray, q: np.ndarray, cfg: EstimationConfig) -> dict[str, Any]:
+def evaluate_policy(log: ReplayLog, dist: np.ndarray, q: np.ndarray, cfg: EstimationConfig,
+                    known_at_logged_only: np.ndarray | None = None) -> dict[str, Any]:
     """Estimates (per estimator x scope, with intervals), slate estimates and
-    diagnostics of one target's distributions ``dist`` (n, K, A)."""
+    diagnostics of one target's distributions ``dist`` (n, K, A).
+
+    ``known_at_logged_only`` (n,) marks events where ``dist`` is known only at
+    the logged actions (the ``logged`` target on a log with only the chosen
+    propensities): estimators that need the whole distribution are refused
+    there instead of being fed a made-up one."""
     diag, weights = diagnostics(log, dist)
     r_max, r_note = _reward_bound(log, cfg)
     scopes: list[tuple[str, int | None]] = [("page", None)]
@@ -586,8 +600,13 @@ def evaluate_policy(log: ReplayLog, dist: np.ndarray, q: np.ndarray, cfg: Estima
     estimates = []
     for scope_name, k in scopes:
         scope = _Scope(log, dist, q, k)
+        unknown = _unknown_distribution(log, known_at_logged_only, k)
         for name in cfg.estimators:
             entry: dict[str, Any] = {"estimator": name, "scope": scope_name}
+            if unknown and name.partition(":")[0].lower().replace("_", "-") in NEEDS_FULL_DISTRIBUTION:
+                estimates.append({**entry, "refused": RefusalReason.UNKNOWN_LOGGING_DISTRIBUTION.value,
+                                  "detail": unknown})
+                continue
             try:
                 est = scope.estimate(estimator_for(name))
             except (EstimationRefused, ValueError) as exc:
@@ -619,6 +638,21 @@ def evaluate_policy(log: ReplayLog, dist: np.ndarray, q: np.ndarray, cfg: Estima
         estimates.append(entry)
     return {"estimates": estimates, "diagnostics": diag, "weights": _histogram(weights),
             "notes": [r_note] if r_note else []}
+
+
+NEEDS_FULL_DISTRIBUTION = ("dm", "dr", "sndr", "switch-dr", "dr-os")  # sum_a pi(a|x) q(x, a)
+
+
+def _unknown_distribution(log: ReplayLog, partial: np.ndarray | None, k: int | None) -> str:
+    """Why estimators needing the target's whole distribution cannot run ("" if they can)."""
+    if partial is None or not partial.any():
+        return ""
+    rows = partial if k is None else partial & log.present[:, k]
+    if not rows.any():
+        return ""
+    return (f"{int(rows.sum())} of {log.n} decisions carry only the chosen action's propensity (an imported "
+            "single-choice log): the logging policy's distribution over the other collections is unknown, so "
+            "DM and the DR family cannot value it; IPS and SNIPS need only the chosen action's and are exact")
 
 
 def _numbers(est: Estimate) -> dict[str, float]:
@@ -681,7 +715,8 @@ def diagnostics(log: ReplayLog, dist: np.ndarray) -> tuple[dict[str, Any], dict[
         arrays = dict(action=log.action[rows, k], pscore=log.pscore[rows, k], action_dist=dist[rows, k],
                       action_mask=log.mask[rows, k])
         try:
-            d = diagnose(**arrays, logging_dist=log.logged_dist[rows, k])
+            known = log.logged_dist[rows, k]
+            d = diagnose(**arrays, logging_dist=np.where(np.isnan(known), 1.0, known))  # unknown: support = mask
             weights[k] = importance_weights(**arrays, allow_deterministic=True)
         except (EstimationRefused, ValueError) as exc:
             slots[label] = _refusal(exc)
@@ -812,7 +847,8 @@ def _run_replay(paths: Sequence[Path] | ReplayLog, options: ReplayOptions,
         dists = run_targets(log, tasks, options.workers, advance)
     policies = []
     for spec, dist in zip(specs, dists):
-        result = evaluate_policy(log, dist, q, cfg)
+        partial = log.chosen_only if spec.kind == "logged" else None
+        result = evaluate_policy(log, dist, q, cfg, partial)
         notes = result.pop("notes")
         if spec.kind == "model" and spec.meta.get("examples_learned"):
             notes.append(f"the saved model learned from {spec.meta['examples_learned']} examples; if those "
