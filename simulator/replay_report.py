@@ -182,9 +182,16 @@ def print_results(results: dict[str, Any], console: Console | None = None, slots
     for policy in results["policies"]:
         for note in policy.get("notes", []):
             console.print(f"[dim]{policy['name']}: {note}[/dim]")
-        flags = sorted({(e["estimator"], e["scope"], f) for e in policy["estimates"] for f in e.get("flags", [])})
-        for estimator, scope, flag in flags:
-            console.print(f"[yellow]{policy['name']} {estimator} {scope}: {flag}[/yellow]")
+        flagged = [e for e in policy["estimates"] if any(f.startswith("low_ess") for f in e.get("flags", []))]
+        if flagged:
+            names = ", ".join(dict.fromkeys(e["estimator"] for e in flagged))
+            scopes = ", ".join(dict.fromkeys(e["scope"] for e in flagged))
+            console.print(f"{policy['name']}: low effective sample size (ESS < {results['config']['min_ess']:g}) "
+                          f"for {names} ({scopes})", style="yellow", markup=False, emoji=False)
+    quality = results.get("reward_model")
+    if quality:
+        console.print(f"reward model (DM, DR family): held-out MSE {quality['heldout_mse']:.4g} vs "
+                      f"{quality['constant_mse']:.4g} for a constant", style="dim", markup=False)
     if "search" in results:
         console.print(search_table(results["search"]))
         rec = results["search"]["recommendation"]

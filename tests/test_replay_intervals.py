@@ -8,10 +8,9 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+from replay_world import COLLECTIONS, conditional_value, make_events, uniform_policy
 
 from simulator.replay import EstimationConfig, ReplayLog, evaluate_policy, reward_model
-
-from replay_world import COLLECTIONS, conditional_value, make_events, uniform_policy
 
 CFG = EstimationConfig(estimators=("dm", "ips", "snips", "dr", "sndr"), slate=("sips",), intervals=("normal",))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+from replay_world import conditional_value, make_events, uniform_policy
 
 from bandit.events import DecisionEvent, JoinedEvent
 from bandit.features import Candidate, FeatureGroup, SlotSpec
@@ -20,8 +21,6 @@ from simulator.replay import (
     reward_model,
     run_replay,
 )
-
-from replay_world import conditional_value, make_events, uniform_policy
 
 N_COLLECTIONS = 60  # more than the old per-collection model's 40 buckets
 SEGMENTS = ("a", "b", "c")
@@ -136,7 +135,7 @@ def test_dr_stays_unbiased_when_the_reward_model_is_misspecified():
         dm.append(_page(result, "dm")["value"])
         dr.append(_page(result, "dr")["value"])
     dm_a, dr_a = np.array(dm), np.array(dr)
-    se = lambda x: x.std(ddof=1) / np.sqrt(x.size)  # noqa: E731
+    se = lambda x: x.std(ddof=1) / np.sqrt(x.size)
     assert abs(dr_a.mean() - truth) < 3 * se(dr_a), (dr_a.mean(), truth, se(dr_a))
     assert abs(dm_a.mean() - truth) > 5 * se(dm_a), (dm_a.mean(), truth, se(dm_a))  # the model really is wrong
 
