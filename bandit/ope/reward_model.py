@@ -2,11 +2,11 @@
 
 q_hat(x, k, a) is a single linear model over
 
-* an intercept, the context tokens and the slot tokens (slot identity and
-  slot features), and context x slot;
+* an intercept, the context tokens, the slot tokens (slot identity, position
+  and slot features) and context x slot;
 * the collection tokens (collection identity and collection features);
-* (context and slot tokens) x collection tokens -- who and where, crossed
-  with what;
+* each of those (context, slot, context x slot) x collection tokens -- who
+  and where, crossed with what: VW's default ``CA SA CSA`` interactions;
 
 with the features encoded once, by :mod:`bandit.features` (the namespaces VW
 sees). One model for every collection and slot replaces per-collection
@@ -141,13 +141,12 @@ class _Design:
 
     @cached_property
     def row_side(self) -> sp.csr_matrix:
-        return sp.hstack([self.ctx, self.slot], format="csr")
+        """[context | slot | context x slot]: who and where."""
+        return sp.hstack([self.ctx, self.slot, _row_kron(self.ctx, self.slot)], format="csr")
 
     def base(self, rows: np.ndarray) -> sp.csr_matrix:
-        """[1 | context | slot | context x slot] for ``rows``."""
-        ctx, slot = self.ctx[rows], self.slot[rows]
-        ones = sp.csr_matrix(np.ones((rows.size, 1)))
-        return sp.hstack([ones, ctx, slot, _row_kron(ctx, slot)], format="csr")
+        """[1 | row side] for ``rows``."""
+        return sp.hstack([sp.csr_matrix(np.ones((rows.size, 1))), self.row_side[rows]], format="csr")
 
     def training(self, rows: np.ndarray, chosen: np.ndarray) -> sp.csr_matrix:
         """Full design rows for ``rows`` with their chosen distinct candidates."""
@@ -219,8 +218,8 @@ def _ridge(x: sp.csr_matrix, y: np.ndarray, alpha: float) -> np.ndarray:
 def _predict(design: _Design, beta: np.ndarray, rows: np.ndarray, lo: float, hi: float,
              chunk: int = 4096) -> np.ndarray:
     """q_hat for every distinct candidate of ``rows``: (len(rows), D)."""
-    c, s, t = design.ctx.shape[1], design.slot.shape[1], design.cand.shape[1]
-    n_base, side_width = 1 + c + s + c * s, c + s
+    side_width, t = design.row_side.shape[1], design.cand.shape[1]
+    n_base = 1 + side_width
     b_base, b_cand = beta[:n_base], beta[n_base:n_base + t]
     b_cross = beta[n_base + t:].reshape(side_width, t)
     out = np.empty((rows.size, design.cand.shape[0]))
@@ -277,7 +276,7 @@ def _quality(y: np.ndarray, pred: np.ndarray, const: np.ndarray, design: _Design
     model predicts better than the mean. (No log loss: a linear model's
     clipped predictions reach 0 and 1, where log loss is unbounded.)"""
     mse, mse_c = float(np.mean((y - pred) ** 2)), float(np.mean((y - const) ** 2))
-    out: dict[str, Any] = {"model": "ridge: context, slot, collection and (context, slot) x collection",
+    out: dict[str, Any] = {"model": "ridge: (1 + context + slot + context x slot) x (1 + collection)",
                            "folds": n_folds, "alpha": alpha, "rows": int(y.size),
                            "context_tokens": int(design.ctx.shape[1]),
                            "collection_tokens": int(design.cand.shape[1]),
