@@ -65,14 +65,15 @@ def test_csv_good_and_bad_rows(tmp_path: Path) -> None:
     assert [s.id for s in first.inp.slots] == ["slot_0"]
     choice = first.choices[0]
     assert first.inp.candidates[choice.action].id == "a" and choice.probability == 0.5
-    assert sorted(p for a, p in choice.ranking if a != choice.action) == [0.25, 0.25]  # rest shared uniformly
+    # only the chosen propensity is known: nothing invented for the others, and the event says so
+    assert choice.ranking == ((choice.action, 0.5),) and first.chosen_only
     assert events[0].rewards == (1.0,) and events[1].rewards == (0.0,)
     assert first.timestamp == datetime(2024, 5, 1, 10, tzinfo=timezone.utc).timestamp()
     assert second.timestamp == 1714557600.0
     assert second.inp.candidates[second.choices[0].action].id == "c"
     assert [c.id for c in third.inp.candidates] == ["b", "c"]
     assert dict(third.inp.context[0].features) == {"age": 27.0}  # empty cell: feature absent
-    assert third.choices[0].ranking == ((0, 1.0), (1, 0.0))
+    assert third.choices[0].ranking == ((0, 1.0),)
     assert events[2].rewards == (0.25,)
     assert third.timestamp == datetime(2024, 5, 1, 12, tzinfo=timezone.utc).timestamp()
 
@@ -95,7 +96,7 @@ def test_default_candidates_are_all_actions_seen(tmp_path: Path) -> None:
     import_log(src, out, build_mapping(None, action="col", reward="r", propensity="p", context="x"))
     events = list(read_joined([out]))
     assert all([c.id for c in e.decision.inp.candidates] == ["a", "b", "c"] for e in events)
-    assert events[2].decision.choices[0].ranking[1][1] == pytest.approx(0.4)
+    assert events[2].decision.choices[0].ranking == ((2, 0.2),)
     assert events[0].decision.inp.context[0].name == "context"
 
 
@@ -173,7 +174,7 @@ def test_multi_slot_grouping_and_whole_decision_rejection(tmp_path: Path) -> Non
     assert [c.probability for c in e1.decision.choices] == [0.5, 0.25]
     assert e1.rewards == (1.0, 0.0)
     slot2 = dict(e1.decision.choices[1].ranking)
-    assert ids.index("a") not in slot2 and slot2[ids.index("c")] == pytest.approx(0.75)  # a is taken by slot 1
+    assert slot2 == {ids.index("b"): 0.25} and e1.decision.chosen_only  # only the chosen propensity is known
     e5 = events["e5"].decision
     assert [c.id for c in e5.inp.candidates] == ["a", "b", "c"]
     assert e5.inp.eligible == ((0, 1), (2,))
@@ -217,6 +218,7 @@ def test_mapping_file_distribution_and_collection_features(tmp_path: Path) -> No
     first = events[0].decision
     assert dict(first.inp.context[0].features) == {"years": "30"}
     assert dict(first.choices[0].ranking) == {0: 0.7, 1: 0.2, 2: 0.1}
+    assert not first.chosen_only  # the full distribution was logged
     assert {c.id: dict(c.groups[0].features) for c in first.inp.candidates if c.groups} == {
         "a": {"kind": "seasonal", "price": 0.5}, "b": {"kind": "regular", "price": 0.25}}
     assert events[1].decision.choices[0].probability == 0.5
@@ -282,3 +284,47 @@ def test_cli_summary_and_exit_codes(tmp_path: Path) -> None:
 
     help_text = runner.invoke(_app(), ["import", "--help"])
     assert help_text.exit_code == 0 and "--rejects" in help_text.output
+
+
+def test_single_choice_log_is_marked_and_logged_target_is_not_fed_an_invented_distribution(tmp_path: Path) -> None:
+    """A log with only the chosen propensity: the DSJSON says so (plain VW still
+    trains on it), ``logged`` IPS/SNIPS equal the empirical mean exactly, and
+    DM/DR of ``logged`` are refused, naming why; other targets keep DR."""
+    import json
+
+    import numpy as np
+
+    from simulator.replay.options import EstimationConfig, ReplayOptions
+    from simulator.replay.pipeline import run_replay
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(600):
+        seg = "ab"[i % 2]
+        probs = {"a": 0.6, "b": 0.3, "c": 0.1} if seg == "a" else {"a": 0.2, "b": 0.2, "c": 0.6}
+        col = str(rng.choice(list(probs), p=list(probs.values())))
+        rows.append(f"{seg},{col},{probs[col]},{int(rng.random() < (0.3 if col == 'c' else 0.1))},{1714557600 + i}")
+    src = write_csv(tmp_path / "log.csv", "segment,collection,prob,clicked,ts", rows)
+    out = tmp_path / "out.json"
+    import_log(src, out, build_mapping(None, action="collection", reward="clicked", propensity="prob",
+                                       timestamp="ts", context="user:segment"))
+    first = json.loads(out.read_text().splitlines()[0])
+    assert first["_p_chosen_only"] is True and len(first["_outcomes"][0]["_a"]) == 1
+    assert vw_examples(out) == 600
+    from bandit.logformat.events import event_from_record, event_to_record
+
+    decision = next(read_joined([out])).decision
+    assert decision.chosen_only and event_from_record(event_to_record(decision)) == decision
+    results = run_replay([out], ReplayOptions(policies=("logged", "uniform"), estimation=EstimationConfig(
+        estimators=("dm", "ips", "snips", "dr", "sndr", "switch-dr", "dr-os"), slate=("sips",),
+        intervals=("normal",))))
+    mean = np.mean([float(r.split(",")[3]) for r in rows])
+    logged, uniform = ({e["estimator"]: e for e in p["estimates"]} for p in results["policies"])
+    assert logged["ips"]["value"] == pytest.approx(mean, abs=1e-12)
+    assert logged["snips"]["value"] == pytest.approx(mean, abs=1e-12)
+    assert logged["sips"]["value"] == pytest.approx(mean, abs=1e-12)
+    for name in ("dm", "dr", "sndr", "switch-dr", "dr-os"):
+        assert logged[name]["refused"] == "unknown_logging_distribution", logged[name]
+        assert "only the chosen action's propensity" in logged[name]["detail"]
+        assert "value" in uniform[name], uniform[name]  # any other target: only pi/mu at the logged action
+    assert results["policies"][0]["diagnostics"]["page_joint"]["effective_sample_size"] == pytest.approx(600)

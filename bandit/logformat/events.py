@@ -60,6 +60,10 @@ class DecisionEvent:
     inp: DecisionInput
     choices: tuple[SlotChoice, ...]
     deferred: bool = False
+    # Only the chosen collections' propensities are known (an imported
+    # single-choice log): each ranking is the chosen action alone, and the
+    # logging policy's distribution over the others is unknown, not uniform.
+    chosen_only: bool = False
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ def event_to_record(event: Event) -> dict[str, Any]:
     if isinstance(event, ActivationEvent):
         return {"kind": "activate", "id": event.event_id, "ts": event.timestamp}
     inp = event.inp
-    return {
+    record = {
         "kind": "decision", "id": event.event_id, "ts": event.timestamp,
         "surface": event.surface, "mode": event.mode, "model": event.model_version,
         "deferred": event.deferred,
@@ -112,6 +116,9 @@ def event_to_record(event: Event) -> dict[str, Any]:
                      "rank": [[a, p] for a, p in c.ranking], "top": c.model_top}
                     for c in event.choices],
     }
+    if event.chosen_only:
+        record["chosen_only"] = True
+    return record
 
 
 @dataclass(frozen=True)
@@ -175,7 +182,7 @@ def event_from_record(rec: Mapping[str, Any]) -> Event:
                                tuple((int(a), float(p)) for a, p in c["rank"]), int(c.get("top", -1)))
                     for c in rec["choices"])
     return DecisionEvent(rec["id"], float(rec["ts"]), rec["surface"], rec["mode"], rec["model"],
-                         inp, choices, bool(rec.get("deferred", False)))
+                         inp, choices, bool(rec.get("deferred", False)), bool(rec.get("chosen_only", False)))
 
 
 def dumps(record: Mapping[str, Any]) -> str:
@@ -191,6 +198,9 @@ def iso(ts: float) -> str:
 
 def parse_iso(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+CHOSEN_ONLY = "_p_chosen_only"  # joined-log flag: only the chosen actions' propensities are known
 
 
 def joined_to_dsjson(joined: JoinedEvent) -> dict[str, Any]:
@@ -217,12 +227,15 @@ def joined_to_dsjson(joined: JoinedEvent) -> dict[str, Any]:
             "_o": [{"v": v} for v in obs],
             "_default": not joined.observed[k],
         })
-    return {
+    out = {
         "Version": "1", "EventId": d.event_id, "Timestamp": iso(d.timestamp),
         "_surface": d.surface, "_mode": d.mode, "_model": d.model_version,
         "_defaults": [s.default_collection for s in inp.slots],
         "c": c, "_outcomes": outcomes,
     }
+    if d.chosen_only:  # VW ignores it; _a/_p then hold the chosen action alone
+        out[CHOSEN_ONLY] = True
+    return out
 
 
 def _groups_from_spaces(role: str, spaces: Mapping[str, Any]) -> tuple[str | None, tuple[FeatureGroup, ...]]:
@@ -293,7 +306,8 @@ def _ccb_joined(obj, c, context, candidates) -> JoinedEvent:
     inp = DecisionInput(context, tuple(slots), candidates,
                         tuple(eligible) if any(e is not None for e in eligible) else ())
     decision = DecisionEvent(str(obj.get("EventId", "")), _timestamp(obj), obj.get("_surface", "default"),
-                             obj.get("_mode", "online"), str(obj.get("_model", "")), inp, tuple(choices))
+                             obj.get("_mode", "online"), str(obj.get("_model", "")), inp, tuple(choices),
+                             chosen_only=bool(obj.get(CHOSEN_ONLY, False)))
     return JoinedEvent(decision, tuple(rewards), tuple(observed), tuple(observations))
 
 

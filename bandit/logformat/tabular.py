@@ -21,11 +21,13 @@ Conventions (also shown by ``placement import --help``):
   such. Rows of one decision need not be adjacent, but an event whose rows are
   spread apart stays in memory until its last row is read.
 * **Logged ranking.** Tabular logs rarely carry the logging policy's full
-  distribution. Unless a distribution column is mapped, the chosen collection
-  gets the logged propensity and the other collections still available to the
-  slot share the remaining mass uniformly. Estimators that only use the chosen
-  action's propensity (IPW, DR, ...) are unaffected; anything that uses the
-  whole logged distribution sees this assumption.
+  distribution. Unless a distribution column is mapped, the logged ranking is
+  the chosen collection with its propensity alone and the decision is marked
+  ``chosen_only`` (``"_p_chosen_only": true`` in the DSJSON, which VW
+  ignores): nothing is invented for the other collections. Estimators that
+  only use the chosen action's propensity (IPS, SNIPS, DR of any other
+  target) are unaffected; what needs the logging policy's whole distribution
+  (DM and the DR family for the ``logged`` target) is refused on such logs.
 * **Candidates.** The candidate-set column (``"a|b|c"``) lists what a row could
   have shown; rows of one decision with different sets give per-slot include
   lists. Without the column every decision offers every collection seen in
@@ -645,7 +647,8 @@ class _Converter:
         walk = inp.walk([index[r.action] for r in rows])
         choices = [_choice(r, index, allowed) for r, (_, allowed) in zip(rows, walk)]
         event = DecisionEvent(rows[0].event, min(r.timestamp for r in rows), self.m.surface, "online",
-                              MODEL_VERSION, inp, tuple(choices))
+                              MODEL_VERSION, inp, tuple(choices),
+                              chosen_only=any(r.distribution is None for r in rows))
         n = len(rows)
         return JoinedEvent(event, tuple(r.reward for r in rows), (True,) * n, tuple((r.reward,) for r in rows)), []
 
@@ -693,15 +696,14 @@ def _slot_order(rows: list[_Row]) -> list[_Row]:
 
 
 def _choice(row: _Row, index: Mapping[str, int], available: Sequence[int]) -> SlotChoice:
-    """The logged ranking: the distribution if mapped, else the propensity for
-    the chosen collection and the rest shared uniformly by the others."""
+    """The logged ranking: the distribution if mapped, else the chosen
+    collection with its propensity alone (the rest is unknown: the decision is
+    marked ``chosen_only``, never given an invented distribution)."""
     chosen = index[row.action]
     if row.distribution is not None:
         ranking = [(index[c], p) for c, p in row.distribution if index[c] in available or c == row.action]
     else:
-        others = [a for a in available if a != chosen]
-        rest = (1.0 - row.propensity) / len(others) if others else 0.0
-        ranking = [(chosen, row.propensity)] + [(a, rest) for a in others]
+        ranking = [(chosen, row.propensity)]
     ranking.sort(key=lambda ap: (-ap[1], ap[0] != chosen, ap[0]))
     return SlotChoice(row.slot, chosen, row.propensity, tuple(ranking))
 

@@ -76,6 +76,8 @@ class RefusalReason(str, enum.Enum):
     PSCORE_ABOVE_ONE = "pscore_above_one"
     DETERMINISTIC_LOGGER = "deterministic_logger"
     MISSING_REWARD_MODEL = "missing_reward_model"
+    # the logging policy's distribution is needed but only the chosen action's propensity was logged
+    UNKNOWN_LOGGING_DISTRIBUTION = "unknown_logging_distribution"
 
 
 class EstimationRefused(ValueError):

@@ -176,3 +176,34 @@ def compute_interval(
             raise ValueError("the empirical Bernstein interval needs r_max")
         return ipw_bernstein_interval(est, r_max, max_weight, level)
     raise ValueError(f"unknown interval method {method!r}")
+
+
+def clipped(ci: Interval, lower: float, upper: float) -> Interval:
+    """``ci`` intersected with the range the value is known to lie in (a
+    click rate in [0, 1]): the part outside is impossible, not uncertain."""
+    lo = _scalar(np.clip(np.asarray(ci.lower), lower, upper))
+    hi = _scalar(np.clip(np.asarray(ci.upper), lower, upper))
+    return Interval(ci.estimate, lo, hi, ci.level, ci.method)
+
+
+def no_success_interval(
+    estimate: float, n_eff: float, lower: float, upper: float, *, at_upper: bool = False,
+    level: float = DEFAULT_LEVEL,
+) -> Interval:
+    """Clopper-Pearson interval for 0 successes in ``n_eff`` trials, scaled to
+    [lower, upper] (``at_upper``: every trial a success, mirrored).
+
+    When every logged reward sits at one end of its range, the sample variance
+    is 0 and a normal interval collapses to a point: 0 clicks in 125
+    impressions would be "[0, 0]". The exact binomial bound says what 125
+    trials can and cannot rule out: the rate is below 1 - (alpha/2)^(1/n)
+    (0.029 for n = 125 at 95%). For weighted estimators pass the effective
+    sample size, which is what the weights leave of n.
+    """
+    if n_eff <= 0:
+        raise ValueError("no effective samples")
+    alpha = 1 - _check_level(level)
+    width = (upper - lower) * (1 - (alpha / 2) ** (1 / n_eff))
+    if at_upper:
+        return Interval(estimate, upper - width, upper, level, "clopper-pearson (all at the maximum)")
+    return Interval(estimate, lower, lower + width, level, "clopper-pearson (no successes)")

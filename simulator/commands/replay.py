@@ -51,8 +51,14 @@ def replay(
     level: float = typer.Option(0.95, min=0.5, max=0.999, help="Confidence level of every interval."),
     bootstrap_resamples: int = typer.Option(1000, min=50, max=100_000, help="Bootstrap resamples."),
     reward_max: Optional[float] = typer.Option(None, help="A-priori upper bound on a slot reward for the "
-                                                          "Bernstein interval [default: observed maximum, "
-                                                          "flagged as heuristic]."),
+                                                          "Bernstein interval and the clipping of every "
+                                                          "interval [default: 1 for 0/1 rewards, else the "
+                                                          "observed maximum, flagged as heuristic]."),
+    reward_min: Optional[float] = typer.Option(None, help="A-priori lower bound on a slot reward, for the clipping "
+                                                          "of every interval [default: 0 for 0/1 rewards, else "
+                                                          "the observed minimum]."),
+    min_ess: float = typer.Option(100.0, min=0.0, help="Flag estimates resting on fewer effective samples "
+                                                       "(ESS of the weights; decisions for DM)."),
     search: bool = typer.Option(False, "--search", help="Train a grid of VW settings on the log "
                                                         "(progressive validation, parallel) and recommend a change "
                                                         "only if a candidate's lower bound beats the current "
@@ -99,7 +105,7 @@ def replay(
     try:
         cfg = EstimationConfig(estimators=_split(estimator), slate=tuple(s for s in _split(slate) if s != "none"),
                                intervals=_split(interval), level=level, n_bootstrap=bootstrap_resamples,
-                               seed=seed, reward_max=reward_max)
+                               seed=seed, reward_max=reward_max, reward_min=reward_min, min_ess=min_ess)
         current_settings = parse_settings(current, where="--current") if current else LearningSettings()
         options = ReplayOptions(policies=tuple(policy), estimation=cfg, workers=workers or None, ray=ray,
                                 ray_address=ray_address, search=search,

@@ -5,7 +5,7 @@ with intervals and diagnostics; a refusal is kept as ``{"refused": reason,
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,7 @@ from bandit.ope.estimators import (
     EstimationRefused,
     Estimate,
     OffPolicyEstimator,
+    RefusalReason,
     diagnose,
     importance_weights,
     make_estimator,
@@ -22,9 +23,12 @@ from bandit.ope.estimators import (
     per_slot_estimate,
 )
 from bandit.ope.intervals import (
+    Interval,
     bootstrap_interval,
+    clipped,
     empirical_bernstein_interval,
     ipw_bernstein_interval,
+    no_success_interval,
     normal_interval,
 )
 from simulator.replay.logarrays import ReplayLog
@@ -91,43 +95,151 @@ class _Scope:
         return page_estimate(per_slot_estimate(estimator, **self.arrays))
 
 
+DM_CAVEAT = ("sampling variance of the contexts only: the reward model's fitting error and bias are not in it, "
+             "so this is not a confidence interval at the stated level (DR's is)")
+
+
+@dataclass(frozen=True)
+class ValueRange:
+    """Where a scope's value must lie, and whether every logged reward sits at
+    one end of it (then the sample variance is 0 and says nothing)."""
+
+    lower: float
+    upper: float
+    all_at: str | None = None  # "lower" | "upper"
+
+
+def value_range(log: ReplayLog, cfg: EstimationConfig, k: int | None) -> ValueRange:
+    """A slot value lies in the reward range; the page value in K times it.
+
+    The reward range is [reward_min, reward_max] when given; for 0/1 rewards
+    [0, 1]; otherwise the observed range (a heuristic, noted in the results)."""
+    rewards = log.reward[log.present]
+    observed = (float(rewards.min()), float(rewards.max())) if rewards.size else (0.0, 0.0)
+    binary = bool(rewards.size) and bool(np.isin(rewards, (0.0, 1.0)).all())
+    lo = cfg.reward_min if cfg.reward_min is not None else (0.0 if binary else observed[0])
+    hi = cfg.reward_max if cfg.reward_max is not None else (1.0 if binary else observed[1])
+    lo, hi = min(lo, observed[0]), max(hi, observed[1])  # a bound the log breaks is no bound
+    if k is None:
+        lo, hi = log.shape[1] * min(lo, 0.0), log.shape[1] * max(hi, 0.0)
+    return ValueRange(lo, hi)
+
+
 def _intervals(est: Estimate, cfg: EstimationConfig, bernstein_bound: float | None,
-               reward_cap: float | None) -> dict[str, Any]:
+               reward_cap: float | None, bounds: ValueRange | None = None,
+               n_eff: float | None = None) -> dict[str, Any]:
+    """Each configured interval, clipped to ``bounds``; with every reward at one
+    end of the range the normal and bootstrap intervals (degenerate then) are
+    the Clopper-Pearson interval on ``n_eff`` trials instead."""
     out: dict[str, Any] = {}
     for method in cfg.intervals:
         try:
-            if method == "normal":
-                ci = normal_interval(est, cfg.level)
-            elif method == "bootstrap":
-                ci = bootstrap_interval(est, cfg.level, cfg.n_bootstrap, cfg.seed)
-            elif bernstein_bound is None or reward_cap is None:
-                out[method] = {"not_applicable": "needs IPS on rewards in [0, r_max]"}
-                continue
-            elif est.name == "ipw":
-                ci = ipw_bernstein_interval(est, reward_cap, level=cfg.level)
-            else:  # page IPS: contributions in [0, bound], value <= page cap
-                ci = empirical_bernstein_interval(est.contributions, bernstein_bound, cfg.level)
-                ci = type(ci)(est.value, ci.lower, min(float(ci.upper), reward_cap), ci.level, ci.method)
+            ci = _interval(est, method, cfg, bernstein_bound, reward_cap, bounds, n_eff)
         except (ValueError, EstimationRefused) as exc:
             out[method] = {"not_applicable": str(exc)}
             continue
+        if ci is None:
+            out[method] = {"not_applicable": "needs IPS on rewards in [0, r_max]"}
+            continue
+        if bounds is not None:
+            ci = clipped(ci, bounds.lower, bounds.upper)
         out[method] = {"lower": float(ci.lower), "upper": float(ci.upper), "method": ci.method}
+        if est.name.endswith("dm"):
+            out[method].update(nominal=False, caveat=DM_CAVEAT)
     return out
 
 
-def evaluate_policy(log: ReplayLog, dist: np.ndarray, q: np.ndarray, cfg: EstimationConfig) -> dict[str, Any]:
+def _interval(est: Estimate, method: str, cfg: EstimationConfig, bernstein_bound: float | None,
+              reward_cap: float | None, bounds: ValueRange | None, n_eff: float | None) -> Interval | None:
+    if method == "normal":
+        return _widened(normal_interval(est, cfg.level), bounds, n_eff)
+    if method == "bootstrap":
+        return _widened(bootstrap_interval(est, cfg.level, cfg.n_bootstrap, cfg.seed), bounds, n_eff)
+    if bernstein_bound is None or reward_cap is None:
+        return None
+    if est.name == "ipw":
+        return ipw_bernstein_interval(est, reward_cap, level=cfg.level)
+    # page IPS: contributions in [0, bound], value <= page cap
+    ci = empirical_bernstein_interval(est.contributions, bernstein_bound, cfg.level)
+    return type(ci)(est.value, ci.lower, min(float(ci.upper), reward_cap), ci.level, ci.method)
+
+
+def _widened(ci: Interval, bounds: ValueRange | None, n_eff: float | None) -> Interval:
+    """With every reward the estimate rests on at one end of the range (0 clicks),
+    the interval also spans the Clopper-Pearson interval on ``n_eff`` trials."""
+    if bounds is None or not bounds.all_at or not n_eff:
+        return ci
+    cp = no_success_interval(_value(ci), n_eff, bounds.lower, bounds.upper,
+                             at_upper=bounds.all_at == "upper", level=ci.level)
+    return Interval(ci.estimate, min(float(ci.lower), float(cp.lower)), max(float(ci.upper), float(cp.upper)),
+                    ci.level, f"{ci.method} + {cp.method}")
+
+
+def _value(ci: Interval) -> float:
+    return float(np.asarray(ci.estimate))
+
+
+def _all_at(rewards: np.ndarray, bounds: ValueRange) -> str | None:
+    """"lower"/"upper" when every reward is at that end of the range."""
+    if not rewards.size or bounds.upper <= bounds.lower:
+        return None
+    return "lower" if (rewards == bounds.lower).all() else "upper" if (rewards == bounds.upper).all() else None
+
+
+def _scope_bounds(log: ReplayLog, bounds: ValueRange, weights: dict[int, np.ndarray], k: int | None,
+                  weighted: bool) -> ValueRange:
+    """``bounds`` with ``all_at`` from the rewards an estimate rests on: every
+    logged reward of the scope for DM, those the target's weights reach for
+    the weighted estimators (a target never observed to earn anything)."""
+    slots = range(log.shape[1]) if k is None else [k]
+    if k is None:  # page: per slot range
+        bounds_slot = replace(bounds, lower=bounds.lower / log.shape[1], upper=bounds.upper / log.shape[1])
+    else:
+        bounds_slot = bounds
+    parts = []
+    for j in slots:
+        r = log.reward[log.present[:, j], j]
+        if weighted:
+            if j not in weights:
+                return bounds
+            r = r[weights[j] > 0]
+        parts.append(r)
+    at = _all_at(np.concatenate(parts) if parts else np.zeros(0), bounds_slot)
+    return replace(bounds, all_at=at)
+
+
+def _flags(name: str, n_eff: float | None, cfg: EstimationConfig) -> list[str]:
+    if n_eff is not None and n_eff < cfg.min_ess:
+        what = "samples" if name == "dm" else "effective samples (ESS)"
+        return [f"low_ess: {n_eff:.0f} {what} < min_ess {cfg.min_ess:g}"]
+    return []
+
+
+def evaluate_policy(log: ReplayLog, dist: np.ndarray, q: np.ndarray, cfg: EstimationConfig,
+                    known_at_logged_only: np.ndarray | None = None) -> dict[str, Any]:
     """Estimates (per estimator x scope, with intervals), slate estimates and
-    diagnostics of one target's distributions ``dist`` (n, K, A)."""
+    diagnostics of one target's distributions ``dist`` (n, K, A).
+
+    ``known_at_logged_only`` (n,) marks events where ``dist`` is known only at
+    the logged actions (the ``logged`` target on a log with only the chosen
+    propensities): estimators that need the whole distribution are refused
+    there instead of being fed a made-up one."""
     diag, weights = diagnostics(log, dist)
     r_max, r_note = _reward_bound(log, cfg)
     scopes: list[tuple[str, int | None]] = [("page", None)]
     if log.shape[1] > 1:
         scopes += [(f"slot:{label}", k) for k, label in enumerate(log.slot_labels)]
+    ranges = {k: value_range(log, cfg, k) for _, k in scopes}
     estimates = []
     for scope_name, k in scopes:
         scope = _Scope(log, dist, q, k)
+        unknown = _unknown_distribution(log, known_at_logged_only, k)
         for name in cfg.estimators:
             entry: dict[str, Any] = {"estimator": name, "scope": scope_name}
+            if unknown and name.partition(":")[0].lower().replace("_", "-") in NEEDS_FULL_DISTRIBUTION:
+                estimates.append({**entry, "refused": RefusalReason.UNKNOWN_LOGGING_DISTRIBUTION.value,
+                                  "detail": unknown})
+                continue
             try:
                 est = scope.estimate(estimator_for(name))
             except (EstimationRefused, ValueError) as exc:
@@ -136,10 +248,13 @@ def evaluate_policy(log: ReplayLog, dist: np.ndarray, q: np.ndarray, cfg: Estima
             bound, cap = _bernstein_bound(est, name, weights, k, r_max, log.shape[1])
             entry.update(_numbers(est))
             entry["ess"] = _scope_ess(diag, scope_name)
+            n_eff = float(est.n) if name == "dm" else entry["ess"]
             # The bootstrap is the costly interval: page scope only (slots get normal/Bernstein).
             slot_cfg = cfg if k is None else replace(cfg, intervals=tuple(m for m in cfg.intervals
                                                                           if m != "bootstrap"))
-            entry["intervals"] = _intervals(est, slot_cfg, bound, cap)
+            bounds = _scope_bounds(log, ranges[k], weights, k, weighted=name != "dm")
+            entry["intervals"] = _intervals(est, slot_cfg, bound, cap, bounds, n_eff)
+            entry["flags"] = _flags(name, n_eff, cfg)
             estimates.append(entry)
     for name in cfg.slate:
         entry = {"estimator": name, "scope": "page"}
@@ -150,10 +265,27 @@ def evaluate_policy(log: ReplayLog, dist: np.ndarray, q: np.ndarray, cfg: Estima
             continue
         entry.update(_numbers(est))
         entry["ess"] = _ess(est.weights) if est.weights is not None else _scope_ess(diag, "page")
-        entry["intervals"] = _intervals(est, cfg, None, None)
+        bounds = _scope_bounds(log, ranges[None], weights, None, weighted=True)
+        entry["intervals"] = _intervals(est, cfg, None, None, bounds, entry["ess"])
+        entry["flags"] = _flags(name, entry["ess"], cfg)
         estimates.append(entry)
     return {"estimates": estimates, "diagnostics": diag, "weights": _histogram(weights),
             "notes": [r_note] if r_note else []}
+
+
+NEEDS_FULL_DISTRIBUTION = ("dm", "dr", "sndr", "switch-dr", "dr-os")  # sum_a pi(a|x) q(x, a)
+
+
+def _unknown_distribution(log: ReplayLog, partial: np.ndarray | None, k: int | None) -> str:
+    """Why estimators needing the target's whole distribution cannot run ("" if they can)."""
+    if partial is None or not partial.any():
+        return ""
+    rows = partial if k is None else partial & log.present[:, k]
+    if not rows.any():
+        return ""
+    return (f"{int(rows.sum())} of {log.n} decisions carry only the chosen action's propensity (an imported "
+            "single-choice log): the logging policy's distribution over the other collections is unknown, so "
+            "DM and the DR family cannot value it; IPS and SNIPS need only the chosen action's and are exact")
 
 
 def _numbers(est: Estimate) -> dict[str, float]:
@@ -216,7 +348,8 @@ def diagnostics(log: ReplayLog, dist: np.ndarray) -> tuple[dict[str, Any], dict[
         arrays = dict(action=log.action[rows, k], pscore=log.pscore[rows, k], action_dist=dist[rows, k],
                       action_mask=log.mask[rows, k])
         try:
-            d = diagnose(**arrays, logging_dist=log.logged_dist[rows, k])
+            known = log.logged_dist[rows, k]
+            d = diagnose(**arrays, logging_dist=np.where(np.isnan(known), 1.0, known))  # unknown: support = mask
             weights[k] = importance_weights(**arrays, allow_deterministic=True)
         except (EstimationRefused, ValueError) as exc:
             slots[label] = refusal(exc)

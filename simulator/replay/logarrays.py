@@ -38,9 +38,11 @@ class ReplayLog:
     pscore: np.ndarray  # (n, K) NaN where missing
     mask: np.ndarray  # (n, K, A) bool
     present: np.ndarray  # (n, K) bool
-    logged_dist: np.ndarray  # (n, K, A) the logging policy's ranking
+    logged_dist: np.ndarray  # (n, K, A) the logging policy's ranking; NaN where unknown (chosen_only)
     slot_labels: list[str]
     sources: list[str] = field(default_factory=list)
+    # (n,) events whose log carries only the chosen actions' propensities
+    chosen_only: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
 
     @property
     def n(self) -> int:
@@ -75,7 +77,9 @@ class ReplayLog:
             for k, choice in enumerate(joined.decision.choices):
                 slot_ids[k][choice.slot_id] += 1
         labels = [c.most_common(1)[0][0] if len(c) == 1 else f"#{k}" for k, c in enumerate(slot_ids)]
-        return cls(events, allowed_all, reward, action, pscore, mask, present, logged, labels, list(sources))
+        chosen_only = np.array([e.decision.chosen_only for e in events], dtype=bool)
+        return cls(events, allowed_all, reward, action, pscore, mask, present, logged, labels, list(sources),
+                   chosen_only)
 
 
 def _fill_event(i: int, joined: JoinedEvent, reward: np.ndarray, action: np.ndarray, pscore: np.ndarray,
@@ -97,6 +101,9 @@ def _fill_event(i: int, joined: JoinedEvent, reward: np.ndarray, action: np.ndar
         pscore[i, k] = choice.probability if choice.probability is not None else math.nan
         mask[i, k, 0] = False
         mask[i, k, allowed] = True
+        if d.chosen_only:  # the logging distribution is unknown beyond the chosen action
+            logged[i, k] = math.nan
+            continue
         logged[i, k] = as_row(choice.ranking, allowed, logged.shape[-1], f"event {d.event_id} slot {choice.slot_id}",
                             lenient=True)
     return allowed_event

@@ -33,7 +33,9 @@ class EstimationConfig:
     level: float = 0.95
     n_bootstrap: int = 1000  # page-scope estimates only
     seed: int = 0
-    reward_max: float | None = None  # a-priori reward bound for the Bernstein interval
+    reward_max: float | None = None  # a-priori reward bound (Bernstein interval, clipping)
+    reward_min: float | None = None  # a-priori lower reward bound (clipping); default: 0 for clicks, else observed
+    min_ess: float = 100.0  # estimates from fewer effective samples are flagged
 
 
 @dataclass(frozen=True)

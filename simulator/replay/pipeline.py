@@ -4,8 +4,9 @@
    cb layout, ``.gz`` too) into per-slot arrays.
 2. :func:`simulator.replay.progressive.run_targets` replays every target over
    the log in time order (progressive validation), fanned out.
-3. :func:`simulator.replay.reward_model.reward_model` cross-fits the reward
-   model for DM and the DR family.
+3. :func:`simulator.replay.reward_model.fit_reward_model` cross-fits the one
+   reward model (:mod:`bandit.ope.reward_model`) for DM and the DR family and
+   measures its held-out quality.
 4. :func:`simulator.replay.estimation.evaluate_policy` runs the estimators per
    slot and for the page, with intervals and diagnostics.
 5. :func:`run_replay` ties it together (plus ``--search`` and importance) and
@@ -25,7 +26,7 @@ from simulator.replay.logarrays import ReplayLog, load_log, log_summary
 from simulator.replay.options import ESTIMATOR_PARAMS, ReplayOptions
 from simulator.replay.progress import ProgressSink
 from simulator.replay.progressive import ProgressiveTask, run_targets
-from simulator.replay.reward_model import reward_model
+from simulator.replay.reward_model import fit_reward_model
 from simulator.replay.search import search_settings
 from simulator.replay.targets import ExternalProbabilities, TargetSpec, parse_policy
 from simulator.specs import TargetError
@@ -64,13 +65,15 @@ def _run_replay(paths: Sequence[Path] | ReplayLog, options: ReplayOptions,
     sink = progress or ProgressSink()
     log = paths if isinstance(paths, ReplayLog) else load_log(paths)
     specs = build_targets(log, options.policies)
-    q = reward_model(log, seed=cfg.seed)
+    fit = fit_reward_model(log, seed=cfg.seed)
+    q = fit.q
     tasks = [ProgressiveTask(s) for s in specs]
     with sink.task("replaying targets", total=log.n * len(tasks)) as advance:
         dists = run_targets(log, tasks, options.workers, advance)
     policies = []
     for spec, dist in zip(specs, dists):
-        result = evaluate_policy(log, dist, q, cfg)
+        partial = log.chosen_only if spec.kind == "logged" else None
+        result = evaluate_policy(log, dist, q, cfg, partial)
         notes = result.pop("notes")
         if spec.kind == "model" and spec.meta.get("examples_learned"):
             notes.append(f"the saved model learned from {spec.meta['examples_learned']} examples; if those "
@@ -82,7 +85,9 @@ def _run_replay(paths: Sequence[Path] | ReplayLog, options: ReplayOptions,
         "log": log_summary(log),
         "config": {"estimators": list(cfg.estimators), "slate": list(cfg.slate), "intervals": list(cfg.intervals),
                    "level": cfg.level, "n_bootstrap": cfg.n_bootstrap, "seed": cfg.seed,
-                   "reward_max": cfg.reward_max, "estimator_params": ESTIMATOR_PARAMS},
+                   "reward_max": cfg.reward_max, "reward_min": cfg.reward_min, "min_ess": cfg.min_ess,
+                   "estimator_params": ESTIMATOR_PARAMS},
+        "reward_model": fit.quality,
         "policies": policies,
     }
     if options.search:

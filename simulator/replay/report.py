@@ -86,7 +86,8 @@ def _interval_text(entry: dict[str, Any], method: str) -> str:
         return ""
     if "lower" not in ci:
         return "n/a"
-    return f"[{_fmt(ci['lower'])}, {_fmt(ci['upper'])}]"
+    mark = "*" if ci.get("nominal") is False else ""  # DM: sampling only, see the footnote
+    return f"[{_fmt(ci['lower'])}, {_fmt(ci['upper'])}]{mark}"
 
 
 def _estimate_rows(results: dict[str, Any], scopes: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -174,9 +175,23 @@ def print_results(results: dict[str, Any], console: Console | None = None, slots
     console.print(estimates_table(results, ("page",) + tuple(
         f"slot:{s}" for s in log["slots"] if slots and len(log["slots"]) > 1)))
     console.print(diagnostics_table(results))
+    if any(ci.get("nominal") is False for _, e in _estimate_rows(results, ("page",))
+           for ci in e.get("intervals", {}).values()):
+        console.print("[dim]* DM: the interval is the contexts' sampling variance only; the reward model's "
+                      "fitting error and bias are not in it, so it is not a confidence interval[/dim]")
     for policy in results["policies"]:
         for note in policy.get("notes", []):
             console.print(f"[dim]{policy['name']}: {note}[/dim]")
+        flagged = [e for e in policy["estimates"] if any(f.startswith("low_ess") for f in e.get("flags", []))]
+        if flagged:
+            names = ", ".join(dict.fromkeys(e["estimator"] for e in flagged))
+            scopes = ", ".join(dict.fromkeys(e["scope"] for e in flagged))
+            console.print(f"{policy['name']}: low effective sample size (ESS < {results['config']['min_ess']:g}) "
+                          f"for {names} ({scopes})", style="yellow", markup=False, emoji=False)
+    quality = results.get("reward_model")
+    if quality:
+        console.print(f"reward model (DM, DR family): held-out MSE {quality['heldout_mse']:.4g} vs "
+                      f"{quality['constant_mse']:.4g} for a constant", style="dim", markup=False)
     if "search" in results:
         console.print(search_table(results["search"]))
         rec = results["search"]["recommendation"]

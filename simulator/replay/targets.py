@@ -159,7 +159,16 @@ class Logged(Uniform):
     name = "logged"
 
     def distribution(self, event: JoinedEvent, k: int, allowed: list[int]) -> Distribution:
-        return list(event.decision.choices[k].ranking)
+        choice = event.decision.choices[k]
+        if not event.decision.chosen_only:
+            return list(choice.ranking)
+        # Only pi(a_logged) = mu(a_logged) is known. The rest of the mass is put on
+        # the other collections so the row is a distribution; the replay refuses
+        # every estimator that would read it (DM, the DR family) on such events.
+        others = [a for a in allowed if a != choice.action]
+        if not others:
+            return [(choice.action, 1.0)]
+        return [(choice.action, choice.probability)] + [(a, (1 - choice.probability) / len(others)) for a in others]
 
 
 class Baseline(Uniform):
