@@ -192,7 +192,7 @@ class Joiner:
     def _close(self, event_ids: Iterable[str]) -> Iterable[JoinedEvent]:
         for eid in event_ids:
             pending = self._pending.pop(eid)
-            self._remember_closed(eid)
+            self.remember_closed(eid)
             if not pending.activated:
                 self.stats.unactivated_dropped += 1
                 continue
@@ -209,7 +209,7 @@ class Joiner:
         observations = tuple(tuple(v for _, v in sorted(obs)) for obs in pending.rewards)
         return JoinedEvent(pending.event(), tuple(rewards), tuple(observed), observations)
 
-    def _remember_closed(self, event_id: str) -> None:
+    def remember_closed(self, event_id: str) -> None:
         self._closed[event_id] = None
         if len(self._closed) > self._remember:
             self._closed.popitem(last=False)

@@ -21,7 +21,7 @@ from vowpalwabbit import pyvw
 from bandit.catalog import Collection
 from bandit.policy import Policy, vw_lines
 from bandit.vwargs import LearningSettings, vw_arguments
-from bench.workload import Workload, _groups, naive_lines
+from bench.workload import Workload, feature_groups, naive_lines
 
 SETTINGS = LearningSettings()  # the server's default surface settings
 
@@ -144,7 +144,7 @@ class EngineInProc:
         self.engine.start()
         cands = w.candidate_tuple()
         if catalog:
-            self.engine.catalog.put(Collection(cid, _groups(f)) for cid, f in w.collections)
+            self.engine.catalog.put(Collection(cid, feature_groups(f)) for cid, f in w.collections)
             cands = ()
         self.call = DecideCall("", "default", w.context_groups(), w.slot_tuple(), cands, None, False, None)
         event = self.engine.decide(self.call)

@@ -49,16 +49,16 @@ class Workload:
     # --- engine core types ----------------------------------------------------------
 
     def decision_input(self) -> DecisionInput:
-        return DecisionInput(_groups(self.context), self.slot_tuple(), self.candidate_tuple())
+        return DecisionInput(feature_groups(self.context), self.slot_tuple(), self.candidate_tuple())
 
     def candidate_tuple(self) -> tuple[Candidate, ...]:
-        return tuple(Candidate(cid, _groups(f)) for cid, f in self.collections)
+        return tuple(Candidate(cid, feature_groups(f)) for cid, f in self.collections)
 
     def slot_tuple(self) -> tuple[SlotSpec, ...]:
-        return tuple(SlotSpec(sid, _groups(f)) for sid, f in self.slot_specs)
+        return tuple(SlotSpec(sid, feature_groups(f)) for sid, f in self.slot_specs)
 
     def context_groups(self) -> tuple[FeatureGroup, ...]:
-        return _groups(self.context)
+        return feature_groups(self.context)
 
     # --- the wire ---------------------------------------------------------------------
 
@@ -71,7 +71,7 @@ class Workload:
         return req.SerializeToString()
 
 
-def _groups(features: Features) -> tuple[FeatureGroup, ...]:
+def feature_groups(features: Features) -> tuple[FeatureGroup, ...]:
     return tuple(FeatureGroup(name, dict(feats)) for name, feats in features.items())
 
 

@@ -84,7 +84,7 @@ def _auth(security: SecurityConfig, host: str) -> AuthInterceptor:
     return auth
 
 
-def _credentials(security: SecurityConfig) -> grpc.ServerCredentials | None:
+def server_credentials(security: SecurityConfig) -> grpc.ServerCredentials | None:
     if not security.tls:
         return None
     cert = open(security.tls_cert_file, "rb").read()
@@ -95,7 +95,7 @@ def _credentials(security: SecurityConfig) -> grpc.ServerCredentials | None:
     return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca, require_client_auth=True)
 
 
-def _credentials_for_client(security: SecurityConfig) -> grpc.ChannelCredentials | None:
+def client_credentials(security: SecurityConfig) -> grpc.ChannelCredentials | None:
     """How a remote worker reaches a TLS coordinator: trust the configured CA
     (the client CA file doubles as the coordinator's CA) and present our pair."""
     if not security.tls:
@@ -109,7 +109,7 @@ def start_server(config: ServerConfig, engine=None, *, admin_handler: grpc.Gener
     the multi-process mode passes its own engine, a handler that forwards admin
     calls, and ``reuse_port`` to share the port with its siblings."""
     auth = _auth(config.security, config.host)
-    credentials = _credentials(config.security)
+    credentials = server_credentials(config.security)
     engine = engine or Engine(config)
     metrics = Metrics(engine) if admin_handler is None else None
     limit = config.limits.max_message_bytes

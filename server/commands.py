@@ -93,12 +93,12 @@ def worker(
         cfg = load_config(config, host=host, port=port, data_dir=data_dir)
         if not (Path(cfg.data_dir) / "models").exists():
             raise ConfigError(f"{cfg.data_dir} has no models: start the coordinator first, on the same data directory")
-        from server.app import _credentials_for_client
+        from server.app import client_credentials
         from server.interceptors import read_token
         from server.workers import run_remote_worker
 
         token = read_token(cfg.security.admin_token_file, cfg.security.admin_token_env, dict(os.environ))
-        running = run_remote_worker(cfg, name, coordinator, _credentials_for_client(cfg.security), token)
+        running = run_remote_worker(cfg, name, coordinator, client_credentials(cfg.security), token)
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
     except (OSError, RuntimeError) as exc:

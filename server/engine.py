@@ -187,7 +187,7 @@ class Engine:
             except JoinError as exc:
                 log.warning("recovery: %s", exc)
         for jid in joined_ids:
-            self.joiner._remember_closed(jid)
+            self.joiner.remember_closed(jid)
         if self.joiner:
             log.info("recovered %d pending decisions", len(self.joiner))
 
@@ -367,6 +367,17 @@ class Engine:
             if time.monotonic() > deadline:
                 raise TimeoutError("learner did not catch up")
             time.sleep(0.01)
+
+    def settle(self, ahead: float | None = None, timeout: float = 30.0) -> int:
+        """Join every decision as if ``ahead`` seconds had passed (default: its
+        whole reward window), learn all of it and publish a version: what the
+        demo does once its audience has left, and tests before they look at a
+        model. Returns how many decisions joined."""
+        joined = self.join_now(now=self.clock() + (self.config.join.window_seconds if ahead is None else ahead))
+        self.wait_learned(timeout)
+        for surface in self.surfaces.values():
+            surface.publish()
+        return joined
 
     # --- admin ----------------------------------------------------------------
 

@@ -445,13 +445,13 @@ def _coordination_handler(engine: Engine) -> grpc.GenericRpcHandler:
 def _listen_for_workers(server: grpc.Server, config: ServerConfig, address: str) -> int:
     """The coordinator's network port for remote workers: TLS if configured, and
     every call needs the admin token (workers are trusted with admin calls)."""
-    from server.app import _credentials, is_loopback
+    from server.app import server_credentials, is_loopback
 
     host = address.rpartition(":")[0]
     token = read_token(config.security.admin_token_file, config.security.admin_token_env, dict(os.environ))
     if not token and not is_loopback(host) and not config.security.allow_unauthenticated_admin:
         raise ValueError(f"refusing to take workers on {address} without an admin token")
-    credentials = _credentials(config.security)
+    credentials = server_credentials(config.security)
     port = server.add_secure_port(address, credentials) if credentials else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"could not listen on {address}")

@@ -81,11 +81,7 @@ def run_demo(decisions: int = 6000, seed: int = 7, data_dir: Path | None = None,
             audience = Audience.make(seed)
             started = time.monotonic()
             _drive(client, audience, decisions, seed, console)
-            # Every reward has been sent: close the remaining windows now.
-            server.engine.join_now(now=server.engine.clock() + config.join.window_seconds)
-            server.engine.wait_learned()
-            for surface in server.engine.surfaces.values():
-                surface.publish()
+            server.engine.settle()  # every reward has been sent: close the remaining windows now
             _report(client, audience, seed, console, time.monotonic() - started)
     finally:
         server.stop()

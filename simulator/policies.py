@@ -36,9 +36,18 @@ IN_SEASON = ("1w", "2w", "3w", "just-passed")
 
 
 class SimPolicy(Protocol):
+    """The one policy interface of the simulator, in the way of coba's learners:
+    the same object is run online in a world (``decide``, ``learn``) and valued
+    on a logged run (``distribution`` per slot given what earlier slots took,
+    then ``learn``: progressive validation)."""
+
     name: str
 
     def decide(self, inp: DecisionInput, event_id: str) -> list[SlotChoice]: ...
+
+    def distribution(self, inp: DecisionInput, k: int, allowed: list[int]) -> list[tuple[int, float]]:
+        """pi(. | x, slot k) over ``allowed``, the collections the slot walk leaves it."""
+        ...
 
     def learn(self, joined: JoinedEvent) -> None: ...
 
@@ -89,10 +98,13 @@ class EnginePolicy:
     def decide(self, inp: DecisionInput, event_id: str) -> list[SlotChoice]:
         return self.policy.decide(inp, event_id).choices
 
+    def distribution(self, inp: DecisionInput, k: int, allowed: list[int]) -> list[tuple[int, float]]:
+        return self.policy.slot_distribution(inp, k, allowed)
+
     def distributions(self, inp: DecisionInput) -> list[list[tuple[int, float]]]:
         """Per-slot marginal distributions (no de-duplication across slots),
         the form off-policy estimators and :func:`runner.true_value` take."""
-        return [self.policy.slot_distribution(inp, k, list(inp.allowed(k))) for k in range(len(inp.slots))]
+        return [self.distribution(inp, k, list(inp.allowed(k))) for k in range(len(inp.slots))]
 
     def learn(self, joined: JoinedEvent) -> None:
         d = joined.decision
@@ -112,7 +124,10 @@ class UniformPolicy:
 
     def decide(self, inp: DecisionInput, event_id: str) -> list[SlotChoice]:
         rng = _rng(self.seed, self.name, event_id)
-        return _fill(inp, lambda k, allowed: [(a, 1.0 / len(allowed)) for a in allowed], rng.uniform)
+        return _fill(inp, lambda k, allowed: self.distribution(inp, k, allowed), rng.uniform)
+
+    def distribution(self, inp: DecisionInput, k: int, allowed: list[int]) -> list[tuple[int, float]]:
+        return [(a, 1.0 / len(allowed)) for a in allowed]
 
     def learn(self, joined: JoinedEvent) -> None:
         pass
@@ -140,14 +155,13 @@ class GreedyCTRPolicy:
 
     def decide(self, inp: DecisionInput, event_id: str) -> list[SlotChoice]:
         rng = _rng(self.seed, self.name, event_id)
+        return _fill(inp, lambda k, allowed: self.distribution(inp, k, allowed), rng.uniform)
 
-        def pick(k: int, allowed: list[int]) -> list[tuple[int, float]]:
-            slot = inp.slots[k].id
-            best = max(allowed, key=lambda a: (self.ctr(slot, inp.candidates[a].id), -a))
-            share = self.epsilon / len(allowed)
-            return [(a, share + (1.0 - self.epsilon) * (a == best)) for a in allowed]
-
-        return _fill(inp, pick, rng.uniform)
+    def distribution(self, inp: DecisionInput, k: int, allowed: list[int]) -> list[tuple[int, float]]:
+        slot = inp.slots[k].id
+        best = max(allowed, key=lambda a: (self.ctr(slot, inp.candidates[a].id), -a))
+        share = self.epsilon / len(allowed)
+        return [(a, share + (1.0 - self.epsilon) * (a == best)) for a in allowed]
 
     def learn(self, joined: JoinedEvent) -> None:
         inp = joined.decision.inp
@@ -179,11 +193,11 @@ class RulePolicy:
         return (3, a)
 
     def decide(self, inp: DecisionInput, event_id: str) -> list[SlotChoice]:
-        def pick(k: int, allowed: list[int]) -> list[tuple[int, float]]:
-            best = min(allowed, key=lambda a: self._rank(inp, k, a))
-            return [(a, float(a == best)) for a in allowed]
+        return _fill(inp, lambda k, allowed: self.distribution(inp, k, allowed), lambda: 0.0)
 
-        return _fill(inp, pick, lambda: 0.0)
+    def distribution(self, inp: DecisionInput, k: int, allowed: list[int]) -> list[tuple[int, float]]:
+        best = min(allowed, key=lambda a: self._rank(inp, k, a))
+        return [(a, float(a == best)) for a in allowed]
 
     def learn(self, joined: JoinedEvent) -> None:
         pass
@@ -205,6 +219,11 @@ class OraclePolicy:
         chosen = best_assignment(inp, self.world.expected_matrix(self.world.current(event_id)))
         return [SlotChoice(slot.id, chosen[k], 1.0, ((chosen[k], 1.0),), chosen[k])
                 for k, slot in enumerate(inp.slots)]
+
+    def distribution(self, inp: DecisionInput, k: int, allowed: list[int]) -> list[tuple[int, float]]:
+        """The oracle places whole assignments from the true rewards of one
+        request: :func:`bandit.assignment.best_assignment`, not a per-slot rule."""
+        raise ValueError("the oracle has no per-slot distribution: it is valued by its joint assignment")
 
     def learn(self, joined: JoinedEvent) -> None:
         pass

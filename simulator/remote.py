@@ -119,7 +119,7 @@ class GrpcEnginePolicy:
         s = self.world.scenario
         out = []
         for c in s.collections:
-            groups = tuple(g for g in self.world._candidate(c, 0.0, None).groups if g.name != "when")
+            groups = tuple(g for g in self.world.candidate(c, 0.0, None).groups if g.name != "when")
             until = None if c.retired_day is None else s.start_ts + c.retired_day * DAY
             start = s.start_ts + c.added_day * DAY if c.added_day > 0 else None
             out.append(collection(c.id, _features(groups), title=c.title or c.id,

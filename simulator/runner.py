@@ -35,7 +35,7 @@ from bandit.logformat.events import DecisionEvent, JoinedEvent, dumps, joined_to
 from bandit.joiner import ExpiredEvent, Joiner
 from bandit.assignment import best_assignment
 from bandit.decision import DecisionInput
-from simulator.policies import EnginePolicy, GreedyCTRPolicy, RulePolicy, SimPolicy, make_policy
+from simulator.policies import SimPolicy, make_policy
 from simulator.specs import PolicySpec, parse_policy
 from simulator.world import Request, Scenario, World, load_scenario
 
@@ -274,25 +274,10 @@ class TargetValuer:
     def __init__(self, spec: PolicySpec, world: World, seed: int):
         self.name = spec.name
         self.world = world
-        self.engine = EnginePolicy(spec.learning_settings(), spec.name) if spec.learns_with_vw else None
-        self.greedy = GreedyCTRPolicy(seed) if spec.name == "greedy-ctr" else None
+        self.policy = make_policy(spec, world, seed)
         self.totals: list[float] = []
         self.marginal: list[float] = []
         self.per_slot: dict[str, list[float]] = {}
-
-    def distribution(self, inp: DecisionInput, k: int, allowed: list[int]) -> list[tuple[int, float]]:
-        """pi(. | x, slot k) over ``allowed`` (non-oracle targets)."""
-        if self.engine is not None:
-            return self.engine.policy.slot_distribution(inp, k, allowed)
-        if self.name == "uniform":
-            return [(a, 1.0 / len(allowed)) for a in allowed]
-        if self.name == "rule":
-            return [(min(allowed, key=lambda a: RulePolicy._rank(inp, k, a)), 1.0)]
-        if self.greedy is not None:
-            g, slot = self.greedy, inp.slots[k].id
-            best = max(allowed, key=lambda a: (g.ctr(slot, inp.candidates[a].id), -a))
-            return [(a, g.epsilon / len(allowed) + (1.0 - g.epsilon) * (a == best)) for a in allowed]
-        raise ValueError(f"no true value for policy '{self.name}'")
 
     def add(self, joined: JoinedEvent, q: np.ndarray) -> None:
         inp = joined.decision.inp
@@ -305,24 +290,20 @@ class TargetValuer:
                 v = float(q[k, best_assignment(inp, q, first=k, taken=actions[:k])[0]])
                 m = float(q[k, joint[k]])
             else:
-                v = float(_as_row(self.distribution(inp, k, allowed), q.shape[1]) @ q[k])
-                m = float(_as_row(self.distribution(inp, k, list(inp.allowed(k))), q.shape[1]) @ q[k])
+                v = float(_as_row(self.policy.distribution(inp, k, allowed), q.shape[1]) @ q[k])
+                m = float(_as_row(self.policy.distribution(inp, k, list(inp.allowed(k))), q.shape[1]) @ q[k])
             self.per_slot.setdefault(choice.slot_id, []).append(v)
             total, marginal = total + v, marginal + m
         self.totals.append(total)
         self.marginal.append(marginal)
-        if self.engine is not None:
-            self.engine.learn(joined)
-        elif self.greedy is not None:
-            self.greedy.learn(joined)
+        self.policy.learn(joined)
 
     def result(self) -> dict[str, Any]:
         return {"value": float(np.mean(self.totals)), "value_marginal": float(np.mean(self.marginal)),
                 "n": len(self.totals), "per_slot": {s: float(np.mean(v)) for s, v in self.per_slot.items()}}
 
     def close(self) -> None:
-        if self.engine is not None:
-            self.engine.close()
+        self.policy.close()
 
 
 def _as_row(dist: Any, n: int) -> np.ndarray:

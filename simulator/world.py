@@ -529,12 +529,12 @@ class World:
             FeatureGroup("time", {"hour": hour_bucket(moment.hour),
                                   "day": "weekend" if moment.weekday() >= 5 else "weekday"}),
         )
-        candidates = tuple(self._candidate(c, day, buzz_obs.get(c.id)) for c in colls)
+        candidates = tuple(self.candidate(c, day, buzz_obs.get(c.id)) for c in colls)
         specs = tuple(SlotSpec(slot.id, (FeatureGroup("slot", {"position": float(k)}),), slot.default_collection)
                       for k, slot in enumerate(slots))
         return DecisionInput(context, specs, candidates)
 
-    def _candidate(self, c: CollectionConfig, day: float, buzz: float | None) -> Candidate:
+    def candidate(self, c: CollectionConfig, day: float, buzz: float | None) -> Candidate:
         meta: dict[str, float | str] = {"kind": c.kind}
         meta.update({f"tag_{t}": 1.0 for t in c.tags})
         meta.update({f"cat_{t}": 1.0 for t in c.categories})

@@ -6,6 +6,7 @@ import random
 
 from bandit.features import Candidate, FeatureGroup, SlotSpec
 from bandit.decision import DecisionInput
+from server.client import PlacementClient, collection
 
 SEGMENTS = ("a", "b", "c")
 SLOTS = ("homepage", "email", "detail_page")
@@ -28,3 +29,23 @@ def decision_input(seg: str, rng: random.Random | None = None) -> DecisionInput:
     hour = (rng or random.Random(0)).random()
     return DecisionInput((FeatureGroup("customer", {"segment": seg, "hour": hour}),),
                          tuple(SlotSpec(s) for s in SLOTS), candidates())
+
+
+def register_collections(client: PlacementClient) -> None:
+    client.put_collections([collection(cid, {"collection": {"rank": float(i)}}) for i, cid in enumerate(COLLECTIONS)])
+
+
+def drive(client: PlacementClient, n: int, seed: int, mode: str | None = None) -> None:
+    """n decisions of the planted world, each click rewarded at once."""
+    rng = random.Random(seed)
+    for _ in range(n):
+        seg = rng.choice(SEGMENTS)
+        result = client.decide({"customer": {"segment": seg}}, SLOTS, mode=mode)
+        for slot_id, cid in result.chosen().items():
+            if rng.random() < click_probability(seg, slot_id, cid):
+                client.reward(result.event_id, 1.0, slot_id=slot_id)
+
+
+def settle(server) -> None:
+    """Close every pending join now and wait for the learner to publish it."""
+    server.engine.settle(ahead=3600)

@@ -15,29 +15,12 @@ from typing import Callable
 import numpy as np
 import pytest
 
-from bandit.ope.estimators import (
-    ESTIMATORS,
-    DirectMethod,
-    DoublyRobustWithShrinkage,
-    EstimationRefused,
-    RefusalReason,
-    SwitchDoublyRobust,
-    cross_fit_rewards,
-    diagnose,
-    direct_method,
-    doubly_robust,
-    doubly_robust_with_shrinkage,
-    inverse_probability_weighting,
-    make_estimator,
-    page_estimate,
-    per_slot_estimate,
-    self_normalized_doubly_robust,
-    self_normalized_inverse_probability_weighting,
-    slate_independent_ips,
-    slate_pseudo_inverse,
-    slate_standard_ips,
-    switch_doubly_robust,
-)
+from bandit.ope.estimators import ESTIMATORS, DirectMethod, DoublyRobustWithShrinkage, SwitchDoublyRobust, direct_method, doubly_robust, doubly_robust_with_shrinkage, inverse_probability_weighting, make_estimator, self_normalized_doubly_robust, self_normalized_inverse_probability_weighting, switch_doubly_robust
+from bandit.ope.estimate import EstimationRefused, RefusalReason
+from bandit.ope.crossfit import cross_fit_rewards
+from bandit.ope.diagnostics import diagnose
+from bandit.ope.page import page_estimate, per_slot_estimate
+from bandit.ope.slate import slate_independent_ips, slate_pseudo_inverse, slate_standard_ips
 
 # --------------------------------------------------------------------------- worlds
 
@@ -390,7 +373,7 @@ def test_cross_fit_never_predicts_a_round_from_a_model_fit_on_it(per_action: boo
     assert (out.estimated_rewards == 0).all()  # never seen its own (or any own) row
     assert sorted(np.bincount(out.fold)) == [30, 30, 30]
     # positive control: the detector does fire when a model is fit on the round itself
-    from bandit.ope.estimators import interaction_design
+    from bandit.ope.crossfit import interaction_design
 
     design = interaction_design(feats, action, n_act)
     assert (_Memoriser.predict(_Memoriser.fit(design, np.zeros(n)), design) == 1).all()

@@ -13,12 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from bandit.ope.estimators import (
-    doubly_robust,
-    inverse_probability_weighting,
-    self_normalized_doubly_robust,
-    self_normalized_inverse_probability_weighting,
-)
+from bandit.ope.estimators import doubly_robust, inverse_probability_weighting, self_normalized_doubly_robust, self_normalized_inverse_probability_weighting
 from bandit.ope.intervals import (
     bootstrap_distribution,
     bootstrap_interval,

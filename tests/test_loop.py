@@ -2,36 +2,13 @@
 
 from __future__ import annotations
 
-import random
 import subprocess
 import sys
 
 from server.client import PlacementClient, collection, slot
 from server.eventlog import read_log_dir
 
-from helpers import BEST, COLLECTIONS, SEGMENTS, SLOTS, click_probability
-
-
-def register_collections(client: PlacementClient) -> None:
-    client.put_collections([collection(cid, {"collection": {"rank": float(i)}}) for i, cid in enumerate(COLLECTIONS)])
-
-
-def drive(client: PlacementClient, n: int, seed: int, mode: str | None = None) -> None:
-    rng = random.Random(seed)
-    for _ in range(n):
-        seg = rng.choice(SEGMENTS)
-        result = client.decide({"customer": {"segment": seg}}, SLOTS, mode=mode)
-        for slot_id, cid in result.chosen().items():
-            if rng.random() < click_probability(seg, slot_id, cid):
-                client.reward(result.event_id, 1.0, slot_id=slot_id)
-
-
-def settle(server) -> None:
-    """Close every pending join now and wait for the learner to publish it."""
-    server.engine.join_now(now=server.engine.clock() + 3600)
-    server.engine.wait_learned()
-    for surface in server.engine.surfaces.values():
-        surface.publish()
+from helpers import BEST, COLLECTIONS, SEGMENTS, SLOTS, drive, register_collections, settle
 
 
 def test_online_learns_the_planted_best(server, client):

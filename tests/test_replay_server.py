@@ -29,10 +29,7 @@ def test_server_log_replays_to_json_and_report(start, tmp_path):
             for slot_id, cid in result.chosen().items():
                 if rng.random() < click_probability(seg, slot_id, cid):
                     client.reward(result.event_id, 1.0, slot_id=slot_id)
-    server.engine.join_now(now=server.engine.clock() + 3600)
-    server.engine.wait_learned()
-    for surface in server.engine.surfaces.values():
-        surface.publish()
+    server.engine.settle(ahead=3600)
     joined_dir = data / "joined" / "default"
     events = list(read_joined(sorted(joined_dir.glob("*.dsjson"))))
     assert len(events) == 300

@@ -11,8 +11,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from server.client import PlacementClient, collection
 
-from helpers import SEGMENTS, SLOTS
-from test_loop import drive, register_collections, settle
+from helpers import SEGMENTS, SLOTS, drive, register_collections, settle
 
 
 def test_restart_keeps_model_version_and_pending_joins(start, tmp_path):

@@ -21,7 +21,7 @@ from statistics import NormalDist
 import numpy as np
 from numpy.typing import ArrayLike
 
-from bandit.ope.estimators import Estimate, FloatArray, _scalar
+from bandit.ope.estimate import Estimate, FloatArray, scalar
 
 DEFAULT_LEVEL = 0.95
 
@@ -42,7 +42,7 @@ class Interval:
 
     @property
     def width(self) -> float | FloatArray:
-        return _scalar(np.asarray(self.upper) - np.asarray(self.lower))
+        return scalar(np.asarray(self.upper) - np.asarray(self.lower))
 
 
 def _check_level(level: float) -> float:
@@ -64,7 +64,7 @@ def normal_interval(est: Estimate, level: float = DEFAULT_LEVEL) -> Interval:
     z = NormalDist().inv_cdf(0.5 + _check_level(level) / 2)
     half = z * est.contributions.std(axis=-1, ddof=1) / math.sqrt(n)
     value = np.asarray(est.value)
-    return Interval(est.value, _scalar(value - half), _scalar(value + half), level, "normal")
+    return Interval(est.value, scalar(value - half), scalar(value + half), level, "normal")
 
 
 def bootstrap_distribution(
@@ -110,7 +110,7 @@ def bootstrap_interval(
     for i in np.ndindex(*est.batch_shape):
         reps = bootstrap_distribution(est[i] if i else est, n_resamples, rng)
         lower[i], upper[i] = np.quantile(reps, [alpha / 2, 1 - alpha / 2])
-    return Interval(est.value, _scalar(lower), _scalar(upper), level, "bootstrap")
+    return Interval(est.value, scalar(lower), scalar(upper), level, "bootstrap")
 
 
 def empirical_bernstein_interval(
@@ -135,7 +135,7 @@ def empirical_bernstein_interval(
     half = np.sqrt(2 * x.var(axis=-1, ddof=1) * log_term / n)
     half = half + 7 * upper_bound * log_term / (3 * (n - 1))
     lo, hi = np.clip(mean - half, 0, upper_bound), np.clip(mean + half, 0, upper_bound)
-    return Interval(_scalar(mean), _scalar(lo), _scalar(hi), level, "empirical-bernstein")
+    return Interval(scalar(mean), scalar(lo), scalar(hi), level, "empirical-bernstein")
 
 
 def ipw_bernstein_interval(
@@ -153,7 +153,7 @@ def ipw_bernstein_interval(
         raise ValueError("ipw_bernstein_interval needs an (unclipped or clipped) IPW estimate")
     bound = float(np.max(est.weights)) if max_weight is None else float(max_weight)
     ci = empirical_bernstein_interval(est.contributions, bound * r_max, level)
-    cap = lambda v: _scalar(np.minimum(np.asarray(v), r_max))  # noqa: E731
+    cap = lambda v: scalar(np.minimum(np.asarray(v), r_max))  # noqa: E731
     return Interval(est.value, cap(ci.lower), cap(ci.upper), level, ci.method)
 
 
@@ -181,8 +181,8 @@ def compute_interval(
 def clipped(ci: Interval, lower: float, upper: float) -> Interval:
     """``ci`` intersected with the range the value is known to lie in (a
     click rate in [0, 1]): the part outside is impossible, not uncertain."""
-    lo = _scalar(np.clip(np.asarray(ci.lower), lower, upper))
-    hi = _scalar(np.clip(np.asarray(ci.upper), lower, upper))
+    lo = scalar(np.clip(np.asarray(ci.lower), lower, upper))
+    hi = scalar(np.clip(np.asarray(ci.upper), lower, upper))
     return Interval(ci.estimate, lo, hi, ci.level, ci.method)
 
 

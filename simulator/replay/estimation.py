@@ -10,18 +10,11 @@ from typing import Any
 
 import numpy as np
 
-from bandit.ope.estimators import (
-    SLATE_ESTIMATORS,
-    EstimationRefused,
-    Estimate,
-    OffPolicyEstimator,
-    RefusalReason,
-    diagnose,
-    importance_weights,
-    make_estimator,
-    page_estimate,
-    per_slot_estimate,
-)
+from bandit.ope.slate import SLATE_ESTIMATORS
+from bandit.ope.estimate import EstimationRefused, Estimate, RefusalReason
+from bandit.ope.estimators import OffPolicyEstimator, importance_weights, make_estimator
+from bandit.ope.diagnostics import diagnose
+from bandit.ope.page import page_estimate, per_slot_estimate
 from bandit.ope.intervals import (
     Interval,
     bootstrap_interval,

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bandit.ope.estimators import EstimationRefused, make_estimate
+from bandit.ope.estimate import EstimationRefused, make_estimate
 from bandit.logformat.events import JoinedEvent
 from bandit.features import ACTION, CONTEXT, SLOT
 from bandit.ope.intervals import normal_interval

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 from typing import TYPE_CHECKING, Any, Sequence
 
-from bandit.ope.estimators import EstimationRefused
+from bandit.ope.estimate import EstimationRefused
 from bandit.ope.intervals import normal_interval
 from bandit.vwargs import LearningSettings
 from simulator.replay.estimation import page_value, refusal
