@@ -66,6 +66,7 @@ from bandit.features import (
     check_name,
 )
 from bandit.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson
+from bandit.joiner import RewardOutOfRange, check_reward_value
 from bandit.policy import DecisionInput, SlotChoice
 
 DEFAULT_GROUP = "context"
@@ -337,7 +338,10 @@ def parse_reward(value: Any, is_cost: bool = False) -> float:
         r = _float(value, "reward", "reward")
     if not math.isfinite(r):
         raise _RowError("reward", f"reward {r:g} is not finite")
-    return -r if is_cost else r
+    try:
+        return check_reward_value(-r if is_cost else r)
+    except RewardOutOfRange as exc:
+        raise _RowError("reward", str(exc)) from None
 
 
 def parse_timestamp(value: Any) -> float:

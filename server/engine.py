@@ -35,7 +35,7 @@ from bandit.events import (
     joined_to_dsjson,
 )
 from bandit.features import Candidate, FeatureGroup, SlotSpec
-from bandit.joiner import Joiner, JoinError
+from bandit.joiner import Joiner, JoinError, check_reward_value
 from bandit.policy import DecisionInput, Mode
 from server.config import ServerConfig
 from server.eventlog import AppendLog, read_log_dir
@@ -266,11 +266,16 @@ class Engine:
         return existing
 
     def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None) -> str:
-        """Log and join a reward; returns the slot it joined."""
-        ts = self.clock() if at is None else at
+        """Log and join a reward (a value in the reward range, at a time between
+        its decision and now); returns the slot it joined."""
+        check_reward_value(value)
+        now = self.clock()
+        ts = now if at is None else at
         self._catch_up(event_id)
         with self._lock:
             k = self.joiner.check_reward(event_id, slot_id)
+            if at is not None:
+                self.joiner.check_time(event_id, at, now, "reward")
             slot = self.joiner.slot_id(event_id, k)
             ticket = self.events.submit(dumps(event_to_record(RewardEvent(event_id, slot, value, ts))))
             self.joiner.add_reward(event_id, slot, value, ts)
@@ -279,10 +284,13 @@ class Engine:
         return slot
 
     def activate(self, event_id: str, at: float | None = None) -> None:
-        ts = self.clock() if at is None else at
+        now = self.clock()
+        ts = now if at is None else at
         self._catch_up(event_id)
         with self._lock:
             self.joiner.check_activation(event_id)
+            if at is not None:
+                self.joiner.check_time(event_id, at, now, "activation")
             ticket = self.events.submit(dumps(event_to_record(ActivationEvent(event_id, ts))))
             self.joiner.activate(event_id, ts)
             self.counts["activations"] += 1
@@ -297,16 +305,29 @@ class Engine:
     def join_now(self, now: float | None = None) -> int:
         """Close every decision whose window has passed; returns how many joined."""
         with self._lock:
-            joined = self.joiner.close_due(self.clock() if now is None else now)
-            lines = [dumps(joined_to_dsjson(j)) for j in joined]
+            joined = [(item, line) for item in self.joiner.close_due(self.clock() if now is None else now)
+                      if (line := self._joined_line(item)) is not None]
             by_surface: dict[str, list[str]] = {}
-            for item, line in zip(joined, lines):
+            for item, line in joined:
                 by_surface.setdefault(item.decision.surface, []).append(line)
             for name, surface_lines in by_surface.items():
                 self.joined_logs[name].append_many(surface_lines)
-        for item, line in zip(joined, lines):
+        for item, line in joined:
             self._learn_queue.put((item.decision.surface, item, line))
         return len(joined)
+
+    def _joined_line(self, item: JoinedEvent) -> str | None:
+        """The joined log line of one closed decision, or None (counted and
+        logged) when it cannot be written: the rest of its batch still is."""
+        try:
+            if item.decision.surface not in self.joined_logs:
+                raise UnknownSurface(item.decision.surface)
+            return dumps(joined_to_dsjson(item))
+        except Exception as exc:
+            self.joiner.stats.unwritten(item)
+            log.error("event '%s' could not be written to the joined log, dropped: %r",
+                      item.decision.event_id, exc)
+            return None
 
     def _join_loop(self) -> None:
         while not self._stop.wait(self.config.join.tick_seconds):
