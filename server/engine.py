@@ -374,8 +374,10 @@ class Engine:
         return model.install(model.store.path(version), "rollback", info.examples_learned)
 
     def import_model(self, surface: str, path: Path, sha256: str) -> VersionInfo:
+        """Validated completely (see verify_vw_model and SurfaceModel.install)
+        before anything is published: a refused model leaves CURRENT as it was."""
         model = self.surface(surface)
-        verify_vw_model(path, sha256)
+        verify_vw_model(path, sha256, model.serving.arguments)
         return model.install(path, "imported", 0)
 
     def pending(self) -> int:

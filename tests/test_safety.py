@@ -5,18 +5,22 @@ decision or far in the future, bad items inside a join batch."""
 from __future__ import annotations
 
 import json
+import struct
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from vowpalwabbit import pyvw
 
 from bandit.events import read_lines
+from bandit.vwargs import Exploration, LearningSettings, vw_arguments
 from server.client import PlacementClient
 
 from helpers import SEGMENTS, SLOTS
-from placement_process import PLACEMENT
+from placement_process import PLACEMENT, launch, stop
 from test_loop import drive, register_collections, settle
 
 CODE = grpc.StatusCode
@@ -175,3 +179,126 @@ def test_an_early_activation_in_an_old_log_loses_no_decision(start, tmp_path):
         assert client.stats().pending == 0
     assert set(joined_lines(data)) == {"mail", *before, *after}
     assert again.engine.joiner.stats.failed == 0
+
+
+# --- model import ------------------------------------------------------------------
+
+def murmur3_32(data: bytes, seed: int) -> int:
+    """VW's uniform_hash (MurmurHash3 x86 32-bit), which chains the header checksum."""
+    mask, c1, c2 = 0xFFFFFFFF, 0xCC9E2D51, 0x1B873593
+
+    def mix(k: int) -> int:
+        k = (k * c1) & mask
+        return (((k << 15) | (k >> 17)) & mask) * c2 & mask
+
+    h, tail = seed & mask, len(data) // 4 * 4
+    for i in range(0, tail, 4):
+        h ^= mix(int.from_bytes(data[i:i + 4], "little"))
+        h = ((((h << 13) | (h >> 19)) & mask) * 5 + 0xE6546B64) & mask
+    if data[tail:]:
+        h ^= mix(int.from_bytes(data[tail:], "little"))
+    h ^= len(data)
+    for shift, factor in ((16, 0x85EBCA6B), (13, 0xC2B2AE35)):
+        h = ((h ^ (h >> shift)) * factor) & mask
+    return h ^ (h >> 16)
+
+
+def forge_options(model: bytes, extra: str) -> bytes:
+    """``model`` with ``extra`` appended to the options its header carries and
+    the header checksum recomputed, as anyone can: what a hostile import sends."""
+    pos = 4 + struct.unpack_from("<I", model)[0]  # the version string is outside the checksum
+    pieces: list[bytes] = []
+
+    def take(n: int) -> bytes:
+        nonlocal pos
+        pieces.append(model[pos:pos + n])
+        pos += n
+        return pieces[-1]
+
+    take(struct.unpack("<I", take(4))[0])  # id
+    for size in (1, 4, 4, 4, 4):  # 'm', min and max label, bits, lda
+        take(size)
+    for _ in range(2):  # ngram and skip definitions
+        take(3 * struct.unpack("<I", take(4))[0])
+    options_at = pos
+    take(struct.unpack("<I", take(4))[0])
+    options = model[options_at + 4:pos].rstrip(b"\0") + f" {extra}".encode() + b"\0"
+    pieces[-2:] = [struct.pack("<I", len(options)), options]
+    checksum = 0
+    for piece in filter(None, pieces):  # VW hashes each read, and reads nothing for an empty one
+        checksum = murmur3_32(piece, checksum)
+    head = model[:4 + struct.unpack_from("<I", model)[0]]
+    return head + b"".join(pieces) + struct.pack("<II", 4, checksum) + model[pos + 8:]
+
+
+def trained_model(path: Path, settings: LearningSettings) -> bytes:
+    """A --ccb_explore_adf model trained with other settings than the surface's."""
+    ws = pyvw.Workspace(vw_arguments(settings))
+    for i in range(50):
+        ws.learn([f"ccb shared |C.u a{i}", "ccb action |A x", "ccb action |A y", f"ccb slot {i % 2}:1:0.5 |S s"])
+    ws.save(str(path))
+    ws.finish()
+    return path.read_bytes()
+
+
+def serve(data: Path) -> tuple[subprocess.Popen, str]:
+    proc, match = launch(["serve", "--port", "0", "--data-dir", str(data), "--workers", "1"],
+                         r"serving on 127\.0\.0\.1:(\d+)")
+    target = f"127.0.0.1:{match.group(1)}"
+    with grpc.insecure_channel(target) as channel:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    return proc, target
+
+
+def test_a_bad_model_import_is_refused_and_changes_nothing(tmp_path):
+    """Other VW options, options that write files, a truncated file: each gets
+    INVALID_ARGUMENT, CURRENT stays, the server restarts, and no file appears
+    outside the data directory."""
+    data, outside = tmp_path / "data", tmp_path / "outside"
+    outside.mkdir()
+    proc, target = serve(data)
+    try:
+        with PlacementClient(target) as client:
+            register_collections(client)
+            exported = tmp_path / "exported.vw"
+            client.export_model(exported)
+            good = exported.read_bytes()
+            bad = {
+                "bits": trained_model(tmp_path / "b10.vw", LearningSettings(bits=10)),
+                "bag": trained_model(tmp_path / "bag.vw", LearningSettings(exploration=Exploration("bag", bag_size=3))),
+                "ips": trained_model(tmp_path / "ips.vw",
+                                     LearningSettings(exploration=Exploration("epsilon"), cb_type="ips")),
+                "readable_model": forge_options(good, f"--readable_model {outside}/readable.txt"),
+                "final_regressor": forge_options(good, f"--final_regressor {outside}/final.vw"),
+                "-f": forge_options(good, f"-f {outside}/short.vw --invert_hash {outside}/inverted.txt"),
+                "quoted": forge_options(good, f'"--readable_model" {outside}/quoted.txt'),
+                "truncated": good[:-5],
+                "truncated learned": trained_model(tmp_path / "learned.vw", LearningSettings())[:-21],
+                "header only": good[:120],
+            }
+            before = client.model_info()
+            for name, model in bad.items():
+                path = tmp_path / "candidate.vw"
+                path.write_bytes(model)
+                with pytest.raises(grpc.RpcError) as err:
+                    client.import_model(path)
+                assert err.value.code() == CODE.INVALID_ARGUMENT, (name, err.value.details())
+                if name in ("readable_model", "final_regressor", "-f", "quoted"):
+                    assert "may not come from a model file" in err.value.details()
+                after = client.model_info()
+                assert after.current_version == before.current_version, name
+                assert len(after.versions) == len(before.versions), name
+            client.decide({"customer": {"segment": "a"}}, SLOTS)
+    finally:
+        assert stop(proc) == 0
+    proc, target = serve(data)
+    try:
+        with PlacementClient(target) as client:
+            assert client.model_info().current_version == before.current_version
+            client.decide({"customer": {"segment": "b"}}, SLOTS)
+            path = tmp_path / "good.vw"
+            path.write_bytes(good)
+            assert client.import_model(path).versions[-1].origin == "imported"  # a sound model still imports
+    finally:
+        assert stop(proc) == 0
+    assert list(outside.iterdir()) == []
