@@ -290,10 +290,10 @@ class Coordinator:
         """Start the coordinator and the workers; returns the shared port."""
         path = socket_path(self.config.data_dir)
         path.unlink(missing_ok=True)
+        sec = self.config.security
+        token = read_token(sec.admin_token_file, sec.admin_token_env, dict(os.environ))  # bad: fails before workers
         interceptors = []
         if self.listen:
-            sec = self.config.security
-            token = read_token(sec.admin_token_file, sec.admin_token_env, dict(os.environ))
             interceptors.append(AuthInterceptor(token, sec.admin_identities, protect_all=True, trust_unix_peers=True))
         self.internal = grpc.server(futures.ThreadPoolExecutor(max_workers=self.config.threads),
                                     interceptors=interceptors)

@@ -5,6 +5,7 @@ decision or far in the future, bad items inside a join batch."""
 from __future__ import annotations
 
 import json
+import os
 import struct
 import subprocess
 from datetime import datetime, timezone
@@ -302,3 +303,26 @@ def test_a_bad_model_import_is_refused_and_changes_nothing(tmp_path):
     finally:
         assert stop(proc) == 0
     assert list(outside.iterdir()) == []
+
+
+# --- configuration and files ----------------------------------------------------
+
+def test_a_token_from_the_environment_is_trimmed(start, monkeypatch):
+    monkeypatch.setenv("PLACEMENT_ADMIN_TOKEN", "tok\n")
+    server = start()
+    with PlacementClient(server.target, token="tok") as admin:
+        assert admin.model_info().current_version
+    with PlacementClient(server.target, token="tok2") as wrong, pytest.raises(grpc.RpcError) as err:
+        wrong.model_info()
+    assert err.value.code() == CODE.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize("token", ["", " ", "\n\t"])
+def test_a_blank_token_is_a_configuration_error(tmp_path, token, workers):
+    proc = subprocess.run([PLACEMENT, "serve", "--port", "0", "--data-dir", str(tmp_path / "data"),
+                           "--workers", str(workers)],
+                          env={**os.environ, "PLACEMENT_ADMIN_TOKEN": token}, capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert "$PLACEMENT_ADMIN_TOKEN is set but empty" in proc.stderr
