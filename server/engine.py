@@ -38,7 +38,7 @@ from bandit.features import Candidate, FeatureGroup, SlotSpec
 from bandit.joiner import Joiner, JoinError, check_reward_value
 from bandit.policy import DecisionInput, Mode
 from server.config import ServerConfig
-from server.eventlog import AppendLog, read_log_dir
+from server.eventlog import AppendLog, private_dir, read_log_dir
 from server.learner import SurfaceModel
 from server.modelstore import ModelStore, VersionInfo, verify_vw_model
 
@@ -114,8 +114,7 @@ class Engine:
         # Multi-process mode: read the workers' newest decisions before calling
         # a reward's event unknown (they were logged before the client saw them).
         self.catch_up: Callable[[], None] | None = None
-        data = Path(config.data_dir)
-        data.mkdir(parents=True, exist_ok=True)
+        data = private_dir(config.data_dir)
         self.catalog = Catalog(data / "catalog.json", config.limits.features)
         self.events = AppendLog(data / "events", "events", fsync=config.log.fsync,
                                 segment_bytes=config.log.segment_bytes)

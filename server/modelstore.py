@@ -21,6 +21,7 @@ from typing import Callable
 from vowpalwabbit import pyvw
 
 from bandit.vwargs import SettingsError, check_model_options
+from server.eventlog import PRIVATE_FILE, private_dir, private_opener
 
 
 class ModelStoreError(ValueError):
@@ -48,8 +49,7 @@ def sha256_of(path: Path) -> str:
 
 class ModelStore:
     def __init__(self, directory: Path, keep: int = 20):
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory = private_dir(directory)
         self.keep = keep
         self._lock = threading.Lock()
 
@@ -85,7 +85,8 @@ class ModelStore:
             version = (existing[-1].version if existing else 0) + 1
             path = self.path(version)
             tmp = path.with_suffix(".partial")
-            write(tmp)
+            write(tmp)  # VW creates the file itself, with the process's umask
+            os.chmod(tmp, PRIVATE_FILE)
             _fsync(tmp)
             os.replace(tmp, path)
             info = VersionInfo(version, sha256_of(path), examples_learned, joined_through,
@@ -201,7 +202,7 @@ def _fsync(path: Path) -> None:
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with open(tmp, "w", encoding="utf-8", opener=private_opener) as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())

@@ -326,3 +326,22 @@ def test_a_blank_token_is_a_configuration_error(tmp_path, token, workers):
                           timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert "$PLACEMENT_ADMIN_TOKEN is set but empty" in proc.stderr
+
+
+def test_the_data_directory_is_private(start, tmp_path):
+    """0700 directories and 0600 files: decisions, rewards, joins, models and
+    the catalog are nobody else's business on a shared host."""
+    data = tmp_path / "data"
+    server = start(data)
+    with PlacementClient(server.target) as client:
+        register_collections(client)
+        drive(client, 50, seed=5)
+        settle(server)
+        exported = tmp_path / "exported.vw"
+        client.export_model(exported)
+        client.import_model(exported)
+        client.delete_collection("col-0")
+    server.stop()
+    modes = {path.relative_to(tmp_path): path.stat().st_mode & 0o777 for path in [data, *data.rglob("*")]}
+    assert {p: m for p, m in modes.items() if m != (0o700 if (tmp_path / p).is_dir() else 0o600)} == {}
+    assert len(modes) > 10
