@@ -126,6 +126,7 @@ class WorkerEngine:
         return self.catalog_path.stat().st_mtime_ns if self.catalog_path.exists() else 0
 
     def _refresh_loop(self) -> None:
+        failing = None  # the error of the last failed refresh: its traceback is logged once, not 5 times a second
         while not self._stop.wait(REFRESH_SECONDS):
             try:
                 for surface in self.surfaces.values():
@@ -133,8 +134,14 @@ class WorkerEngine:
                 if self._stamp() != self._catalog_stamp:
                     self._catalog_stamp = self._stamp()
                     self.catalog = Catalog(self.catalog_path, self.config.limits.features)
-            except Exception:
-                log.exception("worker %s: refresh failed; serving the last good model", self.index)
+                failing = None
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                if error != failing:
+                    log.exception("worker %s: refresh failed; serving the last good model", self.index)
+                else:
+                    log.debug("worker %s: refresh still failing: %s", self.index, error)
+                failing = error
 
     def surface(self, name: str) -> ServingSurface:
         return lookup_surface(self.surfaces, name)

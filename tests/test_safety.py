@@ -5,9 +5,11 @@ decision or far in the future, bad items inside a join batch."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import struct
 import subprocess
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -19,6 +21,9 @@ from vowpalwabbit import pyvw
 from bandit.events import read_lines
 from bandit.vwargs import Exploration, LearningSettings, vw_arguments
 from server.client import PlacementClient
+from server.workers import WorkerEngine
+
+from conftest import make_config
 
 from helpers import SEGMENTS, SLOTS
 from placement_process import PLACEMENT, launch, stop
@@ -345,3 +350,31 @@ def test_the_data_directory_is_private(start, tmp_path):
     modes = {path.relative_to(tmp_path): path.stat().st_mode & 0o777 for path in [data, *data.rglob("*")]}
     assert {p: m for p, m in modes.items() if m != (0o700 if (tmp_path / p).is_dir() else 0o600)} == {}
     assert len(modes) > 10
+
+
+def test_a_failing_worker_refresh_logs_its_traceback_once_per_error(start, tmp_path, caplog):
+    data = tmp_path / "data"
+    start(data)
+    caplog.set_level(logging.DEBUG, logger="server.workers")
+    with grpc.insecure_channel(f"unix:{tmp_path}/nobody.sock") as channel:
+        worker = WorkerEngine(make_config(data), "t", channel)
+        worker.start()
+        try:
+            current = data / "models" / "default" / "CURRENT"
+            for broken in ("999", "not a number"):  # a version that is not kept; no version at all
+                current.write_text(broken)
+                failures = _refresh_failures(caplog, at_least=6)
+                assert len([r for r in failures if r.exc_info]) == 1, [r.getMessage() for r in failures]
+                caplog.clear()
+        finally:
+            worker.stop()
+
+
+def _refresh_failures(caplog, at_least: int) -> list[logging.LogRecord]:
+    """The worker's refresh failure records, once there are ``at_least`` (refreshes run every 0.2 s)."""
+    for _ in range(300):
+        records = [r for r in caplog.records if "refresh" in r.getMessage() and r.name == "server.workers"]
+        if len(records) >= at_least:
+            return records
+        time.sleep(0.05)
+    raise AssertionError(f"only {len(records)} refresh failures seen")
