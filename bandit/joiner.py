@@ -268,7 +268,7 @@ class Joiner:
                 continue
             try:
                 joined = self._joined(pending)
-            except Exception as exc:  # one bad item never takes down the batch
+            except Exception as exc:  # noqa: BLE001 -- one bad item, whatever its fault, never takes down the batch
                 self.stats.failed += 1
                 log.error("event '%s' could not be joined, dropped: %r", eid, exc)
                 continue

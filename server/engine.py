@@ -322,7 +322,7 @@ class Engine:
             if item.decision.surface not in self.joined_logs:
                 raise UnknownSurface(item.decision.surface)
             return dumps(joined_to_dsjson(item))
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 -- per item, whatever its fault
             self.joiner.stats.unwritten(item)
             log.error("event '%s' could not be written to the joined log, dropped: %r",
                       item.decision.event_id, exc)

@@ -140,6 +140,6 @@ class SurfaceModel:
             learner = LogLearner(self.settings, model_path=source)
             serving = Policy(self.settings, model_path=source, version="unpublished")
             serving.decide(DecisionInput((), (SlotSpec("probe"),), (Candidate("probe"),)), "probe")
-        except Exception as exc:  # VW's errors are plain RuntimeErrors
+        except (RuntimeError, ValueError) as exc:  # VW's errors are plain RuntimeErrors
             raise ModelStoreError(f"model does not load for surface {self.name}: {exc}") from None
         return learner, serving
