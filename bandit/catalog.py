@@ -169,7 +169,9 @@ class Catalog:
             return
         tmp = self.path.with_suffix(".tmp")
         data = {"version": self.version, "collections": [c.to_dict() for c in self._items.values()]}
-        tmp.write_text(json.dumps(data, indent=1), "utf-8")
-        with open(tmp, "rb+") as fh:
+        # 0600: the catalog is as private as the rest of the data directory.
+        with open(tmp, "w", encoding="utf-8", opener=lambda p, f: os.open(p, f, 0o600)) as fh:
+            fh.write(json.dumps(data, indent=1))
+            fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.path)

@@ -10,17 +10,34 @@ activated within its window is dropped and counted: it was never shown.
 
 Pure and single-threaded: the server calls it under its own lock, the
 simulator directly. Time is passed in, never read, so replays are exact.
+
+Rewards live in :data:`REWARD_RANGE`. Callers check a value at the door
+(:func:`check_reward_value`); aggregates are clipped into the range, so no
+sum of in-range (or old, unchecked) observations can overflow what VW learns
+as a float32 cost. One bad item never takes down a join batch: it is counted
+(``stats.failed``), logged, and the others close.
 """
 
 from __future__ import annotations
 
 import heapq
 import json
+import logging
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from bandit.logformat.events import DecisionEvent, JoinedEvent, LineRef, event_from_record
+
+log = logging.getLogger(__name__)
+
+# Clicks (0/1), add-to-carts and order revenue (in currency units, even in
+# minor ones for a large basket) all fit; float32 (VW's cost type) represents
+# every integer in it exactly and its squares are far from overflow.
+REWARD_RANGE = (-1e6, 1e6)
+# How far a client's clock may run ahead of the server's for an ``at``.
+MAX_CLOCK_SKEW_SECONDS = 300.0
 
 AGGREGATIONS: dict[str, Callable[[list[tuple[float, float]]], float]] = {
     "sum": lambda obs: sum(v for _, v in obs),
@@ -46,6 +63,31 @@ class UnknownSlot(JoinError):
     pass
 
 
+class InvalidTime(JoinError):
+    """A reward or activation time before its decision or in the future."""
+
+
+class RewardOutOfRange(ValueError):
+    """A reward value outside :data:`REWARD_RANGE`."""
+
+
+def check_reward_value(value: float) -> float:
+    """The value if it is a finite number inside the reward range."""
+    low, high = REWARD_RANGE
+    if not low <= value <= high:  # NaN fails too
+        raise RewardOutOfRange(f"reward value {value!r} is outside the reward range [{low:g}, {high:g}]")
+    return value
+
+
+def clip_reward(value: float) -> float:
+    """An aggregate forced into the reward range (inf from an overflowing sum
+    included); NaN has no place in it and is refused."""
+    if math.isnan(value):
+        raise RewardOutOfRange("aggregated reward is NaN")
+    low, high = REWARD_RANGE
+    return min(max(value, low), high)
+
+
 @dataclass
 class JoinStats:
     joined: int = 0
@@ -54,6 +96,14 @@ class JoinStats:
     unactivated_dropped: int = 0
     rejected_unknown: int = 0
     rejected_expired: int = 0
+    failed: int = 0  # decisions that could not be joined (unreadable line, bad data); logged
+
+    def unwritten(self, joined: JoinedEvent) -> None:
+        """A joined event its writer could not write after all: failed, not joined."""
+        self.joined -= 1
+        self.joined_with_reward -= any(joined.observed)
+        self.default_reward_applied -= joined.observed.count(False)
+        self.failed += 1
 
 
 @dataclass
@@ -63,6 +113,7 @@ class _Pending:
     on every pass while the window is open) and rebuilt when it joins."""
 
     slot_ids: tuple[str, ...]
+    decided_at: float
     deferred: bool
     deadline: float
     activated: bool
@@ -86,6 +137,7 @@ class Joiner:
             raise ValueError(f"aggregation '{aggregation}' is not one of {', '.join(AGGREGATIONS)}")
         if window_seconds <= 0:
             raise ValueError("reward window must be positive")
+        check_reward_value(default_reward)
         self.window = window_seconds
         self.aggregate = AGGREGATIONS[aggregation]
         self.default_reward = default_reward
@@ -128,7 +180,7 @@ class Joiner:
         if event_id in self._pending or event_id in self._closed:
             raise JoinError(f"event '{event_id}' was already decided")
         deadline = timestamp + self.window
-        self._pending[event_id] = _Pending(slot_ids, deferred, deadline, not deferred,
+        self._pending[event_id] = _Pending(slot_ids, timestamp, deferred, deadline, not deferred,
                                            [[] for _ in slot_ids], decision, line)
         heapq.heappush(self._deadlines, (deadline, event_id))
 
@@ -153,6 +205,19 @@ class Joiner:
                 f"event '{event_id}' has no slot '{slot_id}' (slots: {', '.join(slots)})"
             ) from None
 
+    def check_time(self, event_id: str, at: float, now: float, what: str) -> None:
+        """A client-given time of a reward or activation of a pending event must
+        lie between its decision and (allowing for clock skew) now."""
+        pending = self._pending.get(event_id)
+        if pending is None:
+            raise UnknownEvent(f"event '{event_id}' is unknown")
+        if not math.isfinite(at) or at < pending.decided_at:
+            raise InvalidTime(f"{what} time {at!r} of event '{event_id}' is before its decision "
+                              f"({pending.decided_at!r}); omit 'at' to use the server's clock")
+        if at > now + MAX_CLOCK_SKEW_SECONDS:
+            raise InvalidTime(f"{what} time {at!r} of event '{event_id}' is in the future (server time {now!r}, "
+                              f"{MAX_CLOCK_SKEW_SECONDS:g} s of clock skew allowed)")
+
     def add_reward(self, event_id: str, slot_id: str, value: float, timestamp: float) -> None:
         k = self.check_reward(event_id, slot_id)
         self._pending[event_id].rewards[k].append((timestamp, value))
@@ -167,22 +232,25 @@ class Joiner:
             raise JoinError(f"event '{event_id}' was not decided with deferred_activation")
 
     def activate(self, event_id: str, timestamp: float) -> None:
-        """Activation restarts the reward window: an email's clicks come after it is sent."""
+        """Activation restarts the reward window: an email's clicks come after it
+        is sent (never before it was decided, whatever an old log says)."""
         self.check_activation(event_id)
         pending = self._pending[event_id]
         if not pending.activated:
             pending.activated = True
-            pending.deadline = max(pending.deadline, timestamp + self.window)
-            heapq.heappush(self._deadlines, (pending.deadline, event_id))
+            deadline = max(pending.decided_at, timestamp) + self.window
+            if deadline > pending.deadline:  # else its deadline is already in the heap
+                pending.deadline = deadline
+                heapq.heappush(self._deadlines, (deadline, event_id))
 
     def close_due(self, now: float) -> list[JoinedEvent]:
         """Emit every decision whose window has closed, oldest first."""
-        due = []
+        due: dict[str, None] = {}  # ordered, and each id once
         while self._deadlines and self._deadlines[0][0] <= now:
             deadline, eid = heapq.heappop(self._deadlines)
             pending = self._pending.get(eid)
             if pending is not None and pending.deadline == deadline:
-                due.append(eid)
+                due[eid] = None
         return list(self._close(due))
 
     def close_all(self) -> list[JoinedEvent]:
@@ -191,23 +259,32 @@ class Joiner:
 
     def _close(self, event_ids: Iterable[str]) -> Iterable[JoinedEvent]:
         for eid in event_ids:
-            pending = self._pending.pop(eid)
+            pending = self._pending.pop(eid, None)
+            if pending is None:
+                continue
             self.remember_closed(eid)
             if not pending.activated:
                 self.stats.unactivated_dropped += 1
                 continue
-            yield self._joined(pending)
+            try:
+                joined = self._joined(pending)
+            except Exception as exc:  # noqa: BLE001 -- one bad item, whatever its fault, never takes down the batch
+                self.stats.failed += 1
+                log.error("event '%s' could not be joined, dropped: %r", eid, exc)
+                continue
+            yield joined
 
     def _joined(self, pending: _Pending) -> JoinedEvent:
         rewards, observed = [], []
         for obs in pending.rewards:
             observed.append(bool(obs))
-            rewards.append(self.aggregate(sorted(obs)) if obs else self.default_reward)
+            rewards.append(clip_reward(self.aggregate(sorted(obs))) if obs else self.default_reward)
+        event = pending.event()
         self.stats.joined += 1
         self.stats.joined_with_reward += any(observed)
         self.stats.default_reward_applied += observed.count(False)
         observations = tuple(tuple(v for _, v in sorted(obs)) for obs in pending.rewards)
-        return JoinedEvent(pending.event(), tuple(rewards), tuple(observed), observations)
+        return JoinedEvent(event, tuple(rewards), tuple(observed), observations)
 
     def remember_closed(self, event_id: str) -> None:
         self._closed[event_id] = None

@@ -121,6 +121,41 @@ class LearningSettings:
         return cls(exploration=Exploration(**explore_raw), **raw).validate()
 
 
+# The options a model file may carry, and whether each takes a value. VW keeps
+# a model's options in the file's header (behind a checksum anyone can
+# recompute) and applies them when it loads the file; these are exactly the ones
+# the arguments built here leave there (plus --bit_precision, which VW adds from
+# the header's bits). Anything else could change the learner or make loading
+# write files (--readable_model, --final_regressor, -f, --invert_hash, ...).
+MODEL_FILE_OPTIONS: dict[str, bool] = {
+    **dict.fromkeys(("cb_adf", "cb_explore_adf", "cb_sample", "ccb_explore_adf", "csoaa_rank", "squarecb",
+                     "softmax"), False),
+    **dict.fromkeys(("bag", "bit_precision", "cb_type", "cover", "csoaa_ldf", "epsilon", "first", "gamma_exponent",
+                     "gamma_scale", "interactions", "lambda", "learning_rate", "power_t", "psi", "random_seed",
+                     "rnd", "rnd_alpha", "rnd_invlambda"), True),
+}
+_OPTION_VALUE = re.compile(r"^[A-Za-z0-9_.:+]+$|^-?[0-9][0-9.eE+-]*$")
+
+
+def check_model_options(options: str) -> None:
+    """SettingsError naming the first thing in a model file's options that is
+    not an allowed option with, where it takes one, a plain value."""
+    tokens = options.split()
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        name = token[2:] if token.startswith("--") else None
+        if name not in MODEL_FILE_OPTIONS:
+            raise SettingsError(f"option '{token[:80]}' may not come from a model file "
+                                f"(allowed: {', '.join('--' + n for n in sorted(MODEL_FILE_OPTIONS))})")
+        if MODEL_FILE_OPTIONS[name]:
+            i += 1
+            if i == len(tokens) or not _OPTION_VALUE.match(tokens[i]):
+                value = tokens[i][:80] if i < len(tokens) else "nothing"
+                raise SettingsError(f"option '{token}' in the model file has the value '{value}'")
+        i += 1
+
+
 def vw_arguments(settings: LearningSettings, *, multi_slot: bool = True, dsjson: bool = False) -> str:
     """The VW command line for these settings (quiet, no model file)."""
     settings.validate()

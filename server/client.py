@@ -154,8 +154,11 @@ class PlacementClient:
             req.at.CopyFrom(_stamp(at))
         return self._call(self.service.Reward, req).slot_id
 
-    def activate(self, event_id: str) -> None:
-        self._call(self.service.Activate, pb.ActivateRequest(event_id=event_id))
+    def activate(self, event_id: str, at: datetime | float | None = None) -> None:
+        req = pb.ActivateRequest(event_id=event_id)
+        if at is not None:
+            req.at.CopyFrom(_stamp(at))
+        self._call(self.service.Activate, req)
 
     # --- admin ------------------------------------------------------------------
 

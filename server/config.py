@@ -44,6 +44,7 @@ from typing import Any, Mapping
 
 from bandit.features import Limits
 from bandit.decision import Mode
+from bandit.joiner import RewardOutOfRange, check_reward_value
 from bandit.vwargs import LearningSettings, SettingsError
 
 FSYNC_POLICIES = ("always", "batch", "never")
@@ -148,6 +149,10 @@ class ServerConfig:
             raise ConfigError("join.window_seconds must be positive")
         if self.join.aggregation not in ("sum", "earliest", "max", "mean"):
             raise ConfigError(f"join.aggregation '{self.join.aggregation}' is not sum, earliest, max or mean")
+        try:
+            check_reward_value(self.join.default_reward)
+        except RewardOutOfRange as exc:
+            raise ConfigError(f"join.default_reward: {exc}") from None
         if self.log.fsync not in FSYNC_POLICIES:
             raise ConfigError(f"log.fsync '{self.log.fsync}' is not one of {', '.join(FSYNC_POLICIES)}")
         if self.learner.publish_every_examples < 1 or self.learner.publish_every_seconds <= 0:

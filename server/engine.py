@@ -35,10 +35,10 @@ from bandit.logformat.events import (
     joined_to_dsjson,
 )
 from bandit.features import Candidate, FeatureGroup, SlotSpec
-from bandit.joiner import Joiner, JoinError
 from bandit.decision import DecisionInput, Mode
+from bandit.joiner import Joiner, JoinError, check_reward_value
 from server.config import ServerConfig
-from server.eventlog import AppendLog, read_log_dir
+from server.eventlog import AppendLog, private_dir, read_log_dir
 from server.learner import SurfaceModel
 from server.modelstore import ModelStore, VersionInfo, verify_vw_model
 
@@ -113,8 +113,7 @@ class Engine:
         # Multi-process mode: the serving workers' own counters (requests they
         # rejected themselves), added to this engine's in ``totals``.
         self.peer_counts: Callable[[], Iterable[dict[str, int]]] | None = None
-        data = Path(config.data_dir)
-        data.mkdir(parents=True, exist_ok=True)
+        data = private_dir(config.data_dir)
         self.catalog = Catalog(data / "catalog.json", config.limits.features)
         self.events = AppendLog(data / "events", "events", fsync=config.log.fsync,
                                 segment_bytes=config.log.segment_bytes)
@@ -286,11 +285,16 @@ class Engine:
         return existing
 
     def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None) -> str:
-        """Log and join a reward; returns the slot it joined."""
-        ts = self.clock() if at is None else at
+        """Log and join a reward (a value in the reward range, at a time between
+        its decision and now); returns the slot it joined."""
+        check_reward_value(value)
+        now = self.clock()
+        ts = now if at is None else at
         self._catch_up(event_id)
         with self._lock:
             k = self.joiner.check_reward(event_id, slot_id)
+            if at is not None:
+                self.joiner.check_time(event_id, at, now, "reward")
             slot = self.joiner.slot_id(event_id, k)
             ticket = self.events.submit(dumps(event_to_record(RewardEvent(event_id, slot, value, ts))))
             self.joiner.add_reward(event_id, slot, value, ts)
@@ -299,10 +303,13 @@ class Engine:
         return slot
 
     def activate(self, event_id: str, at: float | None = None) -> None:
-        ts = self.clock() if at is None else at
+        now = self.clock()
+        ts = now if at is None else at
         self._catch_up(event_id)
         with self._lock:
             self.joiner.check_activation(event_id)
+            if at is not None:
+                self.joiner.check_time(event_id, at, now, "activation")
             ticket = self.events.submit(dumps(event_to_record(ActivationEvent(event_id, ts))))
             self.joiner.activate(event_id, ts)
             self.counts["activations"] += 1
@@ -320,16 +327,29 @@ class Engine:
         if self.catch_up is not None:
             self.catch_up()
         with self._lock:
-            joined = self.joiner.close_due(self.clock() if now is None else now)
-            lines = [dumps(joined_to_dsjson(j)) for j in joined]
+            joined = [(item, line) for item in self.joiner.close_due(self.clock() if now is None else now)
+                      if (line := self._joined_line(item)) is not None]
             by_surface: dict[str, list[str]] = {}
-            for item, line in zip(joined, lines):
+            for item, line in joined:
                 by_surface.setdefault(item.decision.surface, []).append(line)
             for name, surface_lines in by_surface.items():
                 self.joined_logs[name].append_many(surface_lines)
-        for item, line in zip(joined, lines):
+        for item, line in joined:
             self._learn_queue.put((item.decision.surface, item, line))
         return len(joined)
+
+    def _joined_line(self, item: JoinedEvent) -> str | None:
+        """The joined log line of one closed decision, or None (counted and
+        logged) when it cannot be written: the rest of its batch still is."""
+        try:
+            if item.decision.surface not in self.joined_logs:
+                raise UnknownSurface(item.decision.surface)
+            return dumps(joined_to_dsjson(item))
+        except Exception as exc:  # noqa: BLE001 -- per item, whatever its fault
+            self.joiner.stats.unwritten(item)
+            log.error("event '%s' could not be written to the joined log, dropped: %r",
+                      item.decision.event_id, exc)
+            return None
 
     def _join_loop(self) -> None:
         while not self._stop.wait(self.config.join.tick_seconds):
@@ -387,8 +407,10 @@ class Engine:
         return model.install(model.store.path(version), "rollback", info.examples_learned)
 
     def import_model(self, surface: str, path: Path, sha256: str) -> VersionInfo:
+        """Validated completely (see verify_vw_model and SurfaceModel.install)
+        before anything is published: a refused model leaves CURRENT as it was."""
         model = self.surface(surface)
-        verify_vw_model(path, sha256)
+        verify_vw_model(path, sha256, model.serving.arguments)
         return model.install(path, "imported", 0)
 
     def pending(self) -> int:

@@ -24,6 +24,23 @@ log = logging.getLogger(__name__)
 _SEGMENT = re.compile(r"^(?P<prefix>.+)-(?P<n>\d{6})\.(?P<ext>\w+)$")
 
 
+PRIVATE_DIR, PRIVATE_FILE = 0o700, 0o600  # the data directory is nobody else's business
+
+
+def private_dir(path: Path) -> Path:
+    """``path`` and whichever of its parents are missing, created readable by
+    this user only (``mkdir(parents=True)`` would give the parents default modes)."""
+    path = Path(path)
+    for missing in reversed([p for p in (path, *path.parents) if not p.exists()]):
+        missing.mkdir(mode=PRIVATE_DIR, exist_ok=True)
+    return path
+
+
+def private_opener(path: str, flags: int) -> int:
+    """For ``open(..., opener=private_opener)``: a new file is created 0600."""
+    return os.open(path, flags, PRIVATE_FILE)
+
+
 class LogBacklogFull(RuntimeError):
     """More lines waiting for the disk than the log's bound: shed load."""
 
@@ -32,8 +49,7 @@ class AppendLog:
     def __init__(self, directory: Path, prefix: str, ext: str = "jsonl", fsync: str = "batch",
                  segment_bytes: int = 256 * 1024 * 1024, batch_seconds: float = 0.05,
                  max_pending: int = 100_000):
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory = private_dir(directory)
         self.prefix, self.ext = prefix, ext
         self.fsync, self.segment_bytes, self.batch_seconds = fsync, segment_bytes, batch_seconds
         self._lock = threading.Lock()
@@ -55,7 +71,7 @@ class AppendLog:
 
     def _open(self):
         path = self.directory / f"{self.prefix}-{self._index:06d}.{self.ext}"
-        fh = open(path, "ab")
+        fh = open(path, "ab", opener=private_opener)
         if fh.tell() > 0 and not _ends_with_newline(path):
             fh.write(b"\n")  # seal a torn line left by a crash; readers skip it
         return fh

@@ -164,11 +164,19 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
 
 def read_token(path, env_name: str, environ: dict) -> str | None:
-    """The admin token from its file, else from the environment; never logged."""
+    """The admin token from its file, else from the environment; never logged.
+    Surrounding whitespace (a file's or a secret's trailing newline) is not part
+    of it; a file or variable that holds nothing else is a configuration error,
+    never a token anyone could send."""
     if path is not None:
         with open(path, encoding="utf-8") as fh:
             token = fh.read().strip()
         if not token:
             raise ValueError(f"admin token file {path} is empty")
         return token
-    return environ.get(env_name) or None
+    if env_name not in environ:
+        return None
+    token = environ[env_name].strip()
+    if not token:
+        raise ValueError(f"${env_name} is set but empty (or only whitespace): set a token or unset it")
+    return token

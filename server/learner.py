@@ -15,12 +15,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bandit.decision import DecisionInput, Mode
+from bandit.features import Candidate, SlotSpec
 from bandit.logformat.events import JoinedEvent, dumps, joined_to_dsjson
-from bandit.decision import Mode
 from bandit.policy import LogLearner, Policy
 from bandit.vwargs import LearningSettings
 from server.config import LearnerConfig
-from server.modelstore import ModelStore, VersionInfo
+from server.modelstore import ModelStore, ModelStoreError, VersionInfo
 
 log = logging.getLogger(__name__)
 
@@ -115,14 +116,31 @@ class SurfaceModel:
 
     def install(self, source: Path, origin: str, examples_learned: int) -> VersionInfo:
         """Rollback or import: publish ``source``'s weights as a new version
-        (history stays append-only) and continue learning and serving from it."""
+        (history stays append-only) and continue learning and serving from it.
+        The learner and the serving policy are loaded from ``source`` and the
+        policy decides once before anything is published, so a model this
+        surface cannot use never becomes CURRENT (ModelStoreError instead)."""
         data = Path(source).read_bytes()
+        learner, serving = self._loaded(Path(source))
         with self._learn_lock:
             info = self.store.publish(lambda p: p.write_bytes(data), examples_learned=examples_learned,
                                       joined_through=self.joined_through, origin=origin,
                                       arguments=self._learner.arguments)
-            self._learner = self._learner_from(info)
+            self._learner = learner
             self.examples_learned = examples_learned
             self._since_publish = 0
-        self._swap_serving(info)
+        serving.version = str(info.version)
+        with self._swap_lock:
+            self.serving = serving
         return info
+
+    def _loaded(self, source: Path) -> tuple[LogLearner, Policy]:
+        """A learner and a serving policy of this surface on ``source``, the
+        policy tried on a one-slot decision."""
+        try:
+            learner = LogLearner(self.settings, model_path=source)
+            serving = Policy(self.settings, model_path=source, version="unpublished")
+            serving.decide(DecisionInput((), (SlotSpec("probe"),), (Candidate("probe"),)), "probe")
+        except (RuntimeError, ValueError) as exc:  # VW's errors are plain RuntimeErrors
+            raise ModelStoreError(f"model does not load for surface {self.name}: {exc}") from None
+        return learner, serving

@@ -30,6 +30,8 @@ class _EngineCollector:
             "placement_joined_with_reward": ("Joined decisions with at least one reward.", js.joined_with_reward),
             "placement_default_reward_applied": ("Slots joined with the default reward.", js.default_reward_applied),
             "placement_unactivated_dropped": ("Deferred decisions never activated.", js.unactivated_dropped),
+            "placement_join_failed": ("Decisions that could not be joined (logged; their batch went on).",
+                                      js.failed),
             "placement_learner_errors": ("Joined examples the learner could not learn.", e.learner_errors),
         }
         for name, (doc, value) in counters.items():

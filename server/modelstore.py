@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass
@@ -17,6 +19,9 @@ from pathlib import Path
 from typing import Callable
 
 from vowpalwabbit import pyvw
+
+from bandit.vwargs import SettingsError, check_model_options
+from server.eventlog import PRIVATE_FILE, private_dir, private_opener
 
 
 class ModelStoreError(ValueError):
@@ -44,8 +49,7 @@ def sha256_of(path: Path) -> str:
 
 class ModelStore:
     def __init__(self, directory: Path, keep: int = 20):
-        self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory = private_dir(directory)
         self.keep = keep
         self._lock = threading.Lock()
 
@@ -81,7 +85,8 @@ class ModelStore:
             version = (existing[-1].version if existing else 0) + 1
             path = self.path(version)
             tmp = path.with_suffix(".partial")
-            write(tmp)
+            write(tmp)  # VW creates the file itself, with the process's umask
+            os.chmod(tmp, PRIVATE_FILE)
             _fsync(tmp)
             os.replace(tmp, path)
             info = VersionInfo(version, sha256_of(path), examples_learned, joined_through,
@@ -109,23 +114,85 @@ class ModelStore:
                 (self.directory / f"v{info.version:06d}.json").unlink(missing_ok=True)
 
 
-def verify_vw_model(path: Path, expected_sha256: str, required_reduction: str = "ccb_explore_adf") -> str:
-    """Checksum first, then load it in VW (never unpickle): returns its arguments."""
+def verify_vw_model(path: Path, expected_sha256: str, arguments: str,
+                    required_reduction: str = "ccb_explore_adf") -> str:
+    """Everything short of serving it: the checksum; the options its header
+    carries (read here, before VW sees the file: only allowed ones); then a
+    scratch VW workspace with the surface's own ``arguments`` loads it (never
+    unpickled) and saves it again, which must give a body of the same size (a
+    file cut off inside its weights does not). Returns its arguments."""
     actual = sha256_of(path)
     if actual != expected_sha256.lower():
         raise ModelStoreError(f"checksum mismatch: expected {expected_sha256}, got {actual}")
+    data = Path(path).read_bytes()
+    header = read_vw_header(data)
     try:
-        ws = pyvw.Workspace(f"--quiet -i {path}")
-    except Exception as exc:  # VW raises plain RuntimeError for a bad model
-        raise ModelStoreError(f"not a Vowpal Wabbit model: {exc}") from None
-    try:
-        raw = ws.get_arguments()
-        arguments = (" ".join(raw) if isinstance(raw, list) else str(raw)).split()
-        if f"--{required_reduction}" not in arguments:
-            raise ModelStoreError(f"model was not trained with --{required_reduction}")
-        return " ".join(arguments)
-    finally:
-        ws.finish()
+        check_model_options(header.options)
+    except SettingsError as exc:
+        raise ModelStoreError(f"model refused: {exc}") from None
+    if f"--{required_reduction}" not in header.options.split():
+        raise ModelStoreError(f"model was not trained with --{required_reduction}")
+    with tempfile.TemporaryDirectory(dir=Path(path).parent, prefix=".verify-") as scratch:
+        resaved = Path(scratch) / "resaved.vw"
+        try:
+            ws = pyvw.Workspace(f"{arguments} -i {path}")
+        except Exception as exc:  # VW raises plain RuntimeError for a bad model
+            raise ModelStoreError(f"not a Vowpal Wabbit model this surface can load: {exc} "
+                                  f"(the surface's arguments: {arguments})") from None
+        try:
+            ws.save(str(resaved))
+            raw = ws.get_arguments()
+        finally:
+            ws.finish()
+        body = len(data) - header.size
+        again = resaved.read_bytes()
+        if len(again) - read_vw_header(again).size != body:
+            raise ModelStoreError(f"model file is truncated or corrupt: its body has {body} bytes, "
+                                  f"VW reads {len(again) - read_vw_header(again).size} from it")
+    return " ".join(raw) if isinstance(raw, list) else str(raw)
+
+
+@dataclass(frozen=True)
+class VWHeader:
+    options: str  # what VW applies when it loads the file, assembled as VW does
+    size: int  # bytes, checksum included
+
+
+def read_vw_header(data: bytes) -> VWHeader:
+    """A VW (9.x) model file's header: version, id, label range, bits, lda,
+    ngram and skip definitions, the options string, the checksum."""
+    reader = _Reader(data)
+    reader.take(reader.u32())  # version
+    ident = reader.string(reader.u32())
+    if reader.take(1) != b"m":
+        raise ModelStoreError("not a Vowpal Wabbit model: no model marker in its header")
+    reader.take(8)  # min and max label
+    options = [f"--id {ident}"] if ident else []
+    options.append(f"--bit_precision {reader.u32()}")
+    reader.take(4)  # lda
+    for name in ("ngram", "skips"):
+        options += [f"--{name} {reader.string(3)}" for _ in range(reader.u32())]
+    options.append(reader.string(reader.u32()))
+    reader.take(4 + 4)  # the checksum, length-prefixed
+    return VWHeader(" ".join(options), reader.pos)
+
+
+class _Reader:
+    def __init__(self, data: bytes):
+        self.data, self.pos = data, 0
+
+    def take(self, n: int) -> bytes:
+        if n > len(self.data) - self.pos:
+            raise ModelStoreError("not a Vowpal Wabbit model, or truncated inside its header")
+        self.pos += n
+        return self.data[self.pos - n:self.pos]
+
+    def u32(self) -> int:
+        return struct.unpack("<I", self.take(4))[0]
+
+    def string(self, n: int) -> str:
+        """A C string in n bytes: VW reads it up to its first NUL."""
+        return self.take(n).split(b"\0", 1)[0].decode("utf-8", errors="replace")
 
 
 def _fsync(path: Path) -> None:
@@ -135,7 +202,7 @@ def _fsync(path: Path) -> None:
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    with open(tmp, "w", encoding="utf-8", opener=private_opener) as fh:
         fh.write(text)
         fh.flush()
         os.fsync(fh.fileno())

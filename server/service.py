@@ -16,7 +16,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from bandit.catalog import Catalog, Collection
 from bandit.logformat.events import DecisionEvent
 from bandit.features import Candidate, FeatureError, FeatureGroup, SlotSpec, check_groups, check_name
-from bandit.joiner import ExpiredEvent, JoinError, UnknownEvent, UnknownSlot
+from bandit.joiner import (ExpiredEvent, InvalidTime, JoinError, RewardOutOfRange, UnknownEvent, UnknownSlot,
+                           check_reward_value)
 from bandit.lru import LRU
 from bandit.decision import Mode, NoEligibleCandidate
 from bandit.vwargs import SettingsError
@@ -50,6 +51,8 @@ _STATUS: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (ExpiredEvent, grpc.StatusCode.FAILED_PRECONDITION),
     (UnknownEvent, grpc.StatusCode.NOT_FOUND),
     (UnknownSlot, grpc.StatusCode.INVALID_ARGUMENT),
+    (InvalidTime, grpc.StatusCode.INVALID_ARGUMENT),
+    (RewardOutOfRange, grpc.StatusCode.INVALID_ARGUMENT),
     (JoinError, grpc.StatusCode.FAILED_PRECONDITION),
     (UnknownSurface, grpc.StatusCode.NOT_FOUND),
     (NotFound, grpc.StatusCode.NOT_FOUND),
@@ -247,6 +250,7 @@ class PlacementService(pb_grpc.PlacementServiceServicer):
         _short("slot_id", request.slot_id, self.engine)
         if not math.isfinite(request.value):
             raise InvalidRequest(f"reward value {request.value} is not finite")
+        check_reward_value(request.value)
         slot = self.engine.reward(request.event_id, request.slot_id, request.value,
                                   _seconds(request.at, request.HasField("at")))
         return pb.RewardResponse(event_id=request.event_id, slot_id=slot)

@@ -176,14 +176,21 @@ class WorkerEngine:
 
     def _refresh_loop(self) -> None:
         """Load what changed while no request came (requests check for themselves)."""
+        failing = None  # the error of the last failed refresh: its traceback is logged once, not 5 times a second
         while not self._stop.wait(REFRESH_SECONDS):
             try:
                 for surface in self.surfaces.values():
                     surface.refresh()
                 self._catalog.get()
                 self.counts.flush()
-            except Exception:
-                log.exception("worker %s: refresh failed; serving the last good model", self.index)
+                failing = None
+            except Exception as exc:
+                error = f"{type(exc).__name__}: {exc}"
+                if error != failing:
+                    log.exception("worker %s: refresh failed; serving the last good model", self.index)
+                else:
+                    log.debug("worker %s: refresh still failing: %s", self.index, error)
+                failing = error
 
     def surface(self, name: str) -> ServingSurface:
         return lookup_surface(self.surfaces, name)
@@ -366,10 +373,10 @@ class Coordinator:
         """Start the coordinator and the workers; returns the shared port."""
         path = socket_path(self.config.data_dir)
         path.unlink(missing_ok=True)
+        sec = self.config.security
+        token = read_token(sec.admin_token_file, sec.admin_token_env, dict(os.environ))  # bad: fails before workers
         interceptors = []
         if self.listen:
-            sec = self.config.security
-            token = read_token(sec.admin_token_file, sec.admin_token_env, dict(os.environ))
             interceptors.append(AuthInterceptor(token, sec.admin_identities, protect_all=True, trust_unix_peers=True))
         interceptors.append(MalformedRequestInterceptor())  # admin calls arrive as the client's bytes
         self.internal = grpc.server(futures.ThreadPoolExecutor(max_workers=self.config.threads),

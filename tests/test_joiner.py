@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bandit.logformat.events import DecisionEvent
-from bandit.joiner import ExpiredEvent, Joiner, JoinError, UnknownEvent, UnknownSlot
 from bandit.decision import SlotChoice
+from bandit.joiner import (REWARD_RANGE, ExpiredEvent, Joiner, JoinError, RewardOutOfRange, UnknownEvent,
+                           UnknownSlot)
+from bandit.logformat.events import DecisionEvent, LineRef
 
 from helpers import decision_input
 
@@ -78,3 +79,34 @@ def test_deferred_activation():
         k = Joiner(10)
         k.add_decision(decision("now", 0))
         k.activate("now", 1)
+
+
+def test_an_unreadable_item_fails_alone_and_is_counted(tmp_path):
+    j = Joiner(10)
+    j.add_decision(decision("a", 0))
+    record = {"id": "broken", "ts": 0, "slots": [{"id": "homepage"}]}
+    j.add_logged(record, LineRef(tmp_path / "gone.jsonl", 0, 10))  # its log line cannot be read
+    j.add_decision(decision("b", 1))
+    assert [e.decision.event_id for e in j.close_due(20)] == ["a", "b"]
+    assert j.stats.failed == 1 and j.stats.joined == 2 and len(j) == 0
+
+
+def test_an_activation_before_its_decision_counts_from_the_decision():
+    j = Joiner(10)
+    j.add_decision(decision("mail", 100, deferred=True))
+    j.add_decision(decision("other", 100))
+    j.activate("mail", 0)  # an old log's early activation: never a second heap entry
+    assert [e.decision.event_id for e in j.close_due(110)] == ["mail", "other"]
+    assert j.stats.failed == 0 and len(j) == 0
+
+
+def test_aggregates_are_clipped_into_the_reward_range():
+    j = Joiner(10)
+    j.add_decision(decision("e", 0))
+    j.add_reward("e", "homepage", 1e308, 1)
+    j.add_reward("e", "homepage", 1e308, 2)  # sum: inf
+    j.add_reward("e", "email", -1e39, 1)
+    [joined] = j.close_due(10)
+    assert joined.rewards[:2] == (REWARD_RANGE[1], REWARD_RANGE[0])
+    with pytest.raises(RewardOutOfRange, match="outside the reward range"):
+        Joiner(10, default_reward=1e7)

@@ -67,8 +67,9 @@ from bandit.features import (
     check_groups,
     check_name,
 )
-from bandit.logformat.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson
 from bandit.decision import DecisionInput, SlotChoice
+from bandit.joiner import RewardOutOfRange, check_reward_value
+from bandit.logformat.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson
 
 DEFAULT_GROUP = "context"
 DEFAULT_SLOT = "slot_0"
@@ -339,7 +340,10 @@ def parse_reward(value: Any, is_cost: bool = False) -> float:
         r = _float(value, "reward", "reward")
     if not math.isfinite(r):
         raise _RowError("reward", f"reward {r:g} is not finite")
-    return -r if is_cost else r
+    try:
+        return check_reward_value(-r if is_cost else r)
+    except RewardOutOfRange as exc:
+        raise _RowError("reward", str(exc)) from None
 
 
 def parse_timestamp(value: Any) -> float:
