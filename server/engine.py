@@ -40,6 +40,7 @@ from bandit.joiner import Joiner, JoinError, check_reward_value
 from server.config import ServerConfig
 from server.eventlog import AppendLog, private_dir, read_log_dir
 from server.learner import SurfaceModel
+from server.stats import Stats, SurfaceStats
 from server.modelstore import ModelStore, VersionInfo, verify_vw_model
 
 log = logging.getLogger(__name__)
@@ -140,6 +141,9 @@ class Engine:
             thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def drain(self) -> None:
+        self.stop()
 
     def stop(self) -> None:
         """Finish learning what was joined, publish it, close the logs."""
@@ -276,6 +280,20 @@ class Engine:
             for name, value in peer.items():
                 totals[name] = totals.get(name, 0) + value
         return totals
+
+    def stats(self) -> Stats:
+        """One snapshot for GetStats and the metrics (see :mod:`server.stats`)."""
+        counts, js, now = self.totals(), self.joiner.stats, self.clock()
+        surfaces = tuple(SurfaceStats(s.name, str(s.version), s.counters.decisions, s.examples_learned,
+                                      s.counters.apprentice_decisions, s.counters.apprentice_agreements,
+                                      max(0.0, now - s.last_learned_event_ts) if s.last_learned_event_ts else 0.0)
+                         for s in self.surfaces.values())
+        return Stats(decisions=counts["decisions"], rewards=counts["rewards"], activations=counts["activations"],
+                     bad_requests=counts["bad_requests"], joined=js.joined, joined_with_reward=js.joined_with_reward,
+                     default_reward_applied=js.default_reward_applied, unactivated_dropped=js.unactivated_dropped,
+                     join_failed=js.failed, rewards_rejected_unknown=js.rejected_unknown,
+                     rewards_rejected_expired=js.rejected_expired, pending=self.pending(),
+                     learner_errors=self.learner_errors, catalog_version=self.catalog.version, surfaces=surfaces)
 
     def _existing(self, event_id: str) -> DecisionEvent | None:
         """Idempotency: a repeated id gets the original decision back."""

@@ -10,53 +10,53 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 if TYPE_CHECKING:
-    from server.engine import Engine
+    from server.protocol import ServingEngine
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 
 
 class _EngineCollector:
-    def __init__(self, engine: "Engine"):
+    def __init__(self, engine: "ServingEngine"):
         self.engine = engine
 
     def collect(self) -> Iterator:
-        e = self.engine
-        js = e.joiner.stats
+        st = self.engine.stats()
         counters = {
-            "placement_decisions": ("Decisions served and logged.", e.counts["decisions"]),
-            "placement_rewards": ("Rewards accepted and logged.", e.counts["rewards"]),
-            "placement_activations": ("Deferred decisions activated.", e.counts["activations"]),
-            "placement_joined": ("Decisions joined with their rewards.", js.joined),
-            "placement_joined_with_reward": ("Joined decisions with at least one reward.", js.joined_with_reward),
-            "placement_default_reward_applied": ("Slots joined with the default reward.", js.default_reward_applied),
-            "placement_unactivated_dropped": ("Deferred decisions never activated.", js.unactivated_dropped),
+            "placement_decisions": ("Decisions served and logged.", st.decisions),
+            "placement_rewards": ("Rewards accepted and logged.", st.rewards),
+            "placement_activations": ("Deferred decisions activated.", st.activations),
+            "placement_bad_requests": ("Requests refused for what they asked.", st.bad_requests),
+            "placement_joined": ("Decisions joined with their rewards.", st.joined),
+            "placement_joined_with_reward": ("Joined decisions with at least one reward.", st.joined_with_reward),
+            "placement_default_reward_applied": ("Slots joined with the default reward.", st.default_reward_applied),
+            "placement_unactivated_dropped": ("Deferred decisions never activated.", st.unactivated_dropped),
             "placement_join_failed": ("Decisions that could not be joined (logged; their batch went on).",
-                                      js.failed),
-            "placement_learner_errors": ("Joined examples the learner could not learn.", e.learner_errors),
+                                      st.join_failed),
+            "placement_learner_errors": ("Joined examples the learner could not learn.", st.learner_errors),
         }
         for name, (doc, value) in counters.items():
             yield CounterMetricFamily(name, doc, value=value)
         rejected = CounterMetricFamily("placement_rewards_rejected", "Rewards refused.", labels=["reason"])
-        rejected.add_metric(["unknown_event"], js.rejected_unknown)
-        rejected.add_metric(["expired"], js.rejected_expired)
+        rejected.add_metric(["unknown_event"], st.rewards_rejected_unknown)
+        rejected.add_metric(["expired"], st.rewards_rejected_expired)
         yield rejected
         yield GaugeMetricFamily("placement_pending_decisions", "Decisions waiting for their join.",
-                                value=len(e.joiner))
+                                value=st.pending)
         version = GaugeMetricFamily("placement_model_version", "Serving model version.", labels=["surface"])
         learned = GaugeMetricFamily("placement_examples_learned", "Examples in the learner.", labels=["surface"])
         lag = GaugeMetricFamily("placement_learner_lag_seconds",
                                 "Age of the newest decision the learner has learned.", labels=["surface"])
-        for s in e.surfaces.values():
-            version.add_metric([s.name], float(s.version))
-            learned.add_metric([s.name], s.examples_learned)
-            lag.add_metric([s.name], e.clock() - s.last_learned_event_ts if s.last_learned_event_ts else 0.0)
+        for s in st.surfaces:
+            version.add_metric([s.surface], float(s.model_version))
+            learned.add_metric([s.surface], s.examples_learned)
+            lag.add_metric([s.surface], s.learner_lag_seconds)
         yield from (version, learned, lag)
 
 
 class Metrics:
     """One registry per server, so several servers in one process stay apart."""
 
-    def __init__(self, engine: "Engine"):
+    def __init__(self, engine: "ServingEngine"):
         self.registry = CollectorRegistry()
         self.registry.register(_EngineCollector(engine))
         self.calls = Counter("placement_rpc", "gRPC calls by method and status.", ["method", "code"],

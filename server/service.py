@@ -25,6 +25,8 @@ from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc
 from server.engine import AlreadyJoined, DecideCall, Engine, UnknownSurface
 from server.eventlog import LogBacklogFull
+from server.protocol import ServingEngine
+from server.stats import Stats, SurfaceStats
 from server.modelstore import ModelStoreError, VersionInfo
 
 log = logging.getLogger(__name__)
@@ -111,7 +113,7 @@ def _stamp(seconds: float) -> Timestamp:
     return ts
 
 
-def _groups(groups, where: str, engine: Engine) -> tuple[FeatureGroup, ...]:
+def _groups(groups, where: str, engine: ServingEngine) -> tuple[FeatureGroup, ...]:
     out = []
     for group in groups:
         feats: dict[str, float | str] = {}
@@ -126,7 +128,7 @@ def _groups(groups, where: str, engine: Engine) -> tuple[FeatureGroup, ...]:
     return check_groups(out, where, engine.config.limits.features)
 
 
-def _check_id(kind: str, value: str, engine: Engine) -> str:
+def _check_id(kind: str, value: str, engine: ServingEngine) -> str:
     return check_name(kind, value, engine.config.limits.features)
 
 
@@ -137,25 +139,25 @@ def _bounded(kind: str, value: str, limit: int) -> str:
     return value
 
 
-def _short(kind: str, value: str, engine: Engine) -> str:
+def _short(kind: str, value: str, engine: ServingEngine) -> str:
     return _bounded(kind, value, engine.config.limits.max_id_length)
 
 
-def _slot(s: pb.Slot, engine: Engine) -> SlotSpec:
+def _slot(s: pb.Slot, engine: ServingEngine) -> SlotSpec:
     slot_id = _check_id("slot id", s.id, engine)
     if s.default_collection:
         _check_id(f"slot '{slot_id}' default_collection", s.default_collection, engine)
     return SlotSpec(slot_id, _groups(s.groups, f"slot '{slot_id}'", engine), s.default_collection)
 
 
-def _collection_strings(c: pb.Collection, engine: Engine) -> None:
+def _collection_strings(c: pb.Collection, engine: ServingEngine) -> None:
     """The strings of a collection beyond its id and features."""
     _bounded(f"collection '{c.id}' title", c.title, engine.config.limits.max_title_length)
     for slot in c.eligible_slots:
         _check_id(f"collection '{c.id}' eligible slot", slot, engine)
 
 
-def to_call(req: pb.DecideRequest, engine: Engine, known: LRU[bytes, Candidate]) -> DecideCall:
+def to_call(req: pb.DecideRequest, engine: ServingEngine, known: LRU[bytes, Candidate]) -> DecideCall:
     """``known``: candidates already converted, by their wire bytes (see _candidate)."""
     limits = engine.config.limits
     _short("event_id", req.event_id, engine)
@@ -181,7 +183,7 @@ def to_call(req: pb.DecideRequest, engine: Engine, known: LRU[bytes, Candidate])
                       _MODES.get(req.mode), req.deferred_activation, _seconds(req.at, req.HasField("at")))
 
 
-def _candidate(c: pb.Collection, engine: Engine, known: LRU[bytes, Candidate], catalog: Catalog | None) -> Candidate:
+def _candidate(c: pb.Collection, engine: ServingEngine, known: LRU[bytes, Candidate], catalog: Catalog | None) -> Candidate:
     """A candidate with features as given, or by id alone from the catalog.
 
     Front ends send the same collections with the same features request after
@@ -220,7 +222,7 @@ def to_response(event: DecisionEvent) -> pb.DecideResponse:
 
 
 class PlacementService(pb_grpc.PlacementServiceServicer):
-    def __init__(self, engine: Engine, known_candidates: int = 4096):
+    def __init__(self, engine: ServingEngine, known_candidates: int = 4096):
         self.engine = engine
         self.known = LRU[bytes, Candidate](known_candidates)
 
@@ -280,6 +282,21 @@ def collection_to_pb(c: Collection) -> pb.Collection:
 def _version_pb(info: VersionInfo) -> pb.ModelVersion:
     return pb.ModelVersion(version=info.version, sha256=info.sha256, examples_learned=info.examples_learned,
                            created=_stamp(info.created), origin=info.origin)
+
+
+def stats_from_pb(msg: pb.Stats) -> Stats:
+    """A coordinator's answer as the snapshot (a worker's ``stats()``); the
+    wire does not carry ``join_failed`` (the coordinator's metrics do)."""
+    surfaces = tuple(SurfaceStats(s.surface, s.model_version, s.decisions, s.examples_learned,
+                                  s.apprentice_decisions, s.apprentice_agreements, s.learner_lag_seconds)
+                     for s in msg.surfaces)
+    names = [f for f in Stats.__dataclass_fields__ if f not in ("surfaces", "join_failed")]
+    return Stats(**{f: getattr(msg, f) for f in names}, join_failed=0, surfaces=surfaces)
+
+
+def stats_to_pb(stats: Stats) -> pb.Stats:
+    fields = {f: getattr(stats, f) for f in stats.__dataclass_fields__ if f not in ("surfaces", "join_failed")}
+    return pb.Stats(**fields, surfaces=[pb.SurfaceStats(**vars(s)) for s in stats.surfaces])
 
 
 class PlacementAdmin(pb_grpc.PlacementAdminServicer):
@@ -366,20 +383,4 @@ class PlacementAdmin(pb_grpc.PlacementAdminServicer):
 
     @_rpc
     def GetStats(self, request, context):
-        e = self.engine
-        counts = e.totals()
-        js = e.joiner.stats
-        surfaces = [pb.SurfaceStats(surface=s.name, model_version=s.version, decisions=s.counters.decisions,
-                                    examples_learned=s.examples_learned,
-                                    apprentice_decisions=s.counters.apprentice_decisions,
-                                    apprentice_agreements=s.counters.apprentice_agreements,
-                                    learner_lag_seconds=max(0.0, e.clock() - s.last_learned_event_ts)
-                                    if s.last_learned_event_ts else 0.0)
-                    for s in e.surfaces.values()]
-        return pb.Stats(decisions=counts["decisions"], rewards=counts["rewards"],
-                        activations=counts["activations"], joined=js.joined,
-                        joined_with_reward=js.joined_with_reward, default_reward_applied=js.default_reward_applied,
-                        unactivated_dropped=js.unactivated_dropped, rewards_rejected_unknown=js.rejected_unknown,
-                        rewards_rejected_expired=js.rejected_expired, pending=e.pending(),
-                        bad_requests=counts["bad_requests"], surfaces=surfaces,
-                        catalog_version=e.catalog.version, learner_errors=e.learner_errors)
+        return stats_to_pb(self.engine.stats())

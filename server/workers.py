@@ -46,8 +46,10 @@ from server.config import ServerConfig
 from server.engine import DecideCall, Engine, explain_decision, lookup_surface, make_decision
 from server.eventlog import AppendLog, Tailer
 from server.interceptors import AuthInterceptor, MalformedRequestInterceptor, read_token
+from server.stats import Stats
+from server.metrics import Metrics
 from server.modelstore import ModelStore
-from server.service import PlacementAdmin, PlacementService, rpc
+from server.service import PlacementAdmin, PlacementService, stats_from_pb, rpc
 from server.sharedcounts import FILE_NAME as COUNTS_FILE, SharedCounts, read_counts, reset_counts
 
 log = logging.getLogger(__name__)
@@ -152,6 +154,7 @@ class WorkerEngine:
                          for name, s in config.surfaces.items()}
         self.counts = SharedCounts(log_dir / COUNTS_FILE)  # what this worker rejects; the coordinator adds them up
         self._service = pb_grpc.PlacementServiceStub(coordinator)
+        self._admin = pb_grpc.PlacementAdminStub(coordinator)
         self._check_repeat = coordinator.unary_unary(CHECK_REPEAT)
         # Recent decisions for idempotent repeats, bounded in bytes (lines carry
         # every candidate's features, so a count bound would not bound memory).
@@ -173,6 +176,13 @@ class WorkerEngine:
         self._stop.set()
         self.events.close()
         self.counts.flush()
+
+    def drain(self) -> None:
+        self.stop()
+
+    def stats(self) -> Stats:
+        """The coordinator's snapshot: it counts every worker."""
+        return stats_from_pb(self._admin.GetStats(pb.StatsRequest(), timeout=30, metadata=self.metadata))
 
     def _refresh_loop(self) -> None:
         """Load what changed while no request came (requests check for themselves)."""
@@ -349,6 +359,8 @@ class Coordinator:
         self._ingest_lock = threading.Lock()
         self._procs: list[mp.Process] = []
         self.port = 0
+        self.metrics: Metrics | None = None
+        self.metrics_port: int | None = None
 
     def catch_up(self) -> None:
         """Read and ingest the workers' new decisions; one reader at a time, so
@@ -391,6 +403,9 @@ class Coordinator:
         os.chmod(path, 0o600)
         self.engine.start()
         threading.Thread(target=self._tail_loop, name="tail", daemon=True).start()
+        if self.config.metrics.port is not None:  # the engine's counters, every worker included
+            self.metrics = Metrics(self.engine)
+            self.metrics_port = self.metrics.serve(self.config.metrics.host, self.config.metrics.port)
         if self.workers == 0:
             log.info("coordinator: waiting for workers of other hosts on %s", self.listen)
             return 0
@@ -423,6 +438,8 @@ class Coordinator:
         self._stop.set()
         self.catch_up()
         self.internal.stop(5.0).wait()
+        if self.metrics is not None:
+            self.metrics.stop()
         self.engine.stop()
         socket_path(self.config.data_dir).unlink(missing_ok=True)
 

@@ -61,6 +61,10 @@ class WorkerServer:
     def engine(self) -> Engine:
         return self.coordinator.engine
 
+    @property
+    def metrics_port(self) -> int | None:
+        return self.coordinator.metrics_port
+
     def stop(self, grace: float = 5.0) -> None:
         self.coordinator.stop()
 

@@ -120,6 +120,7 @@ def test_metrics_endpoint(start):
             client.reward("unknown-event", 1.0)
     body = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
     assert "placement_decisions_total 1.0" in body
+    assert "placement_bad_requests_total 1.0" in body
     assert 'placement_rpc_total{code="OK",method="Decide"} 1.0' in body
     assert 'placement_rpc_total{code="NOT_FOUND",method="Reward"} 1.0' in body
     assert 'placement_rewards_rejected_total{reason="unknown_event"} 1.0' in body

@@ -203,3 +203,26 @@ def test_acknowledged_catalog_change_is_what_the_next_decide_sees(server):
                 with pytest.raises(grpc.RpcError) as err:  # by id: looked up in the catalog
                     fresh.decide({}, [f"slot{i}"], [f"only-{i}"])
                 assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_metrics_and_get_stats_are_one_snapshot_on_every_topology(start_topology):
+    """The Prometheus endpoint and GetStats count the same things the same way,
+    every serving process included (the default topology served no metrics)."""
+    import re
+    import urllib.request
+
+    server = start_topology(metrics={"port": 0})
+    assert server.metrics_port, "--metrics-port is served on every topology"
+    with PlacementClient(server.target) as client:
+        register_collections(client)
+        drive(client, 20, seed=5)
+        for _ in range(3):
+            with pytest.raises(grpc.RpcError) as refused:
+                client.decide({"customer": {"segment": "a"}}, [])
+            assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        stats = client.stats()
+    body = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
+    scraped = {m.group(1): float(m.group(2)) for m in re.finditer(r"^placement_(\w+)_total (\S+)$", body, re.M)}
+    assert stats.decisions == 20 and stats.bad_requests == 3
+    for name in ("decisions", "rewards", "bad_requests", "joined"):
+        assert scraped[name] == getattr(stats, name), name

@@ -1,0 +1,41 @@
+"""The engine a gRPC service serves, whatever the topology.
+
+:class:`server.engine.Engine` (one process: decide, log, join, learn) and
+:class:`server.workers.WorkerEngine` (a serving worker: decide and log; the
+rest goes to its coordinator) both implement it, so
+:class:`server.service.PlacementService` and embedding code (the simulator's
+in-process runs, tests) speak to either the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from bandit.catalog import Catalog
+from bandit.logformat.events import DecisionEvent
+from server.config import ServerConfig
+from server.stats import Stats
+
+
+class ServingEngine(Protocol):
+    config: ServerConfig
+    catalog: Catalog
+    counts: dict[str, int]
+
+    def decide(self, call) -> DecisionEvent:
+        """Decide, log durably, then return the decision (a ``DecideCall``)."""
+        ...
+
+    def explain(self, event: DecisionEvent, top: int = 5) -> list[list[tuple[str, str, float]]]: ...
+
+    def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None) -> str: ...
+
+    def activate(self, event_id: str, at: float | None = None) -> None: ...
+
+    def stats(self) -> Stats:
+        """One snapshot of every counter, every serving process included."""
+        ...
+
+    def drain(self) -> None:
+        """Stop taking work, finish what was accepted, flush the logs."""
+        ...

@@ -1,0 +1,40 @@
+"""What an engine reports about itself: one snapshot that feeds both
+``PlacementAdmin.GetStats`` and the Prometheus metrics, so the two can never
+count differently."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SurfaceStats:
+    surface: str
+    model_version: str
+    decisions: int
+    examples_learned: int
+    apprentice_decisions: int
+    apprentice_agreements: int
+    learner_lag_seconds: float
+
+
+@dataclass(frozen=True)
+class Stats:
+    """Counters since the data directory was created (every serving process
+    included), and gauges of now."""
+
+    decisions: int
+    rewards: int
+    activations: int
+    bad_requests: int
+    joined: int
+    joined_with_reward: int
+    default_reward_applied: int
+    unactivated_dropped: int
+    join_failed: int
+    rewards_rejected_unknown: int
+    rewards_rejected_expired: int
+    pending: int
+    learner_errors: int
+    catalog_version: int
+    surfaces: tuple[SurfaceStats, ...]
