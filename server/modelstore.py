@@ -71,11 +71,16 @@ class ModelStore:
                 return info
         raise ModelStoreError(f"model version {version} is not kept (kept: {[i.version for i in self.versions()]})")
 
-    def current(self) -> VersionInfo | None:
+    def current_version(self) -> int | None:
+        """The version ``CURRENT`` points to (None before the first publish)."""
         pointer = self.directory / "CURRENT"
         if not pointer.exists():
             return None
-        return self.info(int(pointer.read_text().strip()))
+        return int(pointer.read_text().strip())
+
+    def current(self) -> VersionInfo | None:
+        version = self.current_version()
+        return None if version is None else self.info(version)
 
     def publish(self, write: Callable[[Path], None], *, examples_learned: int, joined_through: int,
                 origin: str, arguments: str) -> VersionInfo:

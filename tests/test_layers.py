@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("bandit", "server", "simulator")
 ROOT_MODULE = "placement_cli"
 # What the simulator may use of the server: the client, starting a server, its
-# configuration, and the engine protocol.
-SERVER_SURFACE = {"server.client", "server.app", "server.config", "server.protocol"}
+# configuration, the engine protocol, and the model store (to read saved versions).
+SERVER_SURFACE = {"server.client", "server.app", "server.config", "server.protocol", "server.modelstore"}
 FORBIDDEN_IN_BANDIT = ("grpc", "grpc_health", "grpc_reflection", "placement", "server", "simulator")
 
 

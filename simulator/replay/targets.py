@@ -32,6 +32,7 @@ from typing import Any, Protocol, Sequence
 from bandit.logformat.events import JoinedEvent
 from bandit.policy import Policy
 from bandit.vwargs import LearningSettings
+from server.modelstore import ModelStore, ModelStoreError
 from simulator.specs import TargetError, settings_label, vw_settings
 
 PROB_TOLERANCE = 1e-4  # external probabilities must sum to 1 within this
@@ -104,37 +105,36 @@ def parse_policy(spec: str) -> TargetSpec:
 
 
 def _model_spec(spec: str, rest: str) -> TargetSpec:
+    """A saved version, read through the model store (the one home of its layout)."""
     parts = rest.split(":") if rest else []
     if not parts or not parts[0] or len(parts) > 3:
         raise TargetError(f"policy '{spec}': use model:DIR[:surface[:version]]")
-    data_dir = Path(parts[0])
     surface = parts[1] if len(parts) > 1 and parts[1] else "default"
-    directory = data_dir / "models" / surface
+    directory = Path(parts[0]) / "models" / surface
     if not directory.is_dir():
         raise TargetError(f"policy '{spec}': no model directory {directory}")
-    if len(parts) > 2 and parts[2]:
-        try:
-            version = int(parts[2].lstrip("v"))
-        except ValueError:
-            raise TargetError(f"policy '{spec}': version '{parts[2]}' is not a number") from None
-    else:
-        pointer = directory / "CURRENT"
-        if not pointer.is_file():
-            raise TargetError(f"policy '{spec}': {pointer} does not exist; name a version")
-        version = int(pointer.read_text().strip())
-    path = directory / f"v{version:06d}.vw"
-    if not path.is_file():
-        kept = sorted(p.stem for p in directory.glob("v*.vw"))
-        raise TargetError(f"policy '{spec}': {path} does not exist (kept: {', '.join(kept) or 'none'})")
-    meta = {"surface": surface, "version": version}
-    info = path.with_suffix(".json")
-    if info.is_file():
-        try:
-            meta.update({k: v for k, v in json.loads(info.read_text("utf-8")).items()
-                         if k in ("examples_learned", "joined_through", "origin", "sha256")})
-        except ValueError:
-            pass
-    return TargetSpec("model", f"model:{surface}:v{version}", LearningSettings(), path, meta)
+    store = ModelStore(directory)
+    version = _version_number(spec, parts[2]) if len(parts) > 2 and parts[2] else store.current_version()
+    if version is None:
+        raise TargetError(f"policy '{spec}': {directory / 'CURRENT'} does not exist; name a version")
+    if not store.path(version).is_file():
+        kept = ", ".join(p.stem for p in sorted(directory.glob("v*.vw"))) or "none"
+        raise TargetError(f"policy '{spec}': {store.path(version)} does not exist (kept: {kept})")
+    meta: dict[str, Any] = {"surface": surface, "version": version}
+    try:  # a version copied without its metadata file is still a model
+        info = store.info(version)
+        meta.update(examples_learned=info.examples_learned, joined_through=info.joined_through,
+                    origin=info.origin, sha256=info.sha256)
+    except ModelStoreError:
+        pass
+    return TargetSpec("model", f"model:{surface}:v{version}", LearningSettings(), store.path(version), meta)
+
+
+def _version_number(spec: str, text: str) -> int:
+    try:
+        return int(text.lstrip("v"))
+    except ValueError:
+        raise TargetError(f"policy '{spec}': version '{text}' is not a number") from None
 
 
 # --------------------------------------------------------------------------- targets
