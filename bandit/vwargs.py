@@ -81,7 +81,7 @@ class LearningSettings:
     exploration: Exploration = field(default_factory=Exploration)
     # Role letters (C context, A collection, S slot); ':' is VW's wildcard.
     interactions: tuple[str, ...] = ("CA", "SA", "CSA")
-    learning_rate: float = 0.5
+    learning_rate: float = 0.1  # measured: bench.stability and placement simulate, BENCHMARKS.md
     power_t: float = 0.5
     cb_type: str = "mtr"
     bits: int = 18
