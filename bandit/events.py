@@ -8,6 +8,9 @@ Two kinds of file, both one JSON object per line:
   rewards, in the conditional-contextual-bandit layout, so that
   ``python -m vowpalwabbit --dsjson --ccb_explore_adf -d FILE`` trains on it as
   it is. Fields VW does not know start with ``_`` and are ignored by it.
+  Collections are listed in learning order (each slot's chosen one first, see
+  :func:`bandit.policy.learning_order`) so that plain VW learns the server's
+  model; ``_served`` maps them back to the order served, which readers restore.
 
 Readers skip a torn last line (a crash mid-write) with a warning instead of
 failing, and name the file and line of anything else malformed.
