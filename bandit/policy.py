@@ -38,6 +38,7 @@ from vowpalwabbit import pyvw
 
 from bandit.decision import Decision, DecisionInput, Mode, NoEligibleCandidate, SlotChoice, fill_in_order
 from bandit.features import FeatureGroup, SlotSpec, context_spaces, vw_text
+from bandit.learning_order import learning_order
 from bandit.vwargs import LearningSettings, vw_arguments
 
 log = logging.getLogger(__name__)
@@ -224,8 +225,10 @@ class Policy:
         return out[:top]
 
     def learn(self, inp: DecisionInput, choices: Sequence[SlotChoice], rewards: Sequence[float]) -> None:
-        """One update from a joined decision; VW minimises cost = -reward."""
-        lines = vw_lines(inp, choices, [-r for r in rewards])
+        """One update from a joined decision, in learning order (see
+        :func:`learning_order`); VW minimises cost = -reward."""
+        example = learning_order(inp, choices)
+        lines = vw_lines(example.inp, example.choices, [-r for r in rewards])
         with self._lock:
             self._ws.learn(lines)
 

@@ -14,6 +14,9 @@ from typing import Any, Mapping
 
 EXPLORERS = ("epsilon", "softmax", "bag", "cover", "squarecb", "rnd", "first")
 CB_TYPES = ("mtr", "ips", "dr", "dm")
+# What VW 9.11.9 accepts per explorer (it refuses the rest when the workspace
+# is built, i.e. when a surface is first served, not when it is configured).
+CB_TYPES_FOR = {"squarecb": ("mtr",), "cover": ("mtr", "ips", "dr")}
 _INTERACTION = re.compile(r"^[CAS:]{2,3}$")
 
 
@@ -78,7 +81,7 @@ class LearningSettings:
     exploration: Exploration = field(default_factory=Exploration)
     # Role letters (C context, A collection, S slot); ':' is VW's wildcard.
     interactions: tuple[str, ...] = ("CA", "SA", "CSA")
-    learning_rate: float = 0.5
+    learning_rate: float = 0.1  # measured: bench.stability and placement simulate, BENCHMARKS.md
     power_t: float = 0.5
     cb_type: str = "mtr"
     bits: int = 18
@@ -97,6 +100,11 @@ class LearningSettings:
         _in_range("l2", self.l2, 0.0, 1.0)
         if self.cb_type not in CB_TYPES:
             raise SettingsError(f"cb_type '{self.cb_type}' is not one of {', '.join(CB_TYPES)}")
+        algo = self.exploration.algorithm
+        allowed = CB_TYPES_FOR.get(algo, CB_TYPES)
+        if self.cb_type not in allowed:
+            raise SettingsError(f"cb_type '{self.cb_type}' does not work with the '{algo}' explorer "
+                                f"(VW accepts only {', '.join(allowed)} with it)")
         return self
 
     def with_exploration(self, **changes: Any) -> "LearningSettings":

@@ -27,7 +27,7 @@ Example::
     [surfaces.default]
     mode = "online"           # online | apprentice | logging_only
     [surfaces.default.learning]
-    learning_rate = 0.5
+    learning_rate = 0.1
     interactions = ["CA", "SA", "CSA"]
     [surfaces.default.learning.exploration]
     algorithm = "squarecb"    # epsilon | softmax | bag | cover | squarecb | rnd | first

@@ -5,15 +5,20 @@ from __future__ import annotations
 import json
 import math
 import random
+import subprocess
+import sys
 from dataclasses import replace
 
 import pytest
 
-from bandit.logformat.events import (DecisionEvent, JoinedEvent, dumps, event_from_record, event_line, event_to_record,
-                           joined_from_dsjson, joined_to_dsjson)
+from bandit.decision import SlotChoice
+from bandit.learning_order import learning_order, served_order
 from bandit.features import FeatureError, FeatureGroup, Limits, check_groups, float32, namespaces, vw_text
+from bandit.logformat.events import (DecisionEvent, JoinedEvent, LogFormatError, dumps, event_from_record,
+                                     event_line, event_to_record, joined_from_dsjson, joined_to_dsjson)
 from bandit.policy import LogLearner, Policy
-from bandit.vwargs import LearningSettings, SettingsError, vw_arguments
+from bandit.vwargs import CB_TYPES, EXPLORERS, Exploration, LearningSettings, SettingsError, vw_arguments
+from vowpalwabbit import pyvw
 
 from helpers import SEGMENTS, click_probability, decision_input
 
@@ -53,6 +58,121 @@ def test_text_and_dsjson_learn_the_same_model(tmp_path):
         for sa, sb in zip(a, b):
             for (_, pa), (_, pb) in zip(sa, sb):
                 assert pa == pytest.approx(pb, abs=1e-6)
+
+
+def test_plain_vw_on_the_joined_log_learns_the_servers_model(tmp_path):
+    """``python -m vowpalwabbit --dsjson`` on the joined lines (in learning
+    order) gives the weights of Policy.learn (which the server's LogLearner
+    matches, above): what an analyst retrains offline is what served."""
+    settings = LearningSettings()
+    events = _joined_events(300, seed=4)
+    log = tmp_path / "joined.dsjson"
+    log.write_text("".join(dumps(joined_to_dsjson(j)) + "\n" for j in events))
+    run = subprocess.run([sys.executable, "-m", "vowpalwabbit", *vw_arguments(settings, dsjson=True).split(),
+                          "-d", str(log), "-f", str(tmp_path / "plain.vw")], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    policy = Policy(settings)
+    for joined in events:
+        policy.learn(joined.decision.inp, joined.decision.choices, joined.rewards)
+    plain = Policy(settings, model_path=tmp_path / "plain.vw")
+    for seg in SEGMENTS:
+        inp = decision_input(seg)
+        for k in range(len(inp.slots)):
+            a = dict(policy.slot_distribution(inp, k, range(len(inp.candidates))))
+            b = dict(plain.slot_distribution(inp, k, range(len(inp.candidates))))
+            assert a == pytest.approx(b, abs=1e-6)
+
+
+def _eligible_event(seed: int) -> JoinedEvent:
+    """A joined decision with include lists, its choices anywhere in the list."""
+    joined = _joined_events(3, seed=seed)[-1]
+    d = joined.decision
+    n = len(d.inp.candidates)
+    eligible = (None, tuple(a for a in range(n) if a != d.choices[0].action), None)
+    return replace(joined, decision=replace(d, inp=replace(d.inp, eligible=eligible)))
+
+
+def test_learning_order_lists_each_slots_choice_in_its_position_and_inverts():
+    for seed in range(6):
+        joined = _eligible_event(seed)
+        inp, choices = joined.decision.inp, joined.decision.choices
+        example = learning_order(inp, choices)
+        assert [c.action for c in example.choices] == list(range(len(choices)))
+        for before, after in zip(choices, example.choices):
+            assert example.inp.candidates[after.action] == inp.candidates[before.action]
+            assert {example.inp.candidates[a].id: p for a, p in after.ranking} == \
+                {inp.candidates[a].id: p for a, p in before.ranking}
+        for k, e in enumerate(inp.eligible):
+            if e is not None:
+                assert sorted(example.inp.candidates[a].id for a in example.inp.eligible[k]) == \
+                    sorted(inp.candidates[a].id for a in e)
+        assert served_order(example) == (inp, tuple(choices))
+
+
+def test_joined_log_is_in_learning_order_and_reads_back_as_served():
+    for seed in range(6):
+        joined = _eligible_event(seed)
+        line = json.loads(json.dumps(joined_to_dsjson(joined)))
+        assert [o["_a"][0] for o in line["_outcomes"]] == [0, 1, 2]
+        ids = [next(iter(m["A"])) for m in line["c"]["_multi"]]
+        assert ids == [f"id={joined.decision.inp.candidates[c.action].id}" for c in joined.decision.choices] + \
+            [f"id={c.id}" for i, c in enumerate(joined.decision.inp.candidates)
+             if i not in {c.action for c in joined.decision.choices}]
+        back = joined_from_dsjson(line)
+        served = joined.decision.inp
+        as_logged = replace(served, context=_as_vw_sees(served.context),
+                            candidates=tuple(replace(c, groups=_as_vw_sees(c.groups)) for c in served.candidates))
+        assert back.decision.inp == as_logged
+        assert [(c.action, c.ranking) for c in back.decision.choices] == \
+            [(c.action, c.ranking) for c in joined.decision.choices]
+
+
+def test_a_bad_served_order_is_a_format_error():
+    line = joined_to_dsjson(_eligible_event(1))
+    line["_served"] = [0, 0, 1, 2, 3]
+    with pytest.raises(LogFormatError, match="not a permutation"):
+        joined_from_dsjson(line)
+
+
+@pytest.mark.parametrize("action", range(5))
+def test_squarecb_learns_every_collection_without_importance_weight(action):
+    """Issue 14: VW's SquareCB kept the 1/p weight of the collection listed
+    last, so one explored click at p = 0.003 on the last collection flipped a
+    converged slot. In learning order a click learns exactly as with p = 1,
+    whichever collection got it."""
+    settings = LearningSettings()
+    inp = decision_input("a")
+    others = [a for a in range(len(inp.candidates)) if a != action][:2]
+    chosen = [action, *others]
+
+    def after(p: float) -> list:
+        policy = Policy(settings)
+        for joined in _joined_events(400, seed=7):
+            policy.learn(joined.decision.inp, joined.decision.choices, joined.rewards)
+        choices = [SlotChoice(s.id, a, p if k == 0 else 1.0, ((a, p if k == 0 else 1.0),))
+                   for k, (s, a) in enumerate(zip(inp.slots, chosen))]
+        policy.learn(inp, choices, [1.0, 0.0, 0.0])
+        return policy.slot_distribution(inp, 0, range(len(inp.candidates)))
+
+    assert after(0.003) == after(1.0)
+
+
+@pytest.mark.parametrize("algorithm", EXPLORERS)
+@pytest.mark.parametrize("cb_type", CB_TYPES)
+def test_settings_vw_would_reject_are_refused_at_configuration(algorithm, cb_type):
+    """validate() refuses exactly the combinations VW refuses to build."""
+    exploration = Exploration(algorithm=algorithm)
+    try:
+        pyvw.Workspace(f"--ccb_explore_adf {' '.join(exploration.arguments())} --cb_type {cb_type} --quiet")
+        vw_accepts = True
+    except RuntimeError:
+        vw_accepts = False
+    settings = LearningSettings(exploration=exploration, cb_type=cb_type)
+    if vw_accepts:
+        settings.validate()
+    else:
+        with pytest.raises(SettingsError, match=f"cb_type '{cb_type}' does not work with the '{algorithm}'"):
+            settings.validate()
 
 
 def test_event_line_is_the_record_and_reads_back():

@@ -8,6 +8,9 @@ Two kinds of file, both one JSON object per line:
   rewards, in the conditional-contextual-bandit layout, so that
   ``python -m vowpalwabbit --dsjson --ccb_explore_adf -d FILE`` trains on it as
   it is. Fields VW does not know start with ``_`` and are ignored by it.
+  Collections are listed in learning order (each slot's chosen one first, see
+  :func:`bandit.policy.learning_order`) so that plain VW learns the server's
+  model; ``_served`` maps them back to the order served, which readers restore.
 
 Readers skip a torn last line (a crash mid-write) with a warning instead of
 failing, and name the file and line of anything else malformed.
@@ -39,6 +42,7 @@ from bandit.features import (
 )
 from bandit.lru import LRU
 from bandit.decision import DecisionInput, SlotChoice
+from bandit.learning_order import LearningExample, learning_order, served_order
 
 log = logging.getLogger(__name__)
 
@@ -204,8 +208,12 @@ CHOSEN_ONLY = "_p_chosen_only"  # joined-log flag: only the chosen actions' prop
 
 
 def joined_to_dsjson(joined: JoinedEvent) -> dict[str, Any]:
+    """The joined line in learning order (:func:`bandit.policy.learning_order`),
+    so that plain ``vw --dsjson --ccb_explore_adf`` on the log learns what the
+    server learned; ``_served`` (ignored by VW) maps each listed collection back
+    to its served index, which :func:`joined_from_dsjson` restores."""
     d = joined.decision
-    inp = d.inp
+    inp, choices, served = learning_order(d.inp, d.choices)
     c: dict[str, Any] = dict(context_spaces(inp.context))
     c["_multi"] = [cand.spaces() for cand in inp.candidates]
     slots = []
@@ -216,7 +224,7 @@ def joined_to_dsjson(joined: JoinedEvent) -> dict[str, Any]:
         slots.append(entry)
     c["_slots"] = slots
     outcomes = []
-    for k, choice in enumerate(d.choices):
+    for k, choice in enumerate(choices):
         others = [(a, p) for a, p in choice.ranking if a != choice.action]
         obs = joined.observations[k] if joined.observations else ()
         outcomes.append({
@@ -227,15 +235,17 @@ def joined_to_dsjson(joined: JoinedEvent) -> dict[str, Any]:
             "_o": [{"v": v} for v in obs],
             "_default": not joined.observed[k],
         })
-    out = {
+    line = {
         "Version": "1", "EventId": d.event_id, "Timestamp": iso(d.timestamp),
         "_surface": d.surface, "_mode": d.mode, "_model": d.model_version,
         "_defaults": [s.default_collection for s in inp.slots],
         "c": c, "_outcomes": outcomes,
     }
     if d.chosen_only:  # VW ignores it; _a/_p then hold the chosen action alone
-        out[CHOSEN_ONLY] = True
-    return out
+        line[CHOSEN_ONLY] = True
+    if served != tuple(range(len(served))):
+        line["_served"] = list(served)
+    return line
 
 
 def _groups_from_spaces(role: str, spaces: Mapping[str, Any]) -> tuple[str | None, tuple[FeatureGroup, ...]]:
@@ -305,10 +315,21 @@ def _ccb_joined(obj, c, context, candidates) -> JoinedEvent:
         observed.append(not out.get("_default", not obs))
     inp = DecisionInput(context, tuple(slots), candidates,
                         tuple(eligible) if any(e is not None for e in eligible) else ())
+    choices = tuple(choices)
+    if "_served" in obj:
+        inp, choices = served_order(LearningExample(inp, choices, _permutation(obj["_served"], len(candidates))))
     decision = DecisionEvent(str(obj.get("EventId", "")), _timestamp(obj), obj.get("_surface", "default"),
-                             obj.get("_mode", "online"), str(obj.get("_model", "")), inp, tuple(choices),
+                             obj.get("_mode", "online"), str(obj.get("_model", "")), inp, choices,
                              chosen_only=bool(obj.get(CHOSEN_ONLY, False)))
     return JoinedEvent(decision, tuple(rewards), tuple(observed), tuple(observations))
+
+
+def _permutation(raw: Any, n: int) -> tuple[int, ...]:
+    """``_served``: each listed collection's served index, a permutation of 0..n-1."""
+    served = tuple(int(a) for a in raw)
+    if sorted(served) != list(range(n)):
+        raise ValueError(f"_served {list(served)} is not a permutation of the {n} collections")
+    return served
 
 
 def _cb_joined(obj, context, candidates) -> JoinedEvent:
