@@ -216,6 +216,7 @@ def to_response(event: DecisionEvent) -> pb.DecideResponse:
     # ranking entry (2x slower at 50 candidates x 3 slots).
     ids = [c.id for c in event.inp.candidates]
     response = pb.DecideResponse(event_id=event.event_id, model_version=event.model_version,
+                                 model_version_number=int(event.model_version),
                                  mode=_MODE_TO_PB[Mode(event.mode)], surface=event.surface)
     for choice in event.choices:
         slot = response.slots.add(slot_id=choice.slot_id, collection_id=ids[choice.action],
@@ -301,7 +302,8 @@ def stats_from_pb(msg: pb.Stats) -> Stats:
 
 def stats_to_pb(stats: Stats) -> pb.Stats:
     fields = {f: getattr(stats, f) for f in stats.__dataclass_fields__ if f not in ("surfaces", "join_failed")}
-    return pb.Stats(**fields, surfaces=[pb.SurfaceStats(**vars(s)) for s in stats.surfaces])
+    return pb.Stats(**fields, surfaces=[pb.SurfaceStats(**vars(s), model_version_number=int(s.model_version))
+                                        for s in stats.surfaces])
 
 
 class PlacementAdmin(pb_grpc.PlacementAdminServicer):
@@ -338,6 +340,7 @@ class PlacementAdmin(pb_grpc.PlacementAdminServicer):
     def _info(self, surface_name: str) -> pb.ModelInfo:
         surface = self.engine.surface(_short("surface", surface_name, self.engine))
         return pb.ModelInfo(surface=surface.name, current_version=surface.version,
+                            current_version_number=int(surface.version),
                             vw_arguments=surface.serving.arguments,
                             versions=[_version_pb(v) for v in surface.store.versions()])
 
