@@ -1,9 +1,11 @@
 """The catalog: collections merchandisers register, where they may appear and
 when they are active.
 
-A request that names no candidates is decided over the catalog's collections
-active at the request's moment; slot eligibility becomes a per-slot include
-list, so a collection restricted to email never lands on the homepage.
+One rule decides what a request may be offered (:func:`candidate_set`): the
+collections active at the request's moment, each slot restricted to those
+eligible for it, so a collection restricted to email never lands on the
+homepage. It holds for the catalog's collections and for the ones a request
+brings along alike.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 import os
 import threading
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -49,8 +52,16 @@ class Collection:
     def eligible_for(self, slot_id: str) -> bool:
         return not self.eligible_slots or slot_id in self.eligible_slots
 
+    @cached_property
     def candidate(self) -> Candidate:
+        """Made once per collection object, so its VW text (and the policy's
+        parsed example) is reused by every request that offers it."""
         return Candidate(self.id, self.groups)
+
+    @property
+    def restricted(self) -> bool:
+        """Whether eligibility or a window can keep it out of a decision."""
+        return bool(self.eligible_slots) or self.active_from is not None or self.active_until is not None
 
     def validate(self, limits: Limits = DEFAULT_LIMITS) -> "Collection":
         check_name("collection id", self.id, limits)
@@ -74,10 +85,25 @@ class Collection:
 
 @dataclass(frozen=True)
 class CandidateSet:
-    """Candidates for one request (the catalog's objects, VW text cached)."""
+    """Candidates for one request (the collections' objects, VW text cached)
+    and, per slot, the indices it may show (see ``DecisionInput.eligible``)."""
 
     candidates: tuple[Candidate, ...]
     eligible: tuple[tuple[int, ...] | None, ...]
+
+
+def candidate_set(collections: Sequence[Collection], slot_ids: Sequence[str], at: float) -> CandidateSet:
+    """The collections active at ``at``, each slot restricted to the ones
+    eligible for it: the one rule, for the catalog and a request's own."""
+    if not any(c.restricted for c in collections):
+        return CandidateSet(tuple(c.candidate for c in collections), ())
+    active = [c for c in collections if c.active_at(at)]
+    eligible = []
+    for slot_id in slot_ids:
+        idx = tuple(i for i, c in enumerate(active) if c.eligible_for(slot_id))
+        eligible.append(None if len(idx) == len(active) else idx)
+    return CandidateSet(tuple(c.candidate for c in active),
+                        tuple(eligible) if any(e is not None for e in eligible) else ())
 
 
 class Catalog:
@@ -90,7 +116,6 @@ class Catalog:
         self.limits = limits
         self._lock = threading.Lock()
         self._items: dict[str, Collection] = {}
-        self._candidates: dict[str, Candidate] = {}
         # candidates_for's answers by slot ids: (valid from, valid until, answer), for one version
         self._sets: dict[tuple[str, ...], tuple[float, float, CandidateSet]] = {}
         self.version = 0
@@ -105,7 +130,6 @@ class Catalog:
                     log.error("%s: collection %r not loaded: %s", path, c.id, exc)
                     continue
                 self._items[c.id] = c
-                self._candidates[c.id] = c.candidate()
 
     def put(self, collections: Iterable[Collection]) -> int:
         items = [c.validate(self.limits) for c in collections]
@@ -115,7 +139,6 @@ class Catalog:
         with self._lock:
             for c in items:
                 self._items[c.id] = c
-                self._candidates[c.id] = c.candidate()
             self.version += 1
             self._sets.clear()
             self._save()
@@ -126,15 +149,14 @@ class Catalog:
             if collection_id not in self._items:
                 raise KeyError(collection_id)
             del self._items[collection_id]
-            del self._candidates[collection_id]
             self.version += 1
             self._sets.clear()
             self._save()
             return self.version
 
-    def candidate(self, collection_id: str) -> Candidate | None:
+    def get(self, collection_id: str) -> Collection | None:
         with self._lock:
-            return self._candidates.get(collection_id)
+            return self._items.get(collection_id)
 
     def list(self) -> list[Collection]:
         with self._lock:
@@ -150,13 +172,7 @@ class Catalog:
             kept = self._sets.get(key)
             if kept is not None and kept[0] <= at < kept[1]:
                 return kept[2]
-            active = [c for c in sorted(self._items.values(), key=lambda c: c.id) if c.active_at(at)]
-            eligible = []
-            for slot_id in key:
-                idx = tuple(i for i, c in enumerate(active) if c.eligible_for(slot_id))
-                eligible.append(None if len(idx) == len(active) else idx)
-            cset = CandidateSet(tuple(self._candidates[c.id] for c in active),
-                                tuple(eligible) if any(e is not None for e in eligible) else ())
+            cset = candidate_set(sorted(self._items.values(), key=lambda c: c.id), key, at)
             bounds = [b for c in self._items.values() for b in (c.active_from, c.active_until) if b is not None]
             if len(self._sets) >= 256:  # distinct slot lists are few; bound them anyway
                 self._sets.clear()

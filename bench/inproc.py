@@ -142,7 +142,7 @@ class EngineInProc:
         self.dir = Path(tempfile.mkdtemp(prefix="bench-engine-"))
         self.engine = Engine(load_config(None, port=0, data_dir=self.dir))
         self.engine.start()
-        cands = w.candidate_tuple()
+        cands = tuple(Collection(c.id, c.groups) for c in w.candidate_tuple())
         if catalog:
             self.engine.catalog.put(Collection(cid, feature_groups(f)) for cid, f in w.collections)
             cands = ()

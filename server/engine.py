@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from bandit.catalog import Catalog
+from bandit.catalog import Catalog, Collection, candidate_set
 from bandit.logformat.events import (
     ActivationEvent,
     DecisionEvent,
@@ -34,7 +34,7 @@ from bandit.logformat.events import (
     joined_from_dsjson,
     joined_to_dsjson,
 )
-from bandit.features import Candidate, FeatureGroup, SlotSpec
+from bandit.features import FeatureGroup, SlotSpec
 from bandit.decision import DecisionInput, Mode
 from bandit.joiner import Joiner, JoinError, check_reward_value
 from server.config import ServerConfig
@@ -63,7 +63,8 @@ class DecideCall:
     surface: str
     context: tuple[FeatureGroup, ...]
     slots: tuple[SlotSpec, ...]
-    candidates: tuple[Candidate, ...]
+    # The request's own (each with its eligibility and window); empty: the catalog's.
+    candidates: tuple[Collection, ...]
     mode: Mode | None
     deferred: bool
     at: float | None
@@ -78,13 +79,15 @@ def lookup_surface(surfaces: dict, name: str):
 
 
 def make_decision(call: DecideCall, event_id: str, surface, catalog: Catalog, now: float) -> DecisionEvent:
-    """Candidates (the request's, else the catalog's active and eligible ones),
-    then the surface's serving policy decides; nothing is logged here."""
-    candidates, eligible = call.candidates, ()
-    if not candidates:
-        cset = catalog.candidates_for(call.slots, call.at if call.at is not None else now)
-        candidates, eligible = cset.candidates, cset.eligible
-    inp = DecisionInput(call.context, call.slots, candidates, eligible)
+    """Candidates (the request's, else the catalog's), active and eligible per
+    slot by the one rule (``candidate_set``), then the surface's serving
+    policy decides; nothing is logged here."""
+    at = call.at if call.at is not None else now
+    if call.candidates:
+        cset = candidate_set(call.candidates, [s.id for s in call.slots], at)
+    else:
+        cset = catalog.candidates_for(call.slots, at)
+    inp = DecisionInput(call.context, call.slots, cset.candidates, cset.eligible)
     mode = call.mode or surface.mode
     policy = surface.serving
     decision = policy.decide(inp, event_id, mode)

@@ -15,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from bandit.catalog import Catalog, Collection
 from bandit.logformat.events import DecisionEvent
-from bandit.features import Candidate, FeatureError, FeatureGroup, SlotSpec, check_groups, check_name
+from bandit.features import FeatureError, FeatureGroup, SlotSpec, check_groups, check_name
 from bandit.joiner import (ExpiredEvent, InvalidTime, JoinError, RewardOutOfRange, UnknownEvent, UnknownSlot,
                            check_reward_value)
 from bandit.lru import LRU
@@ -150,14 +150,11 @@ def _slot(s: pb.Slot, engine: ServingEngine) -> SlotSpec:
     return SlotSpec(slot_id, _groups(s.groups, f"slot '{slot_id}'", engine), s.default_collection)
 
 
-def _collection_strings(c: pb.Collection, engine: ServingEngine) -> None:
-    """The strings of a collection beyond its id and features."""
-    _bounded(f"collection '{c.id}' title", c.title, engine.config.limits.max_title_length)
-    for slot in c.eligible_slots:
-        _check_id(f"collection '{c.id}' eligible slot", slot, engine)
+def _title(c: pb.Collection, engine: ServingEngine) -> None:
+    _bounded(f"collection '{c.id[:40]}' title", c.title, engine.config.limits.max_title_length)
 
 
-def to_call(req: pb.DecideRequest, engine: ServingEngine, known: LRU[bytes, Candidate]) -> DecideCall:
+def to_call(req: pb.DecideRequest, engine: ServingEngine, known: LRU[bytes, Collection]) -> DecideCall:
     """``known``: candidates already converted, by their wire bytes (see _candidate)."""
     limits = engine.config.limits
     _short("event_id", req.event_id, engine)
@@ -183,24 +180,32 @@ def to_call(req: pb.DecideRequest, engine: ServingEngine, known: LRU[bytes, Cand
                       _MODES.get(req.mode), req.deferred_activation, _seconds(req.at, req.HasField("at")))
 
 
-def _candidate(c: pb.Collection, engine: ServingEngine, known: LRU[bytes, Candidate], catalog: Catalog | None) -> Candidate:
-    """A candidate with features as given, or by id alone from the catalog.
+def _candidate(c: pb.Collection, engine: ServingEngine, known: LRU[bytes, Collection],
+               catalog: Catalog | None) -> Collection:
+    """A candidate with its features as given (and its eligible slots and
+    window, which apply as in the catalog), or by id alone: the catalog's
+    collection, with the catalog's eligibility and window.
 
     Front ends send the same collections with the same features request after
     request: one seen before (same bytes) is not converted or validated again,
     and being the same object, its VW text and parsed example are reused too."""
     if c.groups:
         key = c.SerializeToString()
-        candidate = known.get(key)
-        if candidate is None:
+        item = known.get(key)
+        if item is None:
             _check_id("collection id", c.id, engine)
-            _collection_strings(c, engine)
-            candidate = Candidate(c.id, _groups(c.groups, f"collection '{c.id}'", engine))
-            known.put(key, candidate)
-        return candidate
+            _title(c, engine)
+            item = Collection(c.id, _groups(c.groups, f"collection '{c.id}'", engine), c.title,
+                              tuple(c.eligible_slots), _seconds(c.active_from, c.HasField("active_from")),
+                              _seconds(c.active_until, c.HasField("active_until")))
+            known.put(key, item.validate(engine.config.limits.features))
+        return item
     _check_id("collection id", c.id, engine)
-    _collection_strings(c, engine)
-    item = catalog.candidate(c.id) if catalog is not None else None
+    _title(c, engine)
+    if c.eligible_slots or c.HasField("active_from") or c.HasField("active_until"):
+        raise InvalidRequest(f"collection '{c.id}' has no features, so it is the catalog's collection with the "
+                             "catalog's eligible_slots and active window; send its features too to give them here")
+    item = catalog.get(c.id) if catalog is not None else None
     if item is None:
         raise NotFound(f"collection '{c.id}' has no features and is not in the catalog")
     return item
@@ -211,6 +216,7 @@ def to_response(event: DecisionEvent) -> pb.DecideResponse:
     # ranking entry (2x slower at 50 candidates x 3 slots).
     ids = [c.id for c in event.inp.candidates]
     response = pb.DecideResponse(event_id=event.event_id, model_version=event.model_version,
+                                 model_version_number=int(event.model_version),
                                  mode=_MODE_TO_PB[Mode(event.mode)], surface=event.surface)
     for choice in event.choices:
         slot = response.slots.add(slot_id=choice.slot_id, collection_id=ids[choice.action],
@@ -224,7 +230,7 @@ def to_response(event: DecisionEvent) -> pb.DecideResponse:
 class PlacementService(pb_grpc.PlacementServiceServicer):
     def __init__(self, engine: ServingEngine, known_candidates: int = 4096):
         self.engine = engine
-        self.known = LRU[bytes, Candidate](known_candidates)
+        self.known = LRU[bytes, Collection](known_candidates)
 
     @_rpc
     def Decide(self, request, context):
@@ -296,7 +302,8 @@ def stats_from_pb(msg: pb.Stats) -> Stats:
 
 def stats_to_pb(stats: Stats) -> pb.Stats:
     fields = {f: getattr(stats, f) for f in stats.__dataclass_fields__ if f not in ("surfaces", "join_failed")}
-    return pb.Stats(**fields, surfaces=[pb.SurfaceStats(**vars(s)) for s in stats.surfaces])
+    return pb.Stats(**fields, surfaces=[pb.SurfaceStats(**vars(s), model_version_number=int(s.model_version))
+                                        for s in stats.surfaces])
 
 
 class PlacementAdmin(pb_grpc.PlacementAdminServicer):
@@ -308,7 +315,7 @@ class PlacementAdmin(pb_grpc.PlacementAdminServicer):
         if not request.collections:
             raise InvalidRequest("no collections given")
         for c in request.collections:  # ids, features and eligible slots: Collection.validate in the catalog
-            _bounded(f"collection '{c.id[:40]}' title", c.title, self.engine.config.limits.max_title_length)
+            _title(c, self.engine)
         items = [Collection(c.id, _groups(c.groups, f"collection '{c.id}'", self.engine), c.title,
                             tuple(c.eligible_slots), _seconds(c.active_from, c.HasField("active_from")),
                             _seconds(c.active_until, c.HasField("active_until")))
@@ -333,6 +340,7 @@ class PlacementAdmin(pb_grpc.PlacementAdminServicer):
     def _info(self, surface_name: str) -> pb.ModelInfo:
         surface = self.engine.surface(_short("surface", surface_name, self.engine))
         return pb.ModelInfo(surface=surface.name, current_version=surface.version,
+                            current_version_number=int(surface.version),
                             vw_arguments=surface.serving.arguments,
                             versions=[_version_pb(v) for v in surface.store.versions()])
 

@@ -120,18 +120,20 @@ class SlotDecision(_message.Message):
     def __init__(self, slot_id: _Optional[str] = ..., collection_id: _Optional[str] = ..., probability: _Optional[float] = ..., ranking: _Optional[_Iterable[_Union[RankedCollection, _Mapping]]] = ..., explanation: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ...) -> None: ...
 
 class DecideResponse(_message.Message):
-    __slots__ = ("event_id", "model_version", "slots", "mode", "surface")
+    __slots__ = ("event_id", "model_version", "slots", "mode", "surface", "model_version_number")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     SURFACE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_NUMBER_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     model_version: str
     slots: _containers.RepeatedCompositeFieldContainer[SlotDecision]
     mode: Mode
     surface: str
-    def __init__(self, event_id: _Optional[str] = ..., model_version: _Optional[str] = ..., slots: _Optional[_Iterable[_Union[SlotDecision, _Mapping]]] = ..., mode: _Optional[_Union[Mode, str]] = ..., surface: _Optional[str] = ...) -> None: ...
+    model_version_number: int
+    def __init__(self, event_id: _Optional[str] = ..., model_version: _Optional[str] = ..., slots: _Optional[_Iterable[_Union[SlotDecision, _Mapping]]] = ..., mode: _Optional[_Union[Mode, str]] = ..., surface: _Optional[str] = ..., model_version_number: _Optional[int] = ...) -> None: ...
 
 class RewardRequest(_message.Message):
     __slots__ = ("event_id", "slot_id", "value", "at")
@@ -226,16 +228,18 @@ class ModelVersion(_message.Message):
     def __init__(self, version: _Optional[int] = ..., sha256: _Optional[str] = ..., examples_learned: _Optional[int] = ..., created: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., origin: _Optional[str] = ...) -> None: ...
 
 class ModelInfo(_message.Message):
-    __slots__ = ("surface", "current_version", "vw_arguments", "versions")
+    __slots__ = ("surface", "current_version", "vw_arguments", "versions", "current_version_number")
     SURFACE_FIELD_NUMBER: _ClassVar[int]
     CURRENT_VERSION_FIELD_NUMBER: _ClassVar[int]
     VW_ARGUMENTS_FIELD_NUMBER: _ClassVar[int]
     VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_VERSION_NUMBER_FIELD_NUMBER: _ClassVar[int]
     surface: str
     current_version: str
     vw_arguments: str
     versions: _containers.RepeatedCompositeFieldContainer[ModelVersion]
-    def __init__(self, surface: _Optional[str] = ..., current_version: _Optional[str] = ..., vw_arguments: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ...) -> None: ...
+    current_version_number: int
+    def __init__(self, surface: _Optional[str] = ..., current_version: _Optional[str] = ..., vw_arguments: _Optional[str] = ..., versions: _Optional[_Iterable[_Union[ModelVersion, _Mapping]]] = ..., current_version_number: _Optional[int] = ...) -> None: ...
 
 class ModelChunk(_message.Message):
     __slots__ = ("surface", "sha256", "vw_arguments", "version", "data")
@@ -264,7 +268,7 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class SurfaceStats(_message.Message):
-    __slots__ = ("surface", "model_version", "decisions", "examples_learned", "apprentice_decisions", "apprentice_agreements", "learner_lag_seconds")
+    __slots__ = ("surface", "model_version", "decisions", "examples_learned", "apprentice_decisions", "apprentice_agreements", "learner_lag_seconds", "model_version_number")
     SURFACE_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
@@ -272,6 +276,7 @@ class SurfaceStats(_message.Message):
     APPRENTICE_DECISIONS_FIELD_NUMBER: _ClassVar[int]
     APPRENTICE_AGREEMENTS_FIELD_NUMBER: _ClassVar[int]
     LEARNER_LAG_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_NUMBER_FIELD_NUMBER: _ClassVar[int]
     surface: str
     model_version: str
     decisions: int
@@ -279,7 +284,8 @@ class SurfaceStats(_message.Message):
     apprentice_decisions: int
     apprentice_agreements: int
     learner_lag_seconds: float
-    def __init__(self, surface: _Optional[str] = ..., model_version: _Optional[str] = ..., decisions: _Optional[int] = ..., examples_learned: _Optional[int] = ..., apprentice_decisions: _Optional[int] = ..., apprentice_agreements: _Optional[int] = ..., learner_lag_seconds: _Optional[float] = ...) -> None: ...
+    model_version_number: int
+    def __init__(self, surface: _Optional[str] = ..., model_version: _Optional[str] = ..., decisions: _Optional[int] = ..., examples_learned: _Optional[int] = ..., apprentice_decisions: _Optional[int] = ..., apprentice_agreements: _Optional[int] = ..., learner_lag_seconds: _Optional[float] = ..., model_version_number: _Optional[int] = ...) -> None: ...
 
 class Stats(_message.Message):
     __slots__ = ("decisions", "rewards", "activations", "joined", "joined_with_reward", "default_reward_applied", "unactivated_dropped", "rewards_rejected_unknown", "rewards_rejected_expired", "pending", "bad_requests", "surfaces", "catalog_version", "learner_errors")

@@ -60,26 +60,52 @@ class PlacementServiceServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Decide(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Fills the slots, logs the decision durably, then answers.
+        INVALID_ARGUMENT    no slots; too many slots or candidates; duplicate slot
+        or candidate ids; fewer candidates than slots; a name
+        against the naming rule; a number not finite or
+        beyond float32; a category too long or with control
+        characters; a feature without a value or twice; an
+        unknown mode; a candidate window that ends before it
+        starts; eligibility sent with an id-only candidate
+        NOT_FOUND           unknown surface; an id-only candidate not in the
+        catalog
+        FAILED_PRECONDITION a slot has no eligible, active collection left
+        (after the slots before it took theirs)
+        ALREADY_EXISTS      event_id reused after its decision was joined
+        RESOURCE_EXHAUSTED, CANCELLED: see the top
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DecideStream(self, request_iterator, context):
-        """Same messages as Decide, for bulk work such as an email campaign.
+        """Same messages and rules as Decide, for bulk work such as an email
+        campaign: one answer per request, in request order.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Reward(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """INVALID_ARGUMENT    no event_id; a value not finite or outside
+        [-1e6, 1e6]; slot_id missing for a multi-slot
+        decision or not one of its slots; `at` before the
+        decision or too far ahead
+        NOT_FOUND           unknown event id
+        FAILED_PRECONDITION the decision's reward window has closed
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Activate(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """INVALID_ARGUMENT    no event_id; `at` before the decision or too far
+        ahead
+        NOT_FOUND           unknown event id
+        FAILED_PRECONDITION not decided with deferred_activation; past the
+        activation window
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -228,9 +254,12 @@ class PlacementService:
 
 
 class PlacementAdminStub:
-    """Calls need no client deadline (one is honoured when set). A change that has
-    been acknowledged (PutCollections, DeleteCollection, ImportModel,
-    RollbackModel) is what the next Decide sees, on every serving process.
+    """Every call needs the admin credentials (see Credentials at the top:
+    UNAUTHENTICATED without, PERMISSION_DENIED with wrong ones). Calls need no
+    client deadline (one is honoured when set). A change that has been
+    acknowledged (PutCollections, DeleteCollection, ImportModel, RollbackModel)
+    is what the next Decide sees, on every serving process. An empty surface
+    means "default"; an unknown one is NOT_FOUND.
     """
 
     def __init__(self, channel):
@@ -282,49 +311,70 @@ class PlacementAdminStub:
 
 
 class PlacementAdminServicer:
-    """Calls need no client deadline (one is honoured when set). A change that has
-    been acknowledged (PutCollections, DeleteCollection, ImportModel,
-    RollbackModel) is what the next Decide sees, on every serving process.
+    """Every call needs the admin credentials (see Credentials at the top:
+    UNAUTHENTICATED without, PERMISSION_DENIED with wrong ones). Calls need no
+    client deadline (one is honoured when set). A change that has been
+    acknowledged (PutCollections, DeleteCollection, ImportModel, RollbackModel)
+    is what the next Decide sees, on every serving process. An empty surface
+    means "default"; an unknown one is NOT_FOUND.
     """
 
     def PutCollections(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """INVALID_ARGUMENT  no collections; duplicate ids; a name, feature, title
+        or window against the rules of Collection
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListCollections(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Every collection, by id.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def DeleteCollection(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """NOT_FOUND         no collection with that id
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetModelInfo(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """NOT_FOUND         unknown surface
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ExportModel(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The serving model file in chunks of at most 1 MiB; the first carries
+        surface, sha256 (of the whole file), vw_arguments and version.
+        NOT_FOUND         unknown surface
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ImportModel(self, request_iterator, context):
-        """Missing associated documentation comment in .proto file."""
+        """Chunks as ExportModel sends them (the first with surface and sha256);
+        validated completely (checksum, allowed VW options, loads with the
+        surface's arguments) before it is published as a new version.
+        INVALID_ARGUMENT  no sha256; a checksum mismatch; larger than 512 MiB;
+        a model that is refused (the message says why)
+        NOT_FOUND         unknown surface
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RollbackModel(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Publishes a kept version's model again, as a new version (origin
+        "rollback").
+        INVALID_ARGUMENT  the version is not kept
+        NOT_FOUND         unknown surface
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -387,9 +437,12 @@ def add_PlacementAdminServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PlacementAdmin:
-    """Calls need no client deadline (one is honoured when set). A change that has
-    been acknowledged (PutCollections, DeleteCollection, ImportModel,
-    RollbackModel) is what the next Decide sees, on every serving process.
+    """Every call needs the admin credentials (see Credentials at the top:
+    UNAUTHENTICATED without, PERMISSION_DENIED with wrong ones). Calls need no
+    client deadline (one is honoured when set). A change that has been
+    acknowledged (PutCollections, DeleteCollection, ImportModel, RollbackModel)
+    is what the next Decide sees, on every serving process. An empty surface
+    means "default"; an unknown one is NOT_FOUND.
     """
 
     @staticmethod
