@@ -26,9 +26,10 @@ import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Iterable
 
-from bandit.logformat.events import DecisionEvent, JoinedEvent, LineRef, event_from_record
+from bandit.logformat.events import DecisionEvent, JoinedEvent, LineRef, dumps, event_from_record, event_to_record
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +286,41 @@ class Joiner:
         self.stats.default_reward_applied += observed.count(False)
         observations = tuple(tuple(v for _, v in sorted(obs)) for obs in pending.rewards)
         return JoinedEvent(event, tuple(rewards), tuple(observed), observations)
+
+    def locate(self, event_id: str, ref: LineRef) -> None:
+        """The pending decision's line is now in a log at ``ref``: keep that
+        (~100 bytes) instead of the line, and a checkpoint can name it."""
+        pending = self._pending.get(event_id)
+        if pending is not None and pending.decision is None:
+            pending.line = ref
+
+    def snapshot(self) -> dict:
+        """Everything pending and the ids closed lately, as JSON-ready values
+        (a checkpoint): each decision by where its line is (or the line itself
+        while it is not written yet), with its rewards and activation."""
+        items = []
+        for eid, p in self._pending.items():
+            item = {"id": eid, "slots": list(p.slot_ids), "ts": p.decided_at, "deferred": p.deferred,
+                    "activated": p.activated, "opened": p.deadline - self.window, "rewards": p.rewards}
+            if isinstance(p.line, LineRef):
+                item["ref"] = [str(p.line.path), p.line.offset, p.line.length]
+            else:
+                item["line"] = p.line if p.line is not None else dumps(event_to_record(p.event()))
+            items.append(item)
+        return {"pending": items, "closed": list(self._closed)}
+
+    def restore(self, snapshot: dict) -> None:
+        """Resume from :meth:`snapshot` (before anything else is added)."""
+        for eid in snapshot["closed"]:
+            self.remember_closed(eid)
+        for item in snapshot["pending"]:
+            ref = item.get("ref")
+            line = LineRef(Path(ref[0]), int(ref[1]), int(ref[2])) if ref else item["line"]
+            deadline = float(item["opened"]) + self.window
+            self._pending[item["id"]] = _Pending(
+                tuple(item["slots"]), float(item["ts"]), bool(item["deferred"]), deadline, bool(item["activated"]),
+                [[(float(t), float(v)) for t, v in obs] for obs in item["rewards"]], None, line)
+            heapq.heappush(self._deadlines, (deadline, item["id"]))
 
     def remember_closed(self, event_id: str) -> None:
         self._closed[event_id] = None

@@ -16,6 +16,7 @@ import queue
 import threading
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -28,7 +29,6 @@ from bandit.logformat.events import (
     LineRef,
     RewardEvent,
     dumps,
-    event_from_record,
     event_line,
     event_to_record,
     joined_from_dsjson,
@@ -38,7 +38,8 @@ from bandit.features import FeatureGroup, SlotSpec
 from bandit.decision import DecisionInput, Mode
 from bandit.joiner import Joiner, JoinError, check_reward_value
 from server.config import ServerConfig
-from server.eventlog import AppendLog, private_dir, read_log_dir
+from server.checkpoint import FILE_NAME as CHECKPOINT_FILE, read_checkpoint, write_checkpoint
+from server.eventlog import WORKER_DIRS, AppendLog, Position, Tailer, position_of, private_dir
 from server.learner import SurfaceModel
 from server.stats import Stats, SurfaceStats
 from server.modelstore import ModelStore, VersionInfo, verify_vw_model
@@ -103,17 +104,24 @@ def explain_decision(policy, event: DecisionEvent, top: int = 5) -> list[list[tu
             for k, allowed in event.inp.walk(actions)]
 
 
+CHECKPOINT_SECONDS = 5.0
+JOINED_MARKS = 10_000  # per surface: joined-log positions a checkpoint can resume learning from
+
+
 class Engine:
     def __init__(self, config: ServerConfig, clock: Callable[[], float] = time.time,
-                 decision_dirs: Sequence[Path] = ()):
-        """``decision_dirs``: event logs of serving worker processes (multi-process
-        mode), whose decisions this engine joins and learns from."""
+                 checkpoint_seconds: float = CHECKPOINT_SECONDS):
+        """Recovers from ``DATA/checkpoint.json`` and the logs' tails after it
+        (everything, when there is no usable checkpoint), the decisions of
+        serving workers' logs (``DATA/events/worker-*``) included, whatever
+        topology wrote them."""
         self.config = config
         self.clock = clock
-        self.decision_dirs = [Path(d) for d in decision_dirs]
-        # Multi-process mode: read the workers' newest decisions before calling
-        # a reward's event unknown (they were logged before the client saw them).
-        self.catch_up: Callable[[], None] | None = None
+        self.checkpoint_seconds = checkpoint_seconds
+        # Multi-process mode (set by the coordinator): follow the workers' logs,
+        # and read their newest decisions before calling a reward's event
+        # unknown (they were logged before the client saw them).
+        self.follow_workers = False
         # Multi-process mode: the serving workers' own counters (requests they
         # rejected themselves), added to this engine's in ``totals``.
         self.peer_counts: Callable[[], Iterable[dict[str, int]]] | None = None
@@ -121,6 +129,9 @@ class Engine:
         self.catalog = Catalog(data / "catalog.json", config.limits.features)
         self.events = AppendLog(data / "events", "events", fsync=config.log.fsync,
                                 segment_bytes=config.log.segment_bytes)
+        self.worker_logs = Tailer(data / "events", WORKER_DIRS)  # serving workers' decisions
+        self._own_log = Tailer(data, "events")  # this engine's log, read back at recovery
+        self.checkpoint_path = data / CHECKPOINT_FILE
         self.joiner = Joiner(config.join.window_seconds, config.join.aggregation, config.join.default_reward)
         self.surfaces: dict[str, SurfaceModel] = {}
         self.joined_logs: dict[str, AppendLog] = {}
@@ -129,13 +140,20 @@ class Engine:
             self.surfaces[name] = SurfaceModel(name, sconf.learning, Mode(sconf.mode), store, config.learner)
             self.joined_logs[name] = AppendLog(data / "joined" / name, "joined", ext="dsjson",
                                                fsync=config.log.fsync, segment_bytes=config.log.segment_bytes)
+        # Per surface: joined lines written, and (lines, position after them) per join step.
+        self._joined_lines = dict.fromkeys(self.joined_logs, 0)
+        self._joined_marks: dict[str, deque[tuple[int, Position]]] = {
+            name: deque(maxlen=JOINED_MARKS) for name in self.joined_logs}
         self.counts = {"decisions": 0, "rewards": 0, "activations": 0, "bad_requests": 0}
         self.learner_errors = 0
+        self.recovered_lines = 0  # log lines the last recovery read (a checkpoint bounds it)
         self._lock = threading.Lock()  # event log order == joiner order
+        self._ingest_lock = threading.Lock()  # one reader of the workers' logs at a time
+        self._checkpoint_lock = threading.Lock()
         self._learn_queue: queue.Queue[tuple[str, JoinedEvent, str] | None] = queue.Queue(config.learner.queue_size)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
-        self._recover()
+        self._recover(read_checkpoint(self.checkpoint_path))
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -160,42 +178,114 @@ class Engine:
         for surface in self.surfaces.values():
             if surface.unpublished:
                 surface.publish()
+        self.checkpoint()
         self.events.close()
         for joined in self.joined_logs.values():
             joined.close()
 
-    def _recover(self) -> None:
-        """Rebuild pending joins from the event log and relearn joined lines
+    def _recover(self, checkpoint: dict | None) -> None:
+        """Rebuild pending joins from the checkpoint and the event logs' tails
+        after it (from their starts without one), and relearn the joined lines
         that the current model has not seen."""
+        marks: dict = {}
+        if checkpoint is not None:
+            try:
+                marks = self._resume(checkpoint)
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                log.warning("checkpoint %s unusable (%r): reading the logs from their start", self.checkpoint_path, exc)
+                self.joiner = Joiner(self.config.join.window_seconds, self.config.join.aggregation,
+                                     self.config.join.default_reward)
+                self.worker_logs.seek({d: (0, 0) for d in self.worker_logs.positions()})
+                self._own_log.seek({d: (0, 0) for d in self._own_log.positions()})
+                marks = {}
         joined_ids: set[str] = set()
-        for name, jlog in self.joined_logs.items():
-            surface = self.surfaces[name]
-            for index, obj in enumerate(jlog.read()):
-                joined_ids.add(str(obj.get("EventId")))
-                if index >= surface.joined_through:
-                    self._relearn(surface, index, obj)
-        worker_records = (rec for d in self.decision_dirs for rec in read_log_dir(d))
-        for rec in itertools.chain(worker_records, self.events.read()):
-            try:
-                event = event_from_record(rec)
-            except (KeyError, TypeError, ValueError) as exc:
-                log.warning("skipping unreadable event record: %r", exc)
-                continue
-            if event.event_id in joined_ids:
-                continue
-            try:
-                if isinstance(event, DecisionEvent):
-                    self.joiner.add_decision(event, dumps(rec))
-                elif isinstance(event, RewardEvent):
-                    self.joiner.add_reward(event.event_id, event.slot_id, event.value, event.timestamp)
-                else:
-                    self.joiner.activate(event.event_id, event.timestamp)
-            except JoinError as exc:
-                log.warning("recovery: %s", exc)
+        for name in self.joined_logs:
+            joined_ids |= self._recover_joined(name, marks.get(name))
         for jid in joined_ids:
             self.joiner.remember_closed(jid)
+        for record, ref in itertools.chain(self.worker_logs.follow(), self._own_log.follow()):
+            if record.get("id") not in joined_ids and not self.joiner.is_closed(record.get("id")):
+                self._replay(record, ref)
+        self.recovered_lines += self.worker_logs.lines_read + self._own_log.lines_read
         if self.joiner:
-            log.info("recovered %d pending decisions", len(self.joiner))
+            log.info("recovered %d pending decisions (%d log lines read)", len(self.joiner), self.recovered_lines)
+
+    def _resume(self, checkpoint: dict) -> dict[str, tuple[int, Position]]:
+        """Start from a checkpoint: the joiner's state and where each log was
+        read to; returns per surface where learning can resume in its joined log."""
+        data = Path(self.config.data_dir)
+        positions = {data / rel: (int(at[0]), int(at[1])) for rel, at in checkpoint["events"].items()}
+        own = positions.pop(data / "events")
+        marks = {name: (int(m["lines"]), (int(m["at"][0]), int(m["at"][1])))
+                 for name, m in checkpoint["joined"].items()}
+        self.joiner.restore(checkpoint["joiner"])
+        self.worker_logs.seek(positions)
+        self._own_log.seek({data / "events": own})
+        return marks
+
+    def _recover_joined(self, name: str, mark: tuple[int, Position] | None) -> set[str]:
+        """Relearn what the model has not seen of one joined log, read from
+        ``mark`` (lines, position) when the model has seen that much; the ids
+        read (joined, so never pending again)."""
+        surface, jlog = self.surfaces[name], self.joined_logs[name]
+        tail = Tailer(jlog.directory.parent, name, prefix="joined", ext="dsjson")
+        index, seen = 0, surface.joined_through
+        if mark is not None and mark[0] <= seen:
+            tail.seek({jlog.directory: mark[1]})
+            index = mark[0]
+            self._joined_marks[name].append(mark)
+        ids: set[str] = set()
+        for obj, ref in tail.follow():
+            if index == seen and index != (mark or (None,))[0]:
+                self._joined_marks[name].append((index, position_of(ref)))
+            ids.add(str(obj.get("EventId")))
+            if index >= seen:
+                self._relearn(surface, index, obj)
+            index += 1
+        self.recovered_lines += tail.lines_read
+        self._joined_lines[name] = index
+        self._joined_marks[name].append((index, jlog.end()))
+        return ids
+
+    def _replay(self, record: dict, ref: LineRef) -> None:
+        """One event log record into the joiner (recovery)."""
+        try:
+            kind, event_id = record["kind"], record["id"]
+            if kind == "decision":
+                self.joiner.add_logged(record, ref)
+            elif kind == "reward":
+                self.joiner.add_reward(event_id, record["slot"], float(record["value"]), float(record["ts"]))
+            elif kind == "activate":
+                self.joiner.activate(event_id, float(record["ts"]))
+            else:
+                log.warning("skipping event record of unknown kind %r", kind)
+        except JoinError as exc:
+            log.warning("recovery: %s", exc)
+        except (KeyError, TypeError, ValueError) as exc:
+            log.warning("skipping unreadable event record: %r", exc)
+
+    def checkpoint(self) -> None:
+        """Write DATA/checkpoint.json (see :mod:`server.checkpoint`): what a
+        restart resumes from. Taken under the locks that order the logs and
+        the joiner, so the positions and the pending state agree."""
+        with self._checkpoint_lock:
+            published = {name: s.store.current().joined_through for name, s in self.surfaces.items()}
+            with self._ingest_lock, self._lock:
+                own = self.events.barrier()
+                workers = self.worker_logs.positions()
+                snapshot = self.joiner.snapshot()
+                marks = {name: list(m) for name, m in self._joined_marks.items()}
+            data = Path(self.config.data_dir)
+            events = {str(path.relative_to(data)): list(at) for path, at in workers.items()}
+            events["events"] = list(own)
+            joined = {}
+            for name, surface_marks in marks.items():
+                usable = [m for m in surface_marks if m[0] <= published[name]]
+                if usable:
+                    lines, at = max(usable)
+                    joined[name] = {"lines": lines, "at": list(at)}
+            write_checkpoint(self.checkpoint_path, {"written_at": self.clock(), "events": events,
+                                                    "joined": joined, "joiner": snapshot})
 
     def _relearn(self, surface: SurfaceModel, index: int, obj: dict) -> None:
         """A corrupt joined record is counted and skipped; it never stops the server."""
@@ -229,10 +319,14 @@ class Engine:
             existing = self._existing(event_id)
             if existing is not None:  # a concurrent call with the same id won
                 return existing
-            ticket = self.events.submit(line)  # queued in log order; written by the log's writer
+            ticket = self.events.submit(line, locate=True)  # queued in log order; written by the log's writer
             self.joiner.add_decision(event, line)
             self._count(event.surface, event.mode, [(c.model_top, c.action) for c in event.choices])
         self.events.wait(ticket)  # durable before the caller hears of it
+        ref = self.events.where(ticket)
+        if ref is not None:
+            with self._lock:  # pending by where it is: what a checkpoint names
+                self.joiner.locate(event_id, ref)
         return event
 
     def ingest(self, record: dict, line: str | LineRef) -> bool:
@@ -276,7 +370,7 @@ class Engine:
     def totals(self) -> dict[str, int]:
         """Counters of everything served so far, every serving process included
         (multi-process mode: after reading the workers' newest decisions)."""
-        if self.catch_up is not None:
+        if self.follow_workers:
             self.catch_up()
         totals = dict(self.counts)
         for peer in self.peer_counts() if self.peer_counts is not None else ():
@@ -336,8 +430,17 @@ class Engine:
             self.counts["activations"] += 1
         self.events.wait(ticket)
 
+    def catch_up(self) -> None:
+        """Multi-process mode: read and ingest the workers' new decisions; one
+        reader at a time, so a caller returns only after everything logged so
+        far is ingested."""
+        with self._ingest_lock:
+            for record, where in self.worker_logs.poll():
+                if record.get("kind") == "decision":
+                    self.ingest(record, where)  # the line stays in the worker's log until it joins
+
     def _catch_up(self, event_id: str) -> None:
-        if self.catch_up is not None and event_id not in self.joiner and not self.joiner.is_closed(event_id):
+        if self.follow_workers and event_id not in self.joiner and not self.joiner.is_closed(event_id):
             self.catch_up()
 
     # --- joining and learning ---------------------------------------------------
@@ -345,7 +448,7 @@ class Engine:
     def join_now(self, now: float | None = None) -> int:
         """Close every decision whose window has passed (multi-process mode:
         those the workers logged until now included); returns how many joined."""
-        if self.catch_up is not None:
+        if self.follow_workers:
             self.catch_up()
         with self._lock:
             joined = [(item, line) for item in self.joiner.close_due(self.clock() if now is None else now)
@@ -355,6 +458,8 @@ class Engine:
                 by_surface.setdefault(item.decision.surface, []).append(line)
             for name, surface_lines in by_surface.items():
                 self.joined_logs[name].append_many(surface_lines)
+                self._joined_lines[name] += len(surface_lines)
+                self._joined_marks[name].append((self._joined_lines[name], self.joined_logs[name].end()))
         for item, line in joined:
             self._learn_queue.put((item.decision.surface, item, line))
         return len(joined)
@@ -373,9 +478,13 @@ class Engine:
             return None
 
     def _join_loop(self) -> None:
+        checkpointed = time.monotonic()
         while not self._stop.wait(self.config.join.tick_seconds):
             try:
                 self.join_now()
+                if time.monotonic() - checkpointed >= self.checkpoint_seconds:
+                    checkpointed = time.monotonic()
+                    self.checkpoint()
             except Exception:  # keep serving; the fault is logged
                 log.exception("join step failed")
 

@@ -65,6 +65,8 @@ class AppendLog:
         self._failure: BaseException | None = None
         self._cond = threading.Condition()
         self._writer: threading.Thread | None = None
+        self._locate: set[int] = set()  # tickets whose line position is wanted (see where)
+        self._where: dict[int, LineRef] = {}
 
     def segments(self) -> list[Path]:
         return segments(self.directory, self.prefix, self.ext)
@@ -74,6 +76,7 @@ class AppendLog:
         fh = open(path, "ab", opener=private_opener)
         if fh.tell() > 0 and not _ends_with_newline(path):
             fh.write(b"\n")  # seal a torn line left by a crash; readers skip it
+            fh.flush()
         return fh
 
     def append(self, line: str) -> None:
@@ -84,9 +87,10 @@ class AppendLog:
         if data:
             self._write(data)
 
-    def submit(self, line: str) -> int:
+    def submit(self, line: str, locate: bool = False) -> int:
         """Queue a line for the writer thread; returns its ticket for :meth:`wait`.
-        Lines are written in submission order."""
+        Lines are written in submission order. With ``locate``, :meth:`where`
+        tells where the line was written."""
         data = f"{line}\n".encode("utf-8")
         with self._cond:
             if self._failure is not None:
@@ -98,6 +102,8 @@ class AppendLog:
                 self._writer.start()
             self._queue.append(data)
             self._queued += 1
+            if locate:
+                self._locate.add(self._queued)
             self._cond.notify_all()
             return self._queued
 
@@ -117,7 +123,7 @@ class AppendLog:
                 batch, self._queue = self._queue, []
                 last = self._queued
             try:
-                self._write(b"".join(batch))
+                path, offset = self._write(b"".join(batch))
             except BaseException as exc:  # disk full, I/O error: waiters get the error
                 log.exception("event log write failed")
                 with self._cond:
@@ -125,16 +131,53 @@ class AppendLog:
                     self._cond.notify_all()
                 return
             with self._cond:
+                self._located(batch, last, path, offset)
                 self._written = last
                 self._cond.notify_all()
 
-    def _write(self, data: bytes) -> None:
+    def _located(self, batch: list[bytes], last: int, path: Path, offset: int) -> None:
+        """Record where the wanted lines of a written batch are (under the condition)."""
+        if not self._locate:
+            return
+        for ticket, data in enumerate(batch, start=last - len(batch) + 1):
+            if ticket in self._locate:
+                self._locate.discard(ticket)
+                self._where[ticket] = LineRef(path, offset, len(data) - 1)
+            offset += len(data)
+
+    def where(self, ticket: int) -> LineRef | None:
+        """Where a line submitted with ``locate`` was written (once it is: after
+        :meth:`wait`); asked once per ticket."""
+        with self._cond:
+            return self._where.pop(ticket, None)
+
+    def barrier(self) -> tuple[int, int]:
+        """Wait until every line submitted so far is written; the (segment,
+        offset) after them. Under the caller's lock that stops new submissions,
+        it is exactly the end of what the caller has logged."""
+        with self._cond:
+            last = self._queued
+        if self._writer is not None:
+            self.wait(last)
         with self._lock:
+            self._fh.flush()
+            return self._index, self._fh.tell()
+
+    def end(self) -> tuple[int, int]:
+        """(segment, offset) after the last line written with :meth:`append_many`."""
+        with self._lock:
+            return self._index, self._fh.tell()
+
+    def _write(self, data: bytes) -> tuple[Path, int]:
+        """Write, sync as configured, rotate when full; where ``data`` went."""
+        with self._lock:
+            where = Path(self._fh.name), self._fh.tell()
             self._fh.write(data)
             self._fh.flush()
             self._sync()
             if self._fh.tell() >= self.segment_bytes:
                 self._rotate()
+            return where
 
     def _sync(self) -> None:
         if self.fsync == "always":
@@ -180,46 +223,112 @@ def read_log_dir(directory: Path, prefix: str = "events", ext: str = "jsonl") ->
             yield obj
 
 
+WORKER_DIRS = "worker-*"  # DATA/events/worker-K: one serving worker's decision log
+
+
+def worker_dirs(events_dir: Path) -> list[Path]:
+    """The serving workers' decision logs under ``DATA/events`` (any topology ever run)."""
+    return sorted(p for p in Path(events_dir).glob(WORKER_DIRS) if p.is_dir())
+
+
+Position = tuple[int, int]  # (segment number, byte offset): everything before it has been read
+CHUNK_BYTES = 16 << 20
+
+
 class Tailer:
     """Follows the log directories under ``root`` matching ``pattern`` that
     other processes (possibly on other hosts, over shared storage) append to.
     Directories that appear later are followed from their start; only complete
-    lines are returned (a line being written is left for the next call)."""
+    lines are returned (a line being written is left for the next call). Where
+    it has read to (:meth:`positions`) is what a checkpoint keeps, so a restart
+    reads on from there (:meth:`seek`) and nothing logged meanwhile is skipped."""
 
     def __init__(self, root: Path, pattern: str, prefix: str = "events", ext: str = "jsonl"):
         self.root, self.pattern = Path(root), pattern
         self.prefix, self.ext = prefix, ext
-        self._pos: dict[Path, tuple[int, int]] = {}
+        self._pos: dict[Path, Position] = {}
         self._lock = threading.Lock()
+        self.lines_read = 0  # complete lines read so far (what a restart costs)
 
     def directories(self) -> list[Path]:
         return sorted(p for p in self.root.glob(self.pattern) if p.is_dir())
 
-    def skip_existing(self) -> None:
-        """Start from the current ends (what recovery has already read)."""
-        for directory in self.directories():
-            found = segments(directory, self.prefix, self.ext)
-            self._pos[directory] = (_number(found[-1]), found[-1].stat().st_size) if found else (0, 0)
+    def positions(self) -> dict[Path, Position]:
+        with self._lock:
+            return dict(self._pos)
+
+    def seek(self, positions: dict[Path, Position]) -> None:
+        """Read on from these positions (a checkpoint's) instead of the starts."""
+        with self._lock:
+            self._pos.update(positions)
 
     def poll(self) -> list[tuple[dict, LineRef]]:
         """New records with where their lines are, oldest first per directory."""
         with self._lock:
-            out: list[tuple[dict, LineRef]] = []
-            for directory in self.directories():
-                index, offset = self._pos.get(directory, (0, 0))
-                for path in segments(directory, self.prefix, self.ext):
-                    number = _number(path)
-                    if number < index:
-                        continue
-                    start = offset if number == index else 0
-                    with open(path, "rb") as fh:
-                        fh.seek(start)
-                        data = fh.read()
-                    complete = data[: data.rfind(b"\n") + 1]
-                    out += _records(path, complete, start)
-                    index, offset = number, start + len(complete)
-                self._pos[directory] = (index, offset)
-            return out
+            return list(self._follow())
+
+    def follow(self) -> Iterator[tuple[dict, LineRef]]:
+        """:meth:`poll` a chunk at a time (recovery: all of a long log without
+        holding it in memory). One reader at a time: the caller's to ensure."""
+        yield from self._follow()
+
+    def _follow(self) -> Iterator[tuple[dict, LineRef]]:
+        for directory in self.directories():
+            index, offset = self._pos.get(directory, (0, 0))
+            for path in segments(directory, self.prefix, self.ext):
+                number = _number(path)
+                if number < index:
+                    continue
+                start = offset if number == index else 0
+                for chunk_start, complete in _chunks(path, start):
+                    records = _records(path, complete, chunk_start)
+                    self.lines_read += complete.count(b"\n")
+                    self._pos[directory] = (number, chunk_start + len(complete))
+                    yield from records
+                index, offset = self._pos.get(directory, (number, start))
+                if (index, offset) < (number, start):
+                    self._pos[directory] = index, offset = number, start
+
+
+def position_of(ref: LineRef) -> Position:
+    """The (segment, offset) at which a line read from a log begins."""
+    return _number(Path(ref.path)), ref.offset
+
+
+def _chunks(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, complete lines) of ``path`` from ``start``, a chunk at a time."""
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        carry = b""
+        while True:
+            data = fh.read(CHUNK_BYTES)
+            if not data:
+                return
+            data = carry + data
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                yield start, data[:cut]
+                start += cut
+            carry = data[cut:]
+
+
+def tail_lines(directory: Path, max_bytes: int, prefix: str = "events", ext: str = "jsonl") -> Iterator[bytes]:
+    """The complete lines of a log directory, newest first, up to about
+    ``max_bytes`` read from its end (a worker's memory of recent decisions)."""
+    left = max_bytes
+    for path in reversed(segments(directory, prefix, ext)):
+        size = path.stat().st_size
+        start = max(0, size - left)
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read(size - start)
+        left -= len(data)
+        lines = data.split(b"\n")[:-1]  # the last piece is a line being written (or nothing)
+        if start > 0:
+            lines = lines[1:]  # cut in the middle
+        yield from reversed(lines)
+        if left <= 0:
+            return
 
 
 def _records(path: Path, data: bytes, start: int) -> list[tuple[dict, LineRef]]:

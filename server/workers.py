@@ -36,7 +36,7 @@ from typing import Callable
 import grpc
 
 from bandit.catalog import Catalog
-from bandit.logformat.events import DecisionEvent, event_from_record, event_line
+from bandit.logformat.events import DecisionEvent, decision_head, event_from_record, event_line
 from bandit.decision import Mode
 from bandit.policy import Policy
 from placement.v1 import placement_pb2 as pb
@@ -44,7 +44,7 @@ from placement.v1 import placement_pb2_grpc as pb_grpc
 from server.app import start_server
 from server.config import ServerConfig
 from server.engine import DecideCall, Engine, explain_decision, lookup_surface, make_decision
-from server.eventlog import AppendLog, Tailer
+from server.eventlog import AppendLog, tail_lines, worker_dirs
 from server.interceptors import AuthInterceptor, MalformedRequestInterceptor, read_token
 from server.stats import Stats
 from server.metrics import Metrics
@@ -59,9 +59,6 @@ TAIL_SECONDS = 0.02
 REPEAT_CHECK_SECONDS = 5.0
 NO_DEADLINE_SECONDS = 1e9
 CHECK_REPEAT = "/placement.internal.Coordination/CheckRepeat"
-
-
-WORKER_DIRS = "worker-*"
 
 
 def worker_log_dir(data_dir: Path, name: str | int) -> Path:
@@ -161,6 +158,7 @@ class WorkerEngine:
         self._recent: OrderedDict[str, str] = OrderedDict()
         self._recent_bytes = 0
         self._remember_bytes = remember_bytes
+        self._remember_logged(data / "events")
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)
@@ -168,6 +166,26 @@ class WorkerEngine:
     @property
     def catalog(self) -> Catalog:
         return self._catalog.get()
+
+    def _remember_logged(self, events_dir: Path) -> None:
+        """Start remembering the newest decisions already logged, by any
+        worker or topology before this one (each log's tail, within the memory
+        bound): a client that retries a Decide after a crash or restart gets the
+        decision it was given and that is learned, not a fresh draw. An id
+        logged twice is remembered as logged first (the one the coordinator joins)."""
+        newest: dict[str, tuple[float, str]] = {}
+        for directory in (events_dir, *worker_dirs(events_dir)):
+            for raw in tail_lines(directory, self._remember_bytes):
+                line = raw.decode("utf-8", errors="replace")
+                head = decision_head(line)
+                if head is not None and (head[0] not in newest or head[1] <= newest[head[0]][0]):
+                    newest[head[0]] = (head[1], line)
+        for event_id, (_, line) in sorted(newest.items(), key=lambda item: item[1][0], reverse=True):
+            if self._recent_bytes + len(line) > self._remember_bytes:
+                break
+            self._recent[event_id] = line
+            self._recent_bytes += len(line)
+        self._recent = OrderedDict(reversed(self._recent.items()))  # oldest first: evicted first
 
     def start(self) -> None:
         self._thread.start()
@@ -347,37 +365,27 @@ class Coordinator:
                              "workers on other hosts; one process serves with start_server")
         self.config, self.workers, self.listen = config, workers, listen
         self.internal_port: int | None = None
-        self.tailer = Tailer(Path(config.data_dir) / "events", WORKER_DIRS)
-        # Every worker log ever written (a previous run may have had more workers).
-        self.engine = Engine(config, decision_dirs=self.tailer.directories())
-        self.tailer.skip_existing()
-        self.engine.catch_up = self.catch_up
+        # Recovers every worker log ever written (a previous run may have had
+        # more workers, or one process) and follows them on from where it read.
+        self.engine = Engine(config)
+        self.engine.follow_workers = True
         self.engine.peer_counts = self.worker_counts
-        for directory in self.tailer.directories():  # counted from zero, as the coordinator's own counters
+        for directory in self.engine.worker_logs.directories():  # counted from zero, as the coordinator's own
             reset_counts(directory / COUNTS_FILE)
         self._stop = threading.Event()
-        self._ingest_lock = threading.Lock()
         self._procs: list[mp.Process] = []
         self.port = 0
         self.metrics: Metrics | None = None
         self.metrics_port: int | None = None
 
-    def catch_up(self) -> None:
-        """Read and ingest the workers' new decisions; one reader at a time, so
-        a caller returns only after everything logged so far is ingested."""
-        with self._ingest_lock:
-            for record, where in self.tailer.poll():
-                if record.get("kind") == "decision":
-                    self.engine.ingest(record, where)  # the line stays in the worker's log until it joins
-
     def worker_counts(self) -> list[dict[str, int]]:
         """What every worker (of this host or another) rejected itself."""
-        return [read_counts(directory / COUNTS_FILE) for directory in self.tailer.directories()]
+        return [read_counts(directory / COUNTS_FILE) for directory in self.engine.worker_logs.directories()]
 
     def _tail_loop(self) -> None:
         while not self._stop.wait(TAIL_SECONDS):
             try:
-                self.catch_up()
+                self.engine.catch_up()
             except Exception:
                 log.exception("reading worker decisions failed")
 
@@ -436,7 +444,7 @@ class Coordinator:
         for proc in self._procs:
             proc.join(timeout=30)
         self._stop.set()
-        self.catch_up()
+        self.engine.catch_up()
         self.internal.stop(5.0).wait()
         if self.metrics is not None:
             self.metrics.stop()
