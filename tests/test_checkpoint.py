@@ -8,7 +8,8 @@ import json
 
 import pytest
 
-from bandit.features import Candidate, SlotSpec, groups_from_dict
+from bandit.catalog import Collection
+from bandit.features import SlotSpec, groups_from_dict
 from server.engine import AlreadyJoined, DecideCall, Engine
 
 from conftest import make_config
@@ -20,7 +21,7 @@ WINDOW = {"join": {"window_seconds": 60.0, "tick_seconds": 0.02}}
 def _call(n: int) -> DecideCall:
     return DecideCall(f"e{n}", "", groups_from_dict({"u": {"seg": "abc"[n % 3]}}),
                       (SlotSpec("homepage"), SlotSpec("email")),
-                      tuple(Candidate(f"c{i}", groups_from_dict({"c": {"x": float(i)}})) for i in range(4)),
+                      tuple(Collection(f"c{i}", groups_from_dict({"c": {"x": float(i)}})) for i in range(4)),
                       None, False, None)
 
 

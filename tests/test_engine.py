@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 
+from bandit.catalog import Collection
 from bandit.decision import Mode
 from server.engine import DecideCall, Engine
 from server.eventlog import read_log_dir
@@ -15,7 +16,8 @@ from helpers import SEGMENTS, SLOTS, candidates, click_probability, decision_inp
 
 def _call(event_id: str, seg: str) -> DecideCall:
     inp = decision_input(seg)
-    return DecideCall(event_id, "", inp.context, inp.slots, candidates(), Mode.ONLINE, False, None)
+    collections = tuple(Collection(c.id, c.groups) for c in candidates())
+    return DecideCall(event_id, "", inp.context, inp.slots, collections, Mode.ONLINE, False, None)
 
 
 def test_decide_is_logged_before_it_returns_and_settle_learns_it(tmp_path):
