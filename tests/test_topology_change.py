@@ -24,7 +24,7 @@ from placement_process import launch, stop
 
 CONFIG = """
 [join]
-window_seconds = 8.0
+window_seconds = 15.0
 tick_seconds = 0.05
 [learner]
 publish_every_examples = 40
@@ -109,9 +109,16 @@ def test_worker_count_change_after_sigkill_loses_nothing(tmp_path, before, after
     proc, target = _start(data, config, after)
     try:
         with PlacementClient(target, timeout=10) as client:
+            answered = 0
             for eid in sorted(acked["decisions"])[::5]:  # the client retries: same id, same request
-                result = client.decide(_context(int(eid.split("-")[1])), SLOTS, event_id=eid)
+                try:
+                    result = client.decide(_context(int(eid.split("-")[1])), SLOTS, event_id=eid)
+                except grpc.RpcError as err:  # joined already (a slow restart outlived its window)
+                    assert err.code() == grpc.StatusCode.ALREADY_EXISTS, (eid, err.details())
+                    continue
                 assert [(s.slot_id, s.collection_id) for s in result.slots] == acked["decisions"][eid], eid
+                answered += 1
+            assert answered > 0, "no retry reached a pending decision"
             late = 0
             for eid in sorted(acked["decisions"]):  # rewards after the restart
                 try:
