@@ -24,6 +24,7 @@ from bandit.ope.intervals import (
     no_success_interval,
     normal_interval,
 )
+from simulator.replay.cautions import policy_warnings
 from simulator.replay.logarrays import ReplayLog
 from simulator.replay.options import ESTIMATOR_PARAMS, ESTIMATORS, INTERVALS, SLATE, EstimationConfig
 
@@ -305,6 +306,7 @@ def evaluate_policy(log: ReplayLog, dist: np.ndarray, q: np.ndarray, cfg: Estima
         entry["flags"] = _flags(name, entry["ess"], cfg)
         estimates.append(entry)
     return {"estimates": estimates, "diagnostics": diag, "weights": _histogram(weights),
+            "warnings": policy_warnings(log, dist, weights, diag, estimates, cfg.min_ess),
             "notes": [r_note] if r_note else []}
 
 
