@@ -213,9 +213,15 @@ def load_log(paths: Sequence[Path]) -> ReplayLog:
 def log_summary(log: ReplayLog) -> dict[str, Any]:
     rewards = log.reward[log.present]
     ts = [e.decision.timestamp for e in log.events]
+    if log.positional:  # rows are positions: the page is the sum of the positions' means
+        page = sum(float(log.reward[log.present[:, k], k].mean()) for k in range(log.shape[1])
+                   if log.present[:, k].any())
+    else:
+        page = float(log.reward.sum(axis=1).mean())
     return {"files": log.sources, "events": log.n, "slots": log.slot_labels, "max_candidates": log.shape[2],
             "slot_decisions": int(log.present.sum()), "mean_reward_per_slot": float(rewards.mean()),
-            "mean_page_reward": float(log.reward.sum(axis=1).mean()),
+            "mean_page_reward": page, "positional": log.positional,
+            "reward_range": [float(rewards.min()), float(rewards.max())] if rewards.size else [0.0, 0.0],
             "reward_observed_share": float(np.mean([o for e in log.events for o in e.observed])),
             "first_timestamp": min(ts), "last_timestamp": max(ts)}
 
