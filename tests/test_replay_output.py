@@ -100,3 +100,31 @@ def test_format_json_csv_markdown(log_path: Path) -> None:
     assert re.search(r"^\| policy \| estimator \| scope \| estimate \| normal \| ESS \|$", md, re.M)
     res = CliRunner().invoke(_app(), ["replay", str(log_path), "--format", "yaml"])
     assert res.exit_code == 2 and "--format 'yaml'" in res.output
+
+
+def test_the_report_opens_with_the_summary_and_has_its_plots(narrow, tmp_path: Path) -> None:
+    from simulator.replay.report import report
+
+    _, results = narrow
+    page = report(results, tmp_path / "report").read_text()
+    summary_at, estimates_at = page.index("<h2>Summary</h2>"), page.index("<h2>Estimates</h2>")
+    assert summary_at < estimates_at
+    for sentence in results["summary"]["sentences"]:
+        assert sentence.replace("'", "&#x27;") in page
+    assert "What to do next:" in page
+    warnings = [w for p in results["policies"] for w in p["warnings"]]
+    assert ("Warnings (" in page) == bool(warnings)
+    for name in ("estimates.png", "weights.png"):
+        assert (tmp_path / "report" / name).stat().st_size > 5000 and f"src='{name}'" in page
+    assert "<td>P1</td><td>" + LONG + "</td>" in page  # the plots' short label, explained
+
+
+def test_plot_axes_stay_in_the_rewards_range() -> None:
+    from simulator.replay.plots import short_labels, value_limits
+
+    results = {"log": {"reward_range": [0.0, 1.0], "slots": ["0", "1", "2"]}, "config": {"reward_max": None},
+               "policies": [{"name": LONG}, {"name": "uniform"}]}
+    lo, hi = value_limits(results, "page", [-0.002, 0.003], [0.004, 0.009])
+    assert lo == 0.0 and 0.009 < hi < 0.01  # a click rate: no negative axis
+    assert value_limits(results, "slot:0", [0.9], [1.3])[1] == 1.0
+    assert short_labels(results) == {LONG: "P1", "uniform": "uniform"}

@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from simulator.replay.output import estimate_rows, fmt, interval_text, json_text
+from simulator.replay.plots import plot_estimates, plot_weights, short_labels
 from simulator.replay.progress import Progress as Advance
 from simulator.replay.progress import ProgressSink
 
@@ -63,52 +64,6 @@ def write_json(results: dict[str, Any], path: Path) -> Path:
 # --------------------------------------------------------------------------- HTML + PNG
 
 
-def _plot_estimates(results: dict[str, Any], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    rows = [(name, e) for name, e in estimate_rows(results, ("page",))]
-    method = results["config"]["intervals"][0] if results["config"]["intervals"] else "normal"
-    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.28 * len(rows) + 1)))
-    labels = []
-    for y, (name, e) in enumerate(rows):
-        labels.append(f"{name[:40]} | {e['estimator']}")
-        if "value" not in e:
-            ax.text(0.0, y, f"refused: {e['refused']}", va="center", fontsize=7, color="red",
-                    transform=ax.get_yaxis_transform())
-            continue
-        ci = e.get("intervals", {}).get(method, {})
-        if "lower" in ci:
-            ax.errorbar(e["value"], y, xerr=[[e["value"] - ci["lower"]], [ci["upper"] - e["value"]]],
-                        fmt="o", ms=3, capsize=2, color="C0")
-        else:
-            ax.plot(e["value"], y, "o", ms=3, color="C1")
-    ax.set_yticks(range(len(rows)), labels, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"estimated page value ({method} interval, level {results['config']['level']})")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _plot_weights(results: dict[str, Any], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for i, policy in enumerate(results["policies"]):
-        hist = policy.get("weights") or {}
-        if "counts" not in hist:
-            continue
-        edges, counts = hist["log10_edges"], hist["counts"]
-        ax.stairs(counts, edges, label=f"{policy['name'][:40]} (zeros {hist['zeros']})", color=f"C{i % 10}")
-    ax.set_xlabel("log10 importance weight pi/mu (per slot)")
-    ax.set_ylabel("slot decisions")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def _plot_bars(names: Sequence[str], values: Sequence[float], lower: Sequence[float], upper: Sequence[float],
                xlabel: str, path: Path, reference: float | None = None) -> None:
     import matplotlib.pyplot as plt
@@ -132,15 +87,46 @@ def _html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+CSS = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;line-height:1.45}"
+       "table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px}"
+       "th{background:#eee}.summary{background:#f4f8ff;border-left:5px solid #3b73c4;padding:.8em 1.2em;"
+       "font-size:16px}.warn{background:#fff7e6;border-left:5px solid #e0a000;padding:.6em 1.2em}"
+       ".next{font-weight:600}img{max-width:100%}td.num{text-align:right;font-variant-numeric:tabular-nums}")
+
+
+def _summary_html(results: dict[str, Any], labels: dict[str, str]) -> str:
+    """The opening box: the plain-language summary, what to do next, the warnings."""
+    summary = results.get("summary") or {}
+    parts = ["<div class='summary'><h2>Summary</h2>"]
+    parts += [f"<p>{html.escape(s)}</p>" for s in summary.get("sentences", [])]
+    if summary.get("next"):
+        parts.append(f"<p class='next'>What to do next: {html.escape(summary['next'])}</p>")
+    parts.append("</div>")
+    warnings = [(p["name"], w) for p in results["policies"] for w in p.get("warnings", [])]
+    if warnings:
+        parts.append(f"<div class='warn'><h3>Warnings ({len(warnings)})</h3><ul>")
+        parts += [f"<li><b>{html.escape(labels.get(name, name))}</b> ({html.escape(w['scope'])}): "
+                  f"{html.escape(w['message'])}</li>" for name, w in warnings]
+        parts.append("</ul></div>")
+    return "\n".join(parts)
+
+
+def _legend_html(labels: dict[str, str]) -> str:
+    rows = [[short, name] for name, short in labels.items() if short != name]
+    return ("<p>Policy labels in the plots:</p>" + _html_table(["label", "policy"], rows)) if rows else ""
+
+
 def report(results: dict[str, Any], directory: Path) -> Path:
-    """Write ``index.html`` with PNG plots into ``directory``; returns the page."""
+    """Write ``index.html`` with PNG plots into ``directory``; returns the page.
+    It opens with the summary and warnings, then the plots, then every number."""
     import matplotlib
 
     matplotlib.use("Agg")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    _plot_estimates(results, out / "estimates.png")
-    _plot_weights(results, out / "weights.png")
+    labels = short_labels(results)
+    has_estimates = plot_estimates(results, out / "estimates.png", labels)
+    has_weights = plot_weights(results, out / "weights.png", labels)
     methods = results["config"]["intervals"]
     rows = []
     for name, e in estimate_rows(results, ("page",) + tuple(f"slot:{s}" for s in results["log"]["slots"])):
@@ -150,17 +136,27 @@ def report(results: dict[str, Any], directory: Path) -> Path:
         else:
             rows.append([name, e["estimator"], e["scope"], fmt(e["value"]),
                          *[interval_text(e, m) for m in methods], fmt(e.get("ess"), 5)])
+    log = results["log"]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>placement replay</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:3px 6px}th{background:#eee}</style></head><body>",
+        f"<style>{CSS}</style></head><body>",
         "<h1>Offline evaluation</h1>",
-        f"<p>{results['log']['events']} events from {html.escape(', '.join(results['log']['files']) or 'memory')}; "
-        f"slots {html.escape(', '.join(results['log']['slots']))}; mean page reward "
-        f"{results['log']['mean_page_reward']:.4g}; level {results['config']['level']}.</p>",
-        "<h2>Estimates</h2><img src='estimates.png' alt='estimates with intervals'>",
+        _summary_html(results, labels),
+        f"<p>{log['events']} logged decisions from {html.escape(', '.join(log['files']) or 'memory')}; "
+        f"slots {html.escape(', '.join(log['slots']))}; the logging policy's page value (the log's own mean) "
+        f"{log['mean_page_reward']:.4g}.</p>",
+        "<h2>Estimates</h2>",
+        "<p>Each dot is one estimator's estimate, its bar the interval; the dashed line is what the logging "
+        "policy earned. A policy whose bars lie right of the line is likely better than what runs today.</p>",
+        "<img src='estimates.png' alt='estimates with intervals against the logging policy'>" if has_estimates
+        else "<p>No estimate to plot (all refused).</p>",
+        _legend_html(labels),
+        "<h2>Importance weights</h2>",
+        "<p>How far each policy is from the logging policy: weights near 1 mean it chooses as the logger did; "
+        "a long right tail means a few decisions carry the estimate (see ESS).</p>",
+        "<img src='weights.png' alt='importance-weight distribution per policy'>" if has_weights else "",
+        "<h2>All estimates</h2>",
         _html_table(["policy", "estimator", "scope", "estimate", *methods, "ESS"], rows),
-        "<h2>Importance weights</h2><img src='weights.png' alt='importance-weight distribution'>",
     ]
     diag_rows = []
     for policy in results["policies"]:
