@@ -51,7 +51,7 @@ def plot_estimates(results: dict[str, Any], path: Path, labels: dict[str, str]) 
     scopes = scopes[:5]
     policies = results["policies"]
     estimators = [e for e in ESTIMATOR_ORDER if any(x["estimator"] == e for p in policies for x in p["estimates"])]
-    fig, axes = plt.subplots(1, len(scopes), figsize=(min(4.2 * len(scopes) + 1.5, 16), 0.55 * len(policies) + 2.2),
+    fig, axes = plt.subplots(1, len(scopes), figsize=(min(4.2 * len(scopes) + 1.5, 16), max(3.8, 0.6 * len(policies) + 2.4)),
                              sharey=True, squeeze=False)
     drawn = False
     lead_estimator = (results.get("summary") or {}).get("estimator")
@@ -116,6 +116,7 @@ def plot_weights(results: dict[str, Any], path: Path, labels: dict[str, str]) ->
     """One small panel per policy (its own count scale): the log10 weight histogram,
     with its ESS and largest weight in the title."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     policies = [p for p in results["policies"] if "counts" in (p.get("weights") or {})][:12]
     if not policies:
@@ -134,6 +135,9 @@ def plot_weights(results: dict[str, Any], path: Path, labels: dict[str, str]) ->
         ax.stairs(hist["counts"], [10 ** x for x in hist["log10_edges"]], fill=True, color=f"C{i % 10}",
                   alpha=0.7)
         ax.set_xscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))  # 0.1, 0.2, 0.5, 1, 2, 5, ...
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())  # a narrow range would print overlapping minor labels
         ax.set_xlim(10 ** (lo - 0.1), 10 ** (hi + 0.1))
         ax.axvline(1.0, color="black", ls=":", lw=1)
         ess = policy["diagnostics"]["page_joint"].get("effective_sample_size")

@@ -135,7 +135,8 @@ def report(results: dict[str, Any], directory: Path) -> Path:
                          *[""] * len(methods), ""])
         else:
             rows.append([name, e["estimator"], e["scope"], fmt(e["value"]),
-                         *[interval_text(e, m) for m in methods], fmt(e.get("ess"), 5)])
+                         *[interval_text(e, m).replace(", ", ",\u00a0") for m in methods],  # one line each
+                         fmt(e.get("ess"), 5)])
     log = results["log"]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>placement replay</title>",
