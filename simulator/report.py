@@ -20,9 +20,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
 
 from simulator.experiments import GridResult  # noqa: E402
+from simulator.tables import Column, fitted  # noqa: E402
 
 
 def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
@@ -38,26 +38,26 @@ def aggregate(summary: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index().sort_values(["scenario", "expected_reward"], ascending=[True, False])
 
 
-def results_table(summary: pd.DataFrame) -> Table:
+def results_cells(summary: pd.DataFrame) -> tuple[list[Column], list[list[str]]]:
+    """The results table's columns and cells (mean over seeds)."""
     agg = aggregate(summary)
     ctr_cols = [c for c in agg.columns if c.startswith("ctr_")]
-    table = Table(title="Simulation results (mean over seeds)")
-    for name, justify in [("scenario", "left"), ("policy", "left"), ("seeds", "right"), ("reward", "right"),
-                          ("expected", "right"), ("regret vs oracle", "right")]:
-        table.add_column(name, justify=justify)
-    for c in ctr_cols:
-        table.add_column(f"CTR {c[4:]}", justify="right")
-    for _, row in agg.iterrows():
-        table.add_row(str(row["scenario"]), str(row["policy"]), str(row["seeds"]),
-                      f"{row['reward']:.1f} ± {row['reward_sd']:.1f}", f"{row['expected_reward']:.1f}",
-                      f"{row['regret']:.1f} ({row['regret_pct']:.0f}%)",
-                      *[f"{row[c]:.3f}" if pd.notna(row[c]) else "-" for c in ctr_cols])
-    return table
+    columns = [Column("scenario", key=True, abbreviation="S"), Column("policy", key=True, abbreviation="P"),
+               Column("seeds", "right"), Column("reward", "right"), Column("expected", "right"),
+               Column("regret vs oracle", "right"), *[Column(f"CTR {c[4:]}", "right") for c in ctr_cols]]
+    rows = [[str(row["scenario"]), str(row["policy"]), str(row["seeds"]),
+             f"{row['reward']:.1f} ± {row['reward_sd']:.1f}", f"{row['expected_reward']:.1f}",
+             f"{row['regret']:.1f} ({row['regret_pct']:.0f}%)",
+             *[f"{row[c]:.3f}" if pd.notna(row[c]) else "-" for c in ctr_cols]] for _, row in agg.iterrows()]
+    return columns, rows
 
 
 def print_results(summary: pd.DataFrame, console: Console | None = None) -> None:
-    """Print the results table: cumulative reward, regret vs oracle, per-slot CTR."""
-    (console or Console()).print(results_table(summary))
+    """Print the results table (cumulative reward, regret vs oracle, per-slot CTR),
+    split or abbreviated to the console's width, never cut."""
+    console = console or Console()
+    for part in fitted("Simulation results (mean over seeds)", *results_cells(summary), console.width):
+        console.print(part, soft_wrap=True)
 
 
 def curves(records: pd.DataFrame) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from typer.testing import CliRunner
 from bandit.logformat.events import read_joined
 from simulator.commands.simulate import simulate
 from simulator.experiments import comparable, run_grid
-from simulator.report import print_results, write_report
+from simulator.report import print_results, results_cells, write_report
 from simulator.runner import contexts, run, true_value
 from simulator.world import ScenarioError, World, builtin_scenarios, load_scenario, scenario_from_dict
 
@@ -194,6 +194,20 @@ def test_builtin_scenarios_load_and_unknown_keys_are_errors(tmp_path):
 
 
 # --- report and command line ------------------------------------------------------------
+
+def test_results_table_at_80_columns_keeps_every_name_and_number(grid):
+    """Was: 'seaso…', 'expec…' -- rich truncated the cells to fit 80 columns."""
+    result = grid[0]
+    buffer = io.StringIO()
+    print_results(result.summary, Console(file=buffer, width=80))
+    out = buffer.getvalue()
+    assert "…" not in out and max(len(line) for line in out.splitlines()) <= 80
+    columns, rows = results_cells(result.summary)
+    assert "expected" in out and "regret vs oracle" in out
+    for row in rows:
+        for cell in row:
+            assert cell in out, cell
+
 
 def test_report_writes_html_and_plots(grid, tmp_path):
     result = grid[0]

@@ -31,7 +31,14 @@ Conventions (also shown by ``placement import --help``):
 * **Candidates.** The candidate-set column (``"a|b|c"``) lists what a row could
   have shown; rows of one decision with different sets give per-slot include
   lists. Without the column every decision offers every collection seen in
-  the action column of the file (sorted).
+  the action column of the file (sorted), except a single-choice decision
+  (one row) with a slot/position column: it offers the collections seen at
+  its position anywhere in the file (sorted), so each position keeps its own
+  candidate set and "uniform" means uniform over that position's candidates.
+* **Positions.** Single-choice rows with a slot/position column (and no event
+  column, or one row per event) stay one decision each, at their slot; the
+  replay values each position on its own rows and the page as the sum of the
+  position values.
 * **Features.** Each context column becomes a feature in a named group (VW
   namespace ``C.<group>``). A column is numeric when all its non-empty values
   are numbers, else categorical, unless ``:num``/``:cat`` says otherwise. An
@@ -455,12 +462,14 @@ class _Scan:
     actions: set[str] = field(default_factory=set)
     event_rows: dict[str, int] = field(default_factory=dict)
     numeric: dict[str, bool] = field(default_factory=dict)
+    slot_actions: dict[str, set[str]] = field(default_factory=dict)  # per slot/position: actions seen there
 
 
 def _scan(path: Path, mapping: ColumnMap, chunk_rows: int, progress: Progress | None) -> _Scan:
     """Collection set, rows per event and the kind of each auto context column."""
     auto = [c.column for c in mapping.context if c.kind == "auto"]
-    columns = list(dict.fromkeys([mapping.action, *([mapping.event] if mapping.event else []), *auto]))
+    columns = list(dict.fromkeys([mapping.action, *([mapping.event] if mapping.event else []),
+                                  *([mapping.slot] if mapping.slot else []), *auto]))
     scan = _Scan(numeric={c: True for c in auto})
     seen_value: set[str] = set()
     for row in iter_rows(path, columns, chunk_rows):
@@ -468,6 +477,9 @@ def _scan(path: Path, mapping: ColumnMap, chunk_rows: int, progress: Progress | 
         action = _as_id(row[mapping.action])
         if action is not None and _valid_name(action):
             scan.actions.add(action)
+            slot = _as_id(row[mapping.slot]) if mapping.slot else None
+            if slot is not None:
+                scan.slot_actions.setdefault(slot, set()).add(action)
         if mapping.event:
             event = _as_id(row[mapping.event])
             if event is not None:
@@ -568,6 +580,7 @@ class _Converter:
         self.all_ids = tuple(sorted(scan.actions))
         self.all_index = {cid: i for i, cid in enumerate(self.all_ids)}
         self.all_candidates = tuple(catalog.get(cid) or Candidate(cid) for cid in self.all_ids)
+        self.slot_ids = {slot: tuple(sorted(ids)) for slot, ids in scan.slot_actions.items()}
         self.pending: dict[str, list[_Row]] = {}
 
     def feed(self, number: int, raw: Mapping[str, Any]) -> Iterator[list[_Row]]:
@@ -657,10 +670,15 @@ class _Converter:
         return JoinedEvent(event, tuple(r.reward for r in rows), (True,) * n, tuple((r.reward,) for r in rows)), []
 
     def _candidates(self, rows: Sequence[_Row]) -> tuple[tuple[str, ...], dict[str, int], tuple[Candidate, ...]]:
-        """Ids, id -> index, and candidates: the file-wide set, or the rows' union."""
-        if not self.m.candidates:
+        """Ids, id -> index, and candidates: the rows' union of their candidate
+        column; a single row at a position: the collections seen there; else
+        the file-wide set."""
+        if self.m.candidates:
+            ids = tuple(dict.fromkeys(c for r in rows for c in r.candidates or ()))
+        elif self.m.slot and len(rows) == 1 and rows[0].action in self.slot_ids.get(rows[0].slot, ()):
+            ids = self.slot_ids[rows[0].slot]
+        else:
             return self.all_ids, self.all_index, self.all_candidates
-        ids = tuple(dict.fromkeys(c for r in rows for c in r.candidates or ()))
         return ids, {c: i for i, c in enumerate(ids)}, tuple(self.catalog.get(c) or Candidate(c) for c in ids)
 
 

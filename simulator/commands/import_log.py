@@ -35,19 +35,27 @@ def import_log(
                                                      "Bare columns go to group 'context'; numeric columns are "
                                                      "numeric features, others categorical."),
     slot: Optional[str] = typer.Option(None, help="Slot/position column: rows with one event id and different "
-                                                  "slots form one multi-slot decision. Without it every row is "
-                                                  "a single-slot decision."),
+                                                  "slots form one multi-slot decision. Single-choice rows (no "
+                                                  "event column) stay one decision each at their position: "
+                                                  "replay values each position on its own rows, with the "
+                                                  "collections seen at that position as its candidates (so "
+                                                  "'uniform' is uniform over them), and the page as the sum "
+                                                  "of the positions. Without it every row is a single-slot "
+                                                  "decision."),
     slot_id: Optional[str] = typer.Option(None, help="Slot id for single-slot decisions (default: slot_0)."),
     event: Optional[str] = typer.Option(None, help="Event id column (default: 'row-<N>' from the row number)."),
     timestamp: Optional[str] = typer.Option(None, help="Timestamp column: ISO-8601 (naive = UTC) or epoch "
                                                        "seconds (default: epoch 0)."),
     candidates: Optional[str] = typer.Option(None, help="Column listing the collections available, e.g. "
-                                                        "'a|b|c' (default: every action seen in the file)."),
+                                                        "'a|b|c' (default: every action seen in the file; for "
+                                                        "single-choice rows with --slot, every action seen at "
+                                                        "that position)."),
     separator: Optional[str] = typer.Option(None, help="Separator in candidate and distribution cells "
                                                        "(default: '|')."),
     distribution: Optional[str] = typer.Option(None, help="Column with the full logged distribution, "
-                                                          "'a:0.7|b:0.2|c:0.1'. Without it the other candidates "
-                                                          "share 1 - propensity uniformly."),
+                                                          "'a:0.7|b:0.2|c:0.1'. Without it only the chosen "
+                                                          "collection's propensity is known (marked chosen-only; "
+                                                          "nothing is invented for the others)."),
     reward_is_cost: bool = typer.Option(False, "--reward-is-cost", help="The reward column is a cost "
                                                                         "(lower is better): negate it."),
     collection_features: Optional[Path] = typer.Option(None, help="CSV/Parquet with one row per collection; "

@@ -88,6 +88,11 @@ def replay(
                                                                        "this directory."),
     slots: bool = typer.Option(False, "--slots", help="Also show per-slot estimates in the terminal table."),
     seed: int = typer.Option(0, help="Seed of the reward-model folds and the bootstrap."),
+    output_format: str = typer.Option("table", "--format", "-f",
+                                      help="How results go to stdout: table (fitted to the terminal width, "
+                                           "no number or policy name cut), json (the --json-out document), "
+                                           "csv (one row per estimate) or markdown (summary, estimates, "
+                                           "warnings)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars and no table."),
 ) -> None:
     """Evaluate target policies on logged traffic: DM, IPS, SNIPS, DR, SNDR, Switch-DR and
@@ -95,7 +100,11 @@ def replay(
     Refusals (e.g. zero or missing propensities) are shown as such. Exit 2 on bad input."""
     from bandit.logformat.events import LogFormatError
     from simulator.replay.pipeline import run_replay
-    from simulator.replay.report import RichProgress, print_results, report as write_report, write_json
+    from simulator.replay.output import FORMATS, print_results, render
+    from simulator.replay.report import RichProgress, report as write_report, write_json
+
+    if output_format not in FORMATS:
+        _fail(f"--format '{output_format}': expected one of {', '.join(FORMATS)}")
 
     if ray or ray_address:
         try:
@@ -115,7 +124,9 @@ def replay(
     except (LogFormatError, TargetError, SettingsError, ValueError, OSError) as exc:
         _fail(str(exc))
         return
-    if not quiet:
+    if output_format != "table":
+        typer.echo(render(results, output_format, slots), nl=False)
+    elif not quiet:
         print_results(results, Console(), slots=slots)
     if json_out:
         typer.echo(f"results: {write_json(results, json_out)}", err=True)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from bandit.ope.slate import SLATE_ESTIMATORS
-from bandit.ope.estimate import EstimationRefused, Estimate, RefusalReason
+from bandit.ope.estimate import EstimationRefused, Estimate, RefusalReason, make_estimate
 from bandit.ope.estimators import OffPolicyEstimator, importance_weights, make_estimator
 from bandit.ope.diagnostics import diagnose
 from bandit.ope.page import page_estimate, per_slot_estimate
@@ -24,6 +24,7 @@ from bandit.ope.intervals import (
     no_success_interval,
     normal_interval,
 )
+from simulator.replay.cautions import policy_warnings
 from simulator.replay.logarrays import ReplayLog
 from simulator.replay.options import ESTIMATOR_PARAMS, ESTIMATORS, INTERVALS, SLATE, EstimationConfig
 
@@ -73,19 +74,55 @@ def _ess(w: np.ndarray) -> float:
 
 
 class _Scope:
-    """Arrays of one scope: a slot (present rows only) or the page (all slots)."""
+    """Arrays of one scope: a slot (present rows only) or the page (all slots).
+
+    On a positional log (each row one position) the page is the sum of the
+    position values, each on its own rows (:func:`sum_of_slots`); otherwise
+    the per-decision sum over slots (padded slots add nothing)."""
 
     def __init__(self, log: ReplayLog, dist: np.ndarray, q: np.ndarray, k: int | None):
         rows = np.flatnonzero(log.present[:, k]) if k is not None else slice(None)
         pick = (lambda a: a[rows, k]) if k is not None else (lambda a: a)
         self.k = k
+        self.slots = [_Scope(log, dist, q, j) for j in range(log.shape[1])] if k is None and log.positional else []
+        self.rows = [np.flatnonzero(log.present[:, j]) for j in range(log.shape[1])] if self.slots else []
+        self.n = log.n
         self.arrays = dict(reward=pick(log.reward), action=pick(log.action), pscore=pick(log.pscore),
                            action_dist=pick(dist), action_mask=pick(log.mask), estimated_rewards=pick(q))
 
     def estimate(self, estimator: OffPolicyEstimator) -> Estimate:
         if self.k is not None:
             return estimator.estimate(**self.arrays)
+        if self.slots:
+            return sum_of_slots([s.estimate(estimator) for s in self.slots], self.rows, self.n)
         return page_estimate(per_slot_estimate(estimator, **self.arrays))
+
+
+def sum_of_slots(parts: list[Estimate], rows: list[np.ndarray], n: int) -> Estimate:
+    """One estimate over all n rows whose value is the sum of the slot
+    estimates, each computed on its own rows (disjoint). Base terms are scaled
+    by n / n_k on their rows (their mean over n is the slot's mean); ratio
+    terms keep their rows and are zero elsewhere (the ratio is unchanged), so
+    the linearised variance is ~ sum_k var_k / n_k and the bootstrap still
+    recomputes each ratio."""
+    base = np.zeros(n)
+    nums, dens = [], []
+    for est, r in zip(parts, rows):
+        if r.size == 0:
+            continue
+        base[r] += est.base * (n / r.size)
+        for m in range(est.num.shape[0]):
+            num, den = np.zeros(n), np.zeros(n)
+            num[r], den[r] = est.num[m], est.den[m]
+            nums.append(num)
+            dens.append(den)
+    weights = np.ones(n)
+    for est, r in zip(parts, rows):
+        if est.weights is not None and r.size:
+            weights[r] = est.weights
+    stack = (lambda a: np.array(a) if a else np.zeros((0, n)))
+    return make_estimate(f"page-{parts[0].name}", base, stack(nums), stack(dens),
+                         weights if any(e.weights is not None for e in parts) else None)
 
 
 DM_CAVEAT = ("sampling variance of the contexts only: the reward model's fitting error and bias are not in it, "
@@ -238,7 +275,8 @@ def evaluate_policy(log: ReplayLog, dist: np.ndarray, q: np.ndarray, cfg: Estima
             except (EstimationRefused, ValueError) as exc:
                 estimates.append({**entry, **refusal(exc)})
                 continue
-            bound, cap = _bernstein_bound(est, name, weights, k, r_max, log.shape[1])
+            bound, cap = _bernstein_bound(est, name, weights, k, r_max, log.shape[1],
+                                          _slot_sizes(log) if log.positional else None)
             entry.update(_numbers(est))
             entry["ess"] = _scope_ess(diag, scope_name)
             n_eff = float(est.n) if name == "dm" else entry["ess"]
@@ -251,6 +289,11 @@ def evaluate_policy(log: ReplayLog, dist: np.ndarray, q: np.ndarray, cfg: Estima
             estimates.append(entry)
     for name in cfg.slate:
         entry = {"estimator": name, "scope": "page"}
+        if log.positional:
+            estimates.append({**entry, "refused": "not_a_slate",
+                              "detail": "every row fills one position: there are no logged slates to weight; "
+                                        "the page value is the sum of the position values"})
+            continue
         try:
             est = slate_estimate(log, dist, name)
         except (EstimationRefused, ValueError) as exc:
@@ -263,6 +306,7 @@ def evaluate_policy(log: ReplayLog, dist: np.ndarray, q: np.ndarray, cfg: Estima
         entry["flags"] = _flags(name, entry["ess"], cfg)
         estimates.append(entry)
     return {"estimates": estimates, "diagnostics": diag, "weights": _histogram(weights),
+            "warnings": policy_warnings(log, dist, weights, diag, estimates, cfg.min_ess),
             "notes": [r_note] if r_note else []}
 
 
@@ -318,16 +362,27 @@ def _reward_bound(log: ReplayLog, cfg: EstimationConfig) -> tuple[float | None, 
     return top, f"Bernstein interval uses the observed maximum reward {top:g} as r_max (heuristic)"
 
 
+def _slot_sizes(log: ReplayLog) -> dict[int, float]:
+    """n / n_k per slot: how a positional page scales each slot's terms."""
+    counts = log.present.sum(axis=0)
+    return {k: log.n / float(c) for k, c in enumerate(counts) if c}
+
+
 def _bernstein_bound(est: Estimate, name: str, weights: dict[int, np.ndarray], k: int | None,
-                     r_max: float | None, k_max: int) -> tuple[float | None, float | None]:
+                     r_max: float | None, k_max: int,
+                     scale: dict[int, float] | None = None) -> tuple[float | None, float | None]:
     """(contribution bound, value cap) for IPS: slot -> (max w * r_max, r_max);
-    page -> (sum of slot max weights * r_max, K r_max)."""
+    page -> (sum of slot max weights * r_max, K r_max); a positional page
+    (``scale`` = n / n_k) -> (max of scaled slot max weights * r_max, K r_max)."""
     if r_max is None or name.lower() not in ("ips", "ipw"):
         return None, None
     if k is not None:
         return (float(weights[k].max()) * r_max if k in weights else None), r_max
     if len(weights) < k_max:
         return None, None
+    if scale is not None:
+        top = max(float(w.max()) * scale.get(j, 1.0) for j, w in weights.items() if w.size)
+        return top * r_max, k_max * r_max
     return sum(float(w.max()) for w in weights.values()) * r_max, k_max * r_max
 
 

@@ -28,6 +28,7 @@ from simulator.replay.progress import ProgressSink
 from simulator.replay.progressive import ProgressiveTask, run_targets
 from simulator.replay.reward_model import fit_reward_model
 from simulator.replay.search import search_settings
+from simulator.replay.summary import summarize
 from simulator.replay.targets import ExternalProbabilities, TargetSpec, parse_policy
 from simulator.specs import TargetError
 
@@ -90,6 +91,7 @@ def _run_replay(paths: Sequence[Path] | ReplayLog, options: ReplayOptions,
         "reward_model": fit.quality,
         "policies": policies,
     }
+    results["summary"] = summarize(results)
     if options.search:
         results["search"] = search_settings(log, q, options, sink)
     if options.importance:

@@ -31,9 +31,9 @@ def target_distributions(log: ReplayLog, target: Target, events: Sequence[Joined
     dist = np.zeros((n, k_max, a_max))
     dist[:, :, 0] = 1.0  # padded slots: one-hot where the log is padded
     for i, joined in enumerate(events):
-        for k, allowed in enumerate(log.allowed[i]):
-            where = f"{target.name}: event {joined.decision.event_id} slot {joined.decision.choices[k].slot_id}"
-            dist[i, k] = as_row(target.distribution(joined, k, allowed), allowed, a_max, where)
+        for j, allowed in enumerate(log.allowed[i]):  # j: the event's own choice order
+            where = f"{target.name}: event {joined.decision.event_id} slot {joined.decision.choices[j].slot_id}"
+            dist[i, log.column[i][j]] = as_row(target.distribution(joined, j, allowed), allowed, a_max, where)
         target.learn(joined)
         if progress and (i + 1) % 100 == 0:
             progress(100)

@@ -1,5 +1,6 @@
-"""Outputs of ``placement replay``: a terminal table, the JSON results file,
-an HTML report with PNG plots, and rich progress bars.
+"""Outputs of ``placement replay`` besides the terminal (that is
+:mod:`simulator.replay.output`): the JSON results file, the HTML report with
+PNG plots, and rich progress bars.
 
 Everything reads the JSON-ready results dict of :func:`simulator.replay.run_replay`
 (so a report can be rebuilt from a saved JSON file). Refusals are shown as
@@ -9,15 +10,15 @@ Everything reads the JSON-ready results dict of :func:`simulator.replay.run_repl
 from __future__ import annotations
 
 import html
-import json
 import math
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-from rich.table import Table
 
+from simulator.replay.output import estimate_rows, fmt, interval_text, json_text
+from simulator.replay.plots import plot_estimates, plot_weights, short_labels
 from simulator.replay.progress import Progress as Advance
 from simulator.replay.progress import ProgressSink
 
@@ -53,201 +54,14 @@ class _RichTask:
 # --------------------------------------------------------------------------- JSON
 
 
-def _clean(obj: Any) -> Any:
-    """NaN/inf become null: the file stays strict JSON."""
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _clean(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_clean(v) for v in obj]
-    return obj
-
-
 def write_json(results: dict[str, Any], path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_clean(results), indent=2, allow_nan=False), encoding="utf-8")
+    path.write_text(json_text(results), encoding="utf-8")
     return path
 
 
-# --------------------------------------------------------------------------- terminal
-
-
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    return f"{value:.{digits}g}" if isinstance(value, float) else str(value)
-
-
-def _interval_text(entry: dict[str, Any], method: str) -> str:
-    ci = entry.get("intervals", {}).get(method)
-    if ci is None:
-        return ""
-    if "lower" not in ci:
-        return "n/a"
-    mark = "*" if ci.get("nominal") is False else ""  # DM: sampling only, see the footnote
-    return f"[{_fmt(ci['lower'])}, {_fmt(ci['upper'])}]{mark}"
-
-
-def _estimate_rows(results: dict[str, Any], scopes: Sequence[str]) -> Iterator[tuple[str, dict[str, Any]]]:
-    for policy in results["policies"]:
-        for entry in policy["estimates"]:
-            if entry["scope"] in scopes:
-                yield policy["name"], entry
-
-
-def estimates_table(results: dict[str, Any], scopes: Sequence[str] = ("page",)) -> Table:
-    level = results["config"]["level"]
-    methods = results["config"]["intervals"]
-    table = Table(title=f"Policy value ({', '.join(scopes)}), {level:.0%} intervals", show_lines=False)
-    table.add_column("policy", overflow="fold", ratio=3)
-    for col in ("estimator", "scope"):
-        table.add_column(col, no_wrap=True)
-    for col in ("estimate", *methods, "ESS"):
-        table.add_column(col, justify="right", no_wrap=True)
-    last = None
-    for name, entry in _estimate_rows(results, scopes):
-        shown = name if name != last else ""
-        last = name
-        if "refused" in entry:
-            table.add_row(shown, entry["estimator"], entry["scope"],
-                          f"[red]refused: {entry['refused']}[/red]", *[""] * len(methods), "")
-            continue
-        table.add_row(shown, entry["estimator"], entry["scope"], _fmt(entry["value"]),
-                      *[_interval_text(entry, m) for m in methods], _fmt(entry.get("ess"), 5))
-    return table
-
-
-def diagnostics_table(results: dict[str, Any]) -> Table:
-    table = Table(title="Weight diagnostics (w = pi/mu per slot; joint = product over slots)")
-    for col in ("policy", "slot", "n", "ESS", "max w", "mean w", "support deficiency"):
-        table.add_column(col)
-    for policy in results["policies"]:
-        diag = policy["diagnostics"]
-        rows = [(f"slot {k}", d) for k, d in diag["slots"].items()] + [("page (joint)", diag["page_joint"])]
-        for i, (label, d) in enumerate(rows):
-            name = policy["name"] if i == 0 else ""
-            if "refused" in d:
-                table.add_row(name, label, "", f"[red]refused: {d['refused']}[/red]", "", "", "")
-                continue
-            table.add_row(name, label, _fmt(d.get("n")), _fmt(d.get("effective_sample_size"), 5),
-                          _fmt(d.get("max_weight")), _fmt(d.get("mean_weight")),
-                          _fmt(d.get("support_deficiency")) if "support_deficiency" in d else "")
-    return table
-
-
-def search_table(search: dict[str, Any], top: int = 15) -> Table:
-    table = Table(title=f"Search: page value by {search['estimator']}, ranked by the "
-                        f"{search['level']:.0%} lower bound")
-    table.add_column("rank")
-    table.add_column("setting", overflow="fold")
-    for col in ("estimate", "lower", "upper"):
-        table.add_column(col, justify="right", no_wrap=True)
-    current = search["current"]["name"]
-    for i, entry in enumerate(search["ranked"][:top], start=1):
-        name = entry["name"] + ("  (current)" if entry["name"] == current else "")
-        if "refused" in entry:
-            table.add_row(str(i), name, f"refused: {entry['refused']}", "", "")
-        else:
-            table.add_row(str(i), name, _fmt(entry["value"]), _fmt(entry["lower"]), _fmt(entry["upper"]))
-    return table
-
-
-def importance_table(imp: dict[str, Any]) -> Table:
-    table = Table(title=f"Feature-group importance of {imp['policy']} ({imp['method']}; {imp['estimator']})")
-    for col in ("group", "value without", "drop", f"{imp['level']:.0%} interval", "matters"):
-        table.add_column(col)
-    for e in imp["groups"]:
-        if "refused" in e:
-            table.add_row(e["group"], f"refused: {e['refused']}", "", "", "")
-        else:
-            table.add_row(e["group"], _fmt(e["value_without"]), _fmt(e["drop"]),
-                          f"[{_fmt(e['lower'])}, {_fmt(e['upper'])}]", "yes" if e["significant"] else "no")
-    return table
-
-
-def print_results(results: dict[str, Any], console: Console | None = None, slots: bool = False) -> None:
-    console = console or Console()
-    log = results["log"]
-    console.print(f"[bold]{log['events']}[/bold] events, slots {', '.join(log['slots'])}, "
-                  f"mean page reward {log['mean_page_reward']:.4g}")
-    console.print(estimates_table(results, ("page",) + tuple(
-        f"slot:{s}" for s in log["slots"] if slots and len(log["slots"]) > 1)))
-    console.print(diagnostics_table(results))
-    if any(ci.get("nominal") is False for _, e in _estimate_rows(results, ("page",))
-           for ci in e.get("intervals", {}).values()):
-        console.print("[dim]* DM: the interval is the contexts' sampling variance only; the reward model's "
-                      "fitting error and bias are not in it, so it is not a confidence interval[/dim]")
-    for policy in results["policies"]:
-        for note in policy.get("notes", []):
-            console.print(f"[dim]{policy['name']}: {note}[/dim]")
-        flagged = [e for e in policy["estimates"] if any(f.startswith("low_ess") for f in e.get("flags", []))]
-        if flagged:
-            names = ", ".join(dict.fromkeys(e["estimator"] for e in flagged))
-            scopes = ", ".join(dict.fromkeys(e["scope"] for e in flagged))
-            console.print(f"{policy['name']}: low effective sample size (ESS < {results['config']['min_ess']:g}) "
-                          f"for {names} ({scopes})", style="yellow", markup=False, emoji=False)
-    quality = results.get("reward_model")
-    if quality:
-        console.print(f"reward model (DM, DR family): held-out MSE {quality['heldout_mse']:.4g} vs "
-                      f"{quality['constant_mse']:.4g} for a constant", style="dim", markup=False)
-    if "search" in results:
-        console.print(search_table(results["search"]))
-        rec = results["search"]["recommendation"]
-        verdict = f"[green]change to {rec['to']}[/green]" if rec["change"] else "[yellow]keep the current setting[/yellow]"
-        console.print(f"Recommendation: {verdict} -- {rec['reason']}")
-    if "importance" in results:
-        console.print(importance_table(results["importance"]))
-
-
 # --------------------------------------------------------------------------- HTML + PNG
-
-
-def _plot_estimates(results: dict[str, Any], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    rows = [(name, e) for name, e in _estimate_rows(results, ("page",))]
-    method = results["config"]["intervals"][0] if results["config"]["intervals"] else "normal"
-    fig, ax = plt.subplots(figsize=(8, max(2.5, 0.28 * len(rows) + 1)))
-    labels = []
-    for y, (name, e) in enumerate(rows):
-        labels.append(f"{name[:40]} | {e['estimator']}")
-        if "value" not in e:
-            ax.text(0.0, y, f"refused: {e['refused']}", va="center", fontsize=7, color="red",
-                    transform=ax.get_yaxis_transform())
-            continue
-        ci = e.get("intervals", {}).get(method, {})
-        if "lower" in ci:
-            ax.errorbar(e["value"], y, xerr=[[e["value"] - ci["lower"]], [ci["upper"] - e["value"]]],
-                        fmt="o", ms=3, capsize=2, color="C0")
-        else:
-            ax.plot(e["value"], y, "o", ms=3, color="C1")
-    ax.set_yticks(range(len(rows)), labels, fontsize=7)
-    ax.invert_yaxis()
-    ax.set_xlabel(f"estimated page value ({method} interval, level {results['config']['level']})")
-    ax.grid(axis="x", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _plot_weights(results: dict[str, Any], path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for i, policy in enumerate(results["policies"]):
-        hist = policy.get("weights") or {}
-        if "counts" not in hist:
-            continue
-        edges, counts = hist["log10_edges"], hist["counts"]
-        ax.stairs(counts, edges, label=f"{policy['name'][:40]} (zeros {hist['zeros']})", color=f"C{i % 10}")
-    ax.set_xlabel("log10 importance weight pi/mu (per slot)")
-    ax.set_ylabel("slot decisions")
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def _plot_bars(names: Sequence[str], values: Sequence[float], lower: Sequence[float], upper: Sequence[float],
@@ -273,35 +87,77 @@ def _html_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+CSS = ("body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;line-height:1.45}"
+       "table{border-collapse:collapse;font-size:13px;margin:.5em 0}td,th{border:1px solid #ccc;padding:3px 8px}"
+       "th{background:#eee}.summary{background:#f4f8ff;border-left:5px solid #3b73c4;padding:.8em 1.2em;"
+       "font-size:16px}.warn{background:#fff7e6;border-left:5px solid #e0a000;padding:.6em 1.2em}"
+       ".next{font-weight:600}img{max-width:100%}td.num{text-align:right;font-variant-numeric:tabular-nums}")
+
+
+def _summary_html(results: dict[str, Any], labels: dict[str, str]) -> str:
+    """The opening box: the plain-language summary, what to do next, the warnings."""
+    summary = results.get("summary") or {}
+    parts = ["<div class='summary'><h2>Summary</h2>"]
+    parts += [f"<p>{html.escape(s)}</p>" for s in summary.get("sentences", [])]
+    if summary.get("next"):
+        parts.append(f"<p class='next'>What to do next: {html.escape(summary['next'])}</p>")
+    parts.append("</div>")
+    warnings = [(p["name"], w) for p in results["policies"] for w in p.get("warnings", [])]
+    if warnings:
+        parts.append(f"<div class='warn'><h3>Warnings ({len(warnings)})</h3><ul>")
+        parts += [f"<li><b>{html.escape(labels.get(name, name))}</b> ({html.escape(w['scope'])}): "
+                  f"{html.escape(w['message'])}</li>" for name, w in warnings]
+        parts.append("</ul></div>")
+    return "\n".join(parts)
+
+
+def _legend_html(labels: dict[str, str]) -> str:
+    rows = [[short, name] for name, short in labels.items() if short != name]
+    return ("<p>Policy labels in the plots:</p>" + _html_table(["label", "policy"], rows)) if rows else ""
+
+
 def report(results: dict[str, Any], directory: Path) -> Path:
-    """Write ``index.html`` with PNG plots into ``directory``; returns the page."""
+    """Write ``index.html`` with PNG plots into ``directory``; returns the page.
+    It opens with the summary and warnings, then the plots, then every number."""
     import matplotlib
 
     matplotlib.use("Agg")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    _plot_estimates(results, out / "estimates.png")
-    _plot_weights(results, out / "weights.png")
+    labels = short_labels(results)
+    has_estimates = plot_estimates(results, out / "estimates.png", labels)
+    has_weights = plot_weights(results, out / "weights.png", labels)
     methods = results["config"]["intervals"]
     rows = []
-    for name, e in _estimate_rows(results, ("page",) + tuple(f"slot:{s}" for s in results["log"]["slots"])):
+    for name, e in estimate_rows(results, ("page",) + tuple(f"slot:{s}" for s in results["log"]["slots"])):
         if "refused" in e:
             rows.append([name, e["estimator"], e["scope"], f"refused: {e['refused']} ({e.get('detail', '')})",
                          *[""] * len(methods), ""])
         else:
-            rows.append([name, e["estimator"], e["scope"], _fmt(e["value"]),
-                         *[_interval_text(e, m) for m in methods], _fmt(e.get("ess"), 5)])
+            rows.append([name, e["estimator"], e["scope"], fmt(e["value"]),
+                         *[interval_text(e, m).replace(", ", ",\u00a0") for m in methods],  # one line each
+                         fmt(e.get("ess"), 5)])
+    log = results["log"]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>placement replay</title>",
-        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:3px 6px}th{background:#eee}</style></head><body>",
+        f"<style>{CSS}</style></head><body>",
         "<h1>Offline evaluation</h1>",
-        f"<p>{results['log']['events']} events from {html.escape(', '.join(results['log']['files']) or 'memory')}; "
-        f"slots {html.escape(', '.join(results['log']['slots']))}; mean page reward "
-        f"{results['log']['mean_page_reward']:.4g}; level {results['config']['level']}.</p>",
-        "<h2>Estimates</h2><img src='estimates.png' alt='estimates with intervals'>",
+        _summary_html(results, labels),
+        f"<p>{log['events']} logged decisions from {html.escape(', '.join(log['files']) or 'memory')}; "
+        f"slots {html.escape(', '.join(log['slots']))}; the logging policy's page value (the log's own mean) "
+        f"{log['mean_page_reward']:.4g}.</p>",
+        "<h2>Estimates</h2>",
+        "<p>Each dot is one estimator's estimate, its bar the interval; the dashed line is what the logging "
+        "policy earned. A policy whose bars lie right of the line is likely better than what runs today.</p>",
+        "<img src='estimates.png' alt='estimates with intervals against the logging policy'>" if has_estimates
+        else "<p>No estimate to plot (all refused).</p>",
+        _legend_html(labels),
+        "<h2>Importance weights</h2>",
+        "<p>How far each policy is from the logging policy: weights near 1 mean it chooses as the logger did; "
+        "a long right tail means a few decisions carry the estimate (see ESS).</p>",
+        "<img src='weights.png' alt='importance-weight distribution per policy'>" if has_weights else "",
+        "<h2>All estimates</h2>",
         _html_table(["policy", "estimator", "scope", "estimate", *methods, "ESS"], rows),
-        "<h2>Importance weights</h2><img src='weights.png' alt='importance-weight distribution'>",
     ]
     diag_rows = []
     for policy in results["policies"]:
@@ -309,9 +165,9 @@ def report(results: dict[str, Any], directory: Path) -> Path:
             if "refused" in d:
                 diag_rows.append([policy["name"], label, f"refused: {d['refused']} ({d.get('detail', '')})", "", "", ""])
             else:
-                diag_rows.append([policy["name"], label, _fmt(d.get("effective_sample_size"), 5),
-                                  _fmt(d.get("max_weight")), _fmt(d.get("mean_weight")),
-                                  _fmt(d.get("support_deficiency"))])
+                diag_rows.append([policy["name"], label, fmt(d.get("effective_sample_size"), 5),
+                                  fmt(d.get("max_weight")), fmt(d.get("mean_weight")),
+                                  fmt(d.get("support_deficiency"))])
     parts.append(_html_table(["policy", "slot", "ESS", "max w", "mean w", "support deficiency"], diag_rows))
     notes = [f"{p['name']}: {n}" for p in results["policies"] for n in p.get("notes", [])]
     if notes:
@@ -333,7 +189,7 @@ def _search_html(search: dict[str, Any], out: Path) -> str:
                    [e["upper"] for e in ok], f"page value ({search['estimator']})", out / "search.png",
                    search["current"].get("value"))
     rec = search["recommendation"]
-    rows = [[i, e["name"], _fmt(e.get("value")), _fmt(e.get("lower")), _fmt(e.get("upper")), e.get("refused", "")]
+    rows = [[i, e["name"], fmt(e.get("value")), fmt(e.get("lower")), fmt(e.get("upper")), e.get("refused", "")]
             for i, e in enumerate(search["ranked"], start=1)]
     return ("<h2>Search</h2>" + ("<img src='search.png' alt='search'>" if ok else "")
             + f"<p><b>{'Change to ' + html.escape(rec['to']) if rec['change'] else 'Keep the current setting'}"
@@ -346,8 +202,8 @@ def _importance_html(imp: dict[str, Any], out: Path) -> str:
     if ok:
         _plot_bars([e["group"] for e in ok], [e["drop"] for e in ok], [e["lower"] for e in ok],
                    [e["upper"] for e in ok], "value lost without the group", out / "importance.png", 0.0)
-    rows = [[e["group"], _fmt(e.get("value_without")), _fmt(e.get("drop")), _fmt(e.get("lower")),
-             _fmt(e.get("upper")), e.get("refused", "")] for e in imp["groups"]]
+    rows = [[e["group"], fmt(e.get("value_without")), fmt(e.get("drop")), fmt(e.get("lower")),
+             fmt(e.get("upper")), e.get("refused", "")] for e in imp["groups"]]
     return (f"<h2>Feature-group importance</h2><p>{html.escape(imp['method'])}, policy "
             f"{html.escape(imp['policy'])}, estimator {imp['estimator']}</p>"
             + ("<img src='importance.png' alt='importance'>" if ok else "")

@@ -3,6 +3,8 @@ of :mod:`bandit.ope.reward_model`, fitted on a replay log."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from bandit.ope.reward_model import RewardModelFit
@@ -19,4 +21,6 @@ def fit_reward_model(log: ReplayLog, seed: int = 0, n_folds: int = 5) -> RewardM
     """The one reward model of :mod:`bandit.ope.reward_model` (a single ridge
     regression over context, slot and collection features and their
     interactions, cross-fitted by decision) on the log, with its held-out quality."""
-    return ope_reward_model(log.events, log.action, log.reward, log.present, n_folds=n_folds, seed=seed)
+    action, reward, present = log.by_choice()  # the model reads event.decision.choices[j]
+    fit = ope_reward_model(log.events, action, reward, present, n_folds=n_folds, seed=seed)
+    return replace(fit, q=log.to_columns(fit.q))
