@@ -10,9 +10,8 @@ Everything reads the JSON-ready results dict of :func:`simulator.replay.run_repl
 from __future__ import annotations
 
 import html
-import math
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
