@@ -368,7 +368,9 @@ def test_a_failing_worker_refresh_logs_its_traceback_once_per_error(start, tmp_p
             good = worker.surface("default").version
             current = data / "models" / "default" / "CURRENT"
             for broken in ("999", "not a number"):  # a version that is not kept; no version at all
-                current.write_text(broken)
+                partial = current.with_suffix(".partial")
+                partial.write_text(broken)
+                os.replace(partial, current)  # as the store writes it: one change, not an empty file first
                 _failures(caplog, at_least=1)
                 time.sleep(1.2)  # six refresh periods
                 assert len(_failures(caplog, at_least=1)) == 1

@@ -86,7 +86,9 @@ def test_export_import_and_rollback(server, client, tmp_path):
     header = client.export_model(tmp_path / "model.vw")
     assert header.version == current and len(header.sha256) == 64
     rolled = client.rollback(1)
-    assert int(rolled.current_version) == current + 1
+    # A new version (the learner may publish in between on the default topology, so not always current + 1).
+    assert int(rolled.current_version) > current
+    assert rolled.versions[-1].version == int(rolled.current_version)
     assert rolled.versions[-1].origin == "rollback"
     assert rolled.versions[-1].examples_learned == 0
     imported = client.import_model(tmp_path / "model.vw")
