@@ -38,7 +38,7 @@ from bandit.features import Candidate, FeatureGroup, SlotSpec
 from bandit.decision import DecisionInput, Mode
 from bandit.joiner import Joiner, JoinError, check_reward_value
 from server.config import ServerConfig
-from server.eventlog import AppendLog, private_dir, read_log_dir
+from server.eventlog import AppendLog, Ticket, private_dir, read_log_dir
 from server.learner import SurfaceModel
 from server.stats import Stats, SurfaceStats
 from server.modelstore import ModelStore, VersionInfo, verify_vw_model
@@ -129,6 +129,9 @@ class Engine:
         self.counts = {"decisions": 0, "rewards": 0, "activations": 0, "bad_requests": 0}
         self.learner_errors = 0
         self._lock = threading.Lock()  # event log order == joiner order
+        # Decisions submitted to the event log and not yet written: a repeat of
+        # one waits for its write instead of answering from memory.
+        self._unwritten: dict[str, tuple[DecisionEvent, Ticket]] = {}
         self._learn_queue: queue.Queue[tuple[str, JoinedEvent, str] | None] = queue.Queue(config.learner.queue_size)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -217,19 +220,26 @@ class Engine:
     def decide(self, call: DecideCall) -> DecisionEvent:
         surface = self.surface(call.surface)
         event_id = call.event_id or uuid.uuid4().hex
-        existing = self._existing(event_id)
-        if existing is not None:
-            return existing
+        found = self._lookup(event_id)
+        if found is not None:
+            return self._written(found)
         event = make_decision(call, event_id, surface, self.catalog, self.clock())
         line = event_line(event)
         with self._lock:
-            existing = self._existing(event_id)
-            if existing is not None:  # a concurrent call with the same id won
-                return existing
-            ticket = self.events.submit(line)  # queued in log order; written by the log's writer
-            self.joiner.add_decision(event, line)
-            self._count(event.surface, event.mode, [(c.model_top, c.action) for c in event.choices])
-        self.events.wait(ticket)  # durable before the caller hears of it
+            found = self._lookup(event_id)
+            if found is None:
+                ticket = self.events.submit(line)  # queued in log order; written by the log's writer
+                self._unwritten[event_id] = (event, ticket)
+        if found is not None:  # a concurrent call with the same id won
+            return self._written(found)
+        try:
+            self.events.wait(ticket)  # durable before the caller (or a repeat) hears of it
+        finally:
+            with self._lock:  # memory follows the disk: a decision not logged is not kept
+                del self._unwritten[event_id]
+                if ticket.error is None:
+                    self.joiner.add_decision(event, line)
+                    self._count(event.surface, event.mode, [(c.model_top, c.action) for c in event.choices])
         return event
 
     def ingest(self, record: dict, line: str | LineRef) -> bool:
@@ -268,7 +278,13 @@ class Engine:
         joined since; the worker asks on a repeat (never on a new id)."""
         self._catch_up(event_id)
         with self._lock:
-            self._existing(event_id)
+            self._lookup(event_id)
+
+    def writable(self) -> bool:
+        """Whether the event log takes writes; health says NOT_SERVING while
+        it does not (a full disk), and SERVING again once a write or a probe
+        succeeds."""
+        return self.events.writable
 
     def totals(self) -> dict[str, int]:
         """Counters of everything served so far, every serving process included
@@ -295,12 +311,25 @@ class Engine:
                      rewards_rejected_expired=js.rejected_expired, pending=self.pending(),
                      learner_errors=self.learner_errors, catalog_version=self.catalog.version, surfaces=surfaces)
 
-    def _existing(self, event_id: str) -> DecisionEvent | None:
-        """Idempotency: a repeated id gets the original decision back."""
+    def _written(self, found: tuple[DecisionEvent, Ticket | None]) -> DecisionEvent:
+        """Idempotency: a repeated id gets the original decision back, once it
+        is in the log: a repeat of one being written waits for the write
+        (LogUnwritable if it never got there). Never under the lock."""
+        event, ticket = found
+        if ticket is not None:
+            self.events.wait(ticket)
+        return event
+
+    def _lookup(self, event_id: str) -> tuple[DecisionEvent, Ticket | None] | None:
+        """A pending decision (ticket None), or one still being written with
+        its ticket; AlreadyJoined for a joined one."""
+        unwritten = self._unwritten.get(event_id)
+        if unwritten is not None:
+            return unwritten
         existing = self.joiner.get(event_id)
         if existing is None and self.joiner.is_closed(event_id):
             raise AlreadyJoined(f"event '{event_id}' was already decided and joined; use a new event id")
-        return existing
+        return None if existing is None else (existing, None)
 
     def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None) -> str:
         """Log and join a reward (a value in the reward range, at a time between
@@ -315,9 +344,10 @@ class Engine:
                 self.joiner.check_time(event_id, at, now, "reward")
             slot = self.joiner.slot_id(event_id, k)
             ticket = self.events.submit(dumps(event_to_record(RewardEvent(event_id, slot, value, ts))))
+        self.events.wait(ticket)  # memory follows the disk: a reward not logged is not joined
+        with self._lock:
             self.joiner.add_reward(event_id, slot, value, ts)
             self.counts["rewards"] += 1
-        self.events.wait(ticket)
         return slot
 
     def activate(self, event_id: str, at: float | None = None) -> None:
@@ -329,9 +359,10 @@ class Engine:
             if at is not None:
                 self.joiner.check_time(event_id, at, now, "activation")
             ticket = self.events.submit(dumps(event_to_record(ActivationEvent(event_id, ts))))
+        self.events.wait(ticket)  # memory follows the disk
+        with self._lock:
             self.joiner.activate(event_id, ts)
             self.counts["activations"] += 1
-        self.events.wait(ticket)
 
     def _catch_up(self, event_id: str) -> None:
         if self.catch_up is not None and event_id not in self.joiner and not self.joiner.is_closed(event_id):

@@ -32,6 +32,10 @@ class ServingEngine(Protocol):
 
     def activate(self, event_id: str, at: float | None = None) -> None: ...
 
+    def writable(self) -> bool:
+        """Whether decisions can be logged now (health follows it)."""
+        ...
+
     def stats(self) -> Stats:
         """One snapshot of every counter, every serving process included."""
         ...

@@ -24,7 +24,7 @@ from bandit.vwargs import SettingsError
 from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc
 from server.engine import AlreadyJoined, DecideCall, Engine, UnknownSurface
-from server.eventlog import LogBacklogFull
+from server.eventlog import LogBacklogFull, LogUnwritable
 from server.protocol import ServingEngine
 from server.stats import Stats, SurfaceStats
 from server.modelstore import ModelStoreError, VersionInfo
@@ -64,6 +64,7 @@ _STATUS: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (SettingsError, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (LogBacklogFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (LogUnwritable, grpc.StatusCode.UNAVAILABLE),
 ]
 
 

@@ -44,7 +44,7 @@ from placement.v1 import placement_pb2_grpc as pb_grpc
 from server.app import start_server
 from server.config import ServerConfig
 from server.engine import DecideCall, Engine, explain_decision, lookup_surface, make_decision
-from server.eventlog import AppendLog, Tailer
+from server.eventlog import AppendLog, Tailer, Ticket
 from server.interceptors import AuthInterceptor, MalformedRequestInterceptor, read_token
 from server.stats import Stats
 from server.metrics import Metrics
@@ -161,6 +161,7 @@ class WorkerEngine:
         self._recent: OrderedDict[str, str] = OrderedDict()
         self._recent_bytes = 0
         self._remember_bytes = remember_bytes
+        self._unwritten: dict[str, Ticket] = {}  # decisions submitted to the log, not yet written
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)
@@ -179,6 +180,10 @@ class WorkerEngine:
 
     def drain(self) -> None:
         self.stop()
+
+    def writable(self) -> bool:
+        """Whether this worker's decision log takes writes (health follows it)."""
+        return self.events.writable
 
     def stats(self) -> Stats:
         """The coordinator's snapshot: it counts every worker."""
@@ -209,28 +214,47 @@ class WorkerEngine:
         surface = self.surface(call.surface)
         event_id = call.event_id or uuid.uuid4().hex
         with self._lock:
-            remembered = self._recent.get(event_id)
+            remembered = self._remembered(event_id)
         if remembered is not None:
-            return self._repeat(event_id, remembered)
+            return self._repeat(event_id, *remembered)
         event = make_decision(call, event_id, surface, self.catalog, time.time())
         line = event_line(event)
         with self._lock:
-            remembered = self._recent.get(event_id)
+            remembered = self._remembered(event_id)
             if remembered is None:
                 ticket = self.events.submit(line)
-                self._recent[event_id] = line
-                self._recent_bytes += len(line)
-                while self._recent_bytes > self._remember_bytes:
-                    self._recent_bytes -= len(self._recent.popitem(last=False)[1])
+                self._unwritten[event_id] = ticket
+                self._remember(event_id, line)
         if remembered is not None:  # a concurrent call with the same id won
-            return self._repeat(event_id, remembered)
-        self.events.wait(ticket)
+            return self._repeat(event_id, *remembered)
+        try:
+            self.events.wait(ticket)
+        finally:
+            with self._lock:  # memory follows the disk: a decision not logged is forgotten
+                del self._unwritten[event_id]
+                if ticket.error is not None and self._recent.get(event_id) is line:
+                    self._recent_bytes -= len(self._recent.pop(event_id))
         return event
 
-    def _repeat(self, event_id: str, line: str) -> DecisionEvent:
-        """A repeated id gets its original decision back while it is pending;
-        whether it has joined since only the coordinator knows (ALREADY_EXISTS,
-        as from one process). Asked on repeats only, never on a new id."""
+    def _remembered(self, event_id: str) -> tuple[str, Ticket | None] | None:
+        """A recent decision's line, with its ticket while it is being written (under the lock)."""
+        line = self._recent.get(event_id)
+        return None if line is None else (line, self._unwritten.get(event_id))
+
+    def _remember(self, event_id: str, line: str) -> None:
+        self._recent[event_id] = line
+        self._recent_bytes += len(line)
+        while self._recent_bytes > self._remember_bytes:
+            self._recent_bytes -= len(self._recent.popitem(last=False)[1])
+
+    def _repeat(self, event_id: str, line: str, ticket: Ticket | None = None) -> DecisionEvent:
+        """A repeated id gets its original decision back while it is pending
+        and once it is in the log (a repeat of one being written waits for the
+        write: LogUnwritable if it never got there); whether it has joined
+        since only the coordinator knows (ALREADY_EXISTS, as from one process).
+        Asked on repeats only, never on a new id."""
+        if ticket is not None:
+            self.events.wait(ticket)
         try:
             self._check_repeat(event_id.encode(), timeout=REPEAT_CHECK_SECONDS, metadata=self.metadata)
         except grpc.RpcError as err:
