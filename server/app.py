@@ -109,9 +109,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _auth(security: SecurityConfig, host: str) -> AuthInterceptor:
+def admin_auth(security: SecurityConfig, host: str) -> AuthInterceptor:
     """Admin calls are authenticated when a token or mTLS identities are set;
-    beyond loopback that is required unless explicitly waived."""
+    beyond loopback that is required unless explicitly waived (ConfigError).
+    A coordinator checks it before it spawns a worker."""
     try:
         token = read_token(security.admin_token_file, security.admin_token_env, dict(os.environ))
     except (OSError, ValueError) as exc:
@@ -149,7 +150,7 @@ def start_server(config: ServerConfig, engine=None, *, admin_handler: grpc.Gener
     """Start serving; port 0 lets the OS choose (tests). A serving worker of
     the multi-process mode passes its own engine, a handler that forwards admin
     calls, and ``reuse_port`` to share the port with its siblings."""
-    auth = _auth(config.security, config.host)
+    auth = admin_auth(config.security, config.host)
     credentials = server_credentials(config.security)
     engine = engine or Engine(config)
     metrics = Metrics(engine) if admin_handler is None else None

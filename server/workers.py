@@ -41,7 +41,7 @@ from bandit.decision import Mode
 from bandit.policy import Policy
 from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc
-from server.app import start_server
+from server.app import admin_auth, start_server
 from server.config import ServerConfig
 from server.engine import DecideCall, Engine, explain_decision, lookup_surface, make_decision
 from server.eventlog import AppendLog, Tailer, Ticket
@@ -407,6 +407,8 @@ class Coordinator:
 
     def start(self) -> int:
         """Start the coordinator and the workers; returns the shared port."""
+        if self.workers:  # what each worker would refuse, refused here before any is spawned
+            admin_auth(self.config.security, self.config.host)
         path = socket_path(self.config.data_dir)
         path.unlink(missing_ok=True)
         sec = self.config.security
@@ -445,8 +447,7 @@ class Coordinator:
                 self._procs.append(proc)
                 readiness.append(ready)
             for index, ready in enumerate(readiness):
-                if not ready.wait(120):
-                    raise RuntimeError(f"worker {index} did not start")
+                _await_worker(self._procs[index], index, ready)
         finally:
             reservation.close()
         log.info("coordinator: %d workers serving on %s:%d", self.workers, self.config.host, self.port)
@@ -504,6 +505,20 @@ def _listen_for_workers(server: grpc.Server, config: ServerConfig, address: str)
     if port == 0:
         raise OSError(f"could not listen on {address}")
     return port
+
+
+WORKER_START_SECONDS = 120
+
+
+def _await_worker(proc: mp.Process, index: int, ready, timeout: float = WORKER_START_SECONDS) -> None:
+    """Return once the worker serves; a worker that exits first is reported at
+    once (its own log says why), not after the start-up timeout."""
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.1):
+        if not proc.is_alive():
+            raise RuntimeError(f"worker {index} exited with code {proc.exitcode} before it served")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worker {index} did not start within {timeout:g} s")
 
 
 def _reserve_port(host: str, port: int) -> tuple[int, socket.socket]:
