@@ -9,8 +9,9 @@ Two kinds of file, both one JSON object per line:
   ``python -m vowpalwabbit --dsjson --ccb_explore_adf -d FILE`` trains on it as
   it is. Fields VW does not know start with ``_`` and are ignored by it.
 
-Readers skip a torn last line (a crash mid-write) with a warning instead of
-failing, and name the file and line of anything else malformed.
+Readers skip torn lines (a crash mid-write), wherever they are in a file,
+with a warning naming the file and line, and count them; anything else
+malformed fails with the file and line named.
 """
 
 from __future__ import annotations
@@ -332,53 +333,70 @@ def _timestamp(obj: Mapping[str, Any]) -> float:
 
 # --- reading files -----------------------------------------------------------
 
-def read_lines(path: Path, strict: bool = True) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each line; gzip by suffix. A torn last line is
-    skipped with a warning; a bad line elsewhere raises LogFormatError, or is
-    skipped with a warning when not ``strict`` (the server's own logs, where a
-    crash may have sealed a torn line before new ones were appended)."""
+@dataclass
+class SkippedLines:
+    """Torn lines a reader skipped: where each was (file and line), so a
+    caller can report how many and which."""
+
+    where: list[tuple[str, int]] = field(default_factory=list)
+
+    def add(self, path: Path, number: int) -> None:
+        self.where.append((str(path), number))
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def summary(self, shown: int = 5) -> str:
+        places = ", ".join(f"{p}:{n}" for p, n in self.where[:shown])
+        more = f" and {len(self.where) - shown} more" if len(self.where) > shown else ""
+        return f"{len(self.where)} torn line(s) skipped ({places}{more})"
+
+
+def read_lines(path: Path, strict: bool = True,
+               skipped: SkippedLines | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each line; gzip by suffix.
+
+    A torn line (a crash mid-write: not valid JSON), wherever it is in the
+    file (a server seals a torn last line and appends after it), is skipped
+    with a warning naming the file and line, and counted in ``skipped``. A
+    line that is valid JSON but not an object is not torn but a wrong file:
+    LogFormatError naming file and line, or skipped too when not ``strict``
+    (the server's own logs)."""
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        pending: tuple[int, str] | None = None
+    with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as fh:
         for number, line in enumerate(fh, start=1):
-            if pending is not None:
-                obj = _parse(path, *pending, strict=strict)
-                if obj is not None:
-                    yield pending[0], obj
-            pending = (number, line)
-        if pending is None:
-            return
-        number, line = pending
-        if not line.endswith("\n"):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("%s:%d: torn last line skipped (%d bytes)", path, number, len(line))
-                return
-            yield number, obj
-            return
-        obj = _parse(path, number, line, strict=strict)
-        if obj is not None:
-            yield number, obj
+            obj = _parse(path, number, line, strict, skipped)
+            if obj is not None:
+                yield number, obj
 
 
-def _parse(path: Path, number: int, line: str, strict: bool = True) -> dict[str, Any] | None:
+def _parse(path: Path, number: int, line: str, strict: bool,
+           skipped: SkippedLines | None) -> dict[str, Any] | None:
     try:
         obj = json.loads(line)
-        if not isinstance(obj, dict):
-            raise LogFormatError(f"{path}:{number}: expected a JSON object")
-        return obj
-    except (json.JSONDecodeError, LogFormatError) as exc:
-        message = f"{path}:{number}: not a JSON object ({getattr(exc, 'msg', exc)})"
-        if strict:
-            raise LogFormatError(message) from None
-        log.warning("%s; line skipped", message)
+    except json.JSONDecodeError as exc:
+        if not line.strip():
+            return None  # a blank line holds nothing
+        log.warning("%s:%d: torn line skipped (%d bytes: %s)", path, number, len(line), exc.msg)
+        if skipped is not None:
+            skipped.add(path, number)
         return None
+    if isinstance(obj, dict):
+        return obj
+    message = f"{path}:{number}: not a JSON object"
+    if strict:
+        raise LogFormatError(message)
+    log.warning("%s; line skipped", message)
+    if skipped is not None:
+        skipped.add(path, number)
+    return None
 
 
-def read_joined(paths: Sequence[Path]) -> Iterator[JoinedEvent]:
+def read_joined(paths: Sequence[Path], skipped: SkippedLines | None = None) -> Iterator[JoinedEvent]:
+    """The joined events of ``paths`` in order; torn lines are skipped and
+    counted in ``skipped`` (see read_lines)."""
     for path in paths:
-        for number, obj in read_lines(Path(path)):
+        for number, obj in read_lines(Path(path), skipped=skipped):
             try:
                 yield joined_from_dsjson(obj)
             except LogFormatError as exc:

@@ -172,6 +172,10 @@ def print_results(results: dict[str, Any], console: Console | None = None, slots
     log = results["log"]
     console.print(f"[bold]{log['events']}[/bold] events, slots {', '.join(log['slots'])}, "
                   f"mean page reward {log['mean_page_reward']:.4g}")
+    if log.get("torn_lines_skipped"):
+        shown = ", ".join(log["torn_lines"][:5])
+        console.print(f"[yellow]{log['torn_lines_skipped']} torn line(s) skipped (a crash mid-write): {shown}"
+                      f"{' ...' if log['torn_lines_skipped'] > 5 else ''}[/yellow]")
     console.print(estimates_table(results, ("page",) + tuple(
         f"slot:{s}" for s in log["slots"] if slots and len(log["slots"]) > 1)))
     console.print(diagnostics_table(results))
