@@ -26,7 +26,15 @@ if _version_not_supported:
 
 
 class PlacementServiceStub:
-    """Missing associated documentation comment in .proto file."""
+    """Decide statuses beyond INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION:
+    UNAVAILABLE when the decision could not be logged (a full disk): nothing of
+    it was kept, retry with the same event id (health is NOT_SERVING meanwhile);
+    DEADLINE_EXCEEDED when the caller's deadline passed while deciding: the
+    decision is logged as unserved and never learned; RESOURCE_EXHAUSTED when
+    limits.max_pending_decisions decisions are waiting for their reward window
+    (or over capacity). Reward and Activate answer UNAVAILABLE the same way
+    when they could not be logged (nothing was joined: retry).
+    """
 
     def __init__(self, channel):
         """Constructor.
@@ -57,7 +65,15 @@ class PlacementServiceStub:
 
 
 class PlacementServiceServicer:
-    """Missing associated documentation comment in .proto file."""
+    """Decide statuses beyond INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION:
+    UNAVAILABLE when the decision could not be logged (a full disk): nothing of
+    it was kept, retry with the same event id (health is NOT_SERVING meanwhile);
+    DEADLINE_EXCEEDED when the caller's deadline passed while deciding: the
+    decision is logged as unserved and never learned; RESOURCE_EXHAUSTED when
+    limits.max_pending_decisions decisions are waiting for their reward window
+    (or over capacity). Reward and Activate answer UNAVAILABLE the same way
+    when they could not be logged (nothing was joined: retry).
+    """
 
     def Decide(self, request, context):
         """Missing associated documentation comment in .proto file."""
@@ -116,7 +132,15 @@ def add_PlacementServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class PlacementService:
-    """Missing associated documentation comment in .proto file."""
+    """Decide statuses beyond INVALID_ARGUMENT / NOT_FOUND / FAILED_PRECONDITION:
+    UNAVAILABLE when the decision could not be logged (a full disk): nothing of
+    it was kept, retry with the same event id (health is NOT_SERVING meanwhile);
+    DEADLINE_EXCEEDED when the caller's deadline passed while deciding: the
+    decision is logged as unserved and never learned; RESOURCE_EXHAUSTED when
+    limits.max_pending_decisions decisions are waiting for their reward window
+    (or over capacity). Reward and Activate answer UNAVAILABLE the same way
+    when they could not be logged (nothing was joined: retry).
+    """
 
     @staticmethod
     def Decide(request,
