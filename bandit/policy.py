@@ -218,7 +218,7 @@ class Policy:
         (exact for VW's model, interactions included; bounded in count)."""
         base = self.scores(inp, k, allowed)[action]
         out = []
-        for where, name, ablated in list(_ablations(inp, k, action))[:max_features]:
+        for where, name, ablated in itertools.islice(_ablations(inp, k, action), max_features):
             out.append((where, name, base - self.scores(ablated, k, allowed)[action]))
         out.sort(key=lambda item: -abs(item[2]))
         return out[:top]
@@ -236,6 +236,12 @@ class Policy:
     def close(self) -> None:
         with self._lock:
             self._ws.finish()
+
+
+def explainable_features(inp: DecisionInput, k: int, action: int) -> int:
+    """How many features :meth:`Policy.explain` could leave out for slot k's ``action``."""
+    groups = (*inp.context, *inp.slots[k].groups, *inp.candidates[action].groups)
+    return sum(len(g.features) for g in groups)
 
 
 def _without(groups: tuple[FeatureGroup, ...], group: str, feature: str) -> tuple[FeatureGroup, ...]:

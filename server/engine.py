@@ -27,6 +27,7 @@ from bandit.logformat.events import (
     JoinedEvent,
     LineRef,
     RewardEvent,
+    UnservedEvent,
     dumps,
     event_from_record,
     event_line,
@@ -39,6 +40,7 @@ from bandit.decision import DecisionInput, Mode
 from bandit.joiner import Joiner, JoinError, check_reward_value
 from server.config import ServerConfig
 from server.eventlog import AppendLog, Ticket, private_dir, read_log_dir
+from server.explain import Explanation, Explainer
 from server.learner import SurfaceModel
 from server.stats import Stats, SurfaceStats
 from server.modelstore import ModelStore, VersionInfo, verify_vw_model
@@ -55,6 +57,16 @@ class AlreadyJoined(JoinError):
     """A decision id reused after its example was already joined."""
 
 
+class CallerGone(RuntimeError):
+    """The caller's deadline passed (or it cancelled) while its decision was
+    made and logged: the decision is marked unserved and never learned."""
+
+
+def caller_gone(event_id: str) -> CallerGone:
+    return CallerGone(f"the deadline passed while event '{event_id}' was decided; it was not served "
+                      "and will not be learned from (retry with the same event id, or a longer deadline)")
+
+
 @dataclass(frozen=True)
 class DecideCall:
     """A validated decide request in core types."""
@@ -67,6 +79,19 @@ class DecideCall:
     mode: Mode | None
     deferred: bool
     at: float | None
+
+
+class PendingFull(RuntimeError):
+    """As many decisions waiting for their reward window as memory may hold."""
+
+
+def check_pending(pending: int, limit: int, counts) -> None:
+    """Refuse a new decision (counted in ``pending_refused``) while ``limit``
+    decisions wait for their window: their memory has a ceiling."""
+    if pending >= limit:
+        counts["pending_refused"] += 1
+        raise PendingFull(f"{pending} decisions are waiting for their reward window, at most {limit} "
+                          "(limits.max_pending_decisions): retry later")
 
 
 def lookup_surface(surfaces: dict, name: str):
@@ -90,14 +115,6 @@ def make_decision(call: DecideCall, event_id: str, surface, catalog: Catalog, no
     decision = policy.decide(inp, event_id, mode)
     return DecisionEvent(event_id, now, surface.name, mode.value, policy.version, inp,
                          tuple(decision.choices), call.deferred)
-
-
-def explain_decision(policy, event: DecisionEvent, top: int = 5) -> list[list[tuple[str, str, float]]]:
-    """Per slot, the features that moved the chosen collection's predicted
-    reward most (by leaving each out); computed only when asked for."""
-    actions = [c.action for c in event.choices]
-    return [policy.explain(event.inp, k, allowed, actions[k], top=top)
-            for k, allowed in event.inp.walk(actions)]
 
 
 class Engine:
@@ -126,7 +143,9 @@ class Engine:
             self.surfaces[name] = SurfaceModel(name, sconf.learning, Mode(sconf.mode), store, config.learner)
             self.joined_logs[name] = AppendLog(data / "joined" / name, "joined", ext="dsjson",
                                                fsync=config.log.fsync, segment_bytes=config.log.segment_bytes)
-        self.counts = {"decisions": 0, "rewards": 0, "activations": 0, "bad_requests": 0}
+        self.counts = {"decisions": 0, "rewards": 0, "activations": 0, "bad_requests": 0, "pending_refused": 0,
+                       "explain_ablations": 0, "explains_truncated": 0}
+        self.explainer = Explainer(config.limits.explain_max_features, config.limits.explain_max_concurrent)
         self.learner_errors = 0
         self._lock = threading.Lock()  # event log order == joiner order
         # Decisions submitted to the event log and not yet written: a repeat of
@@ -188,6 +207,8 @@ class Engine:
                     self.joiner.add_decision(event, dumps(rec))
                 elif isinstance(event, RewardEvent):
                     self.joiner.add_reward(event.event_id, event.slot_id, event.value, event.timestamp)
+                elif isinstance(event, UnservedEvent):
+                    self.joiner.drop_unserved(event.event_id)
                 else:
                     self.joiner.activate(event.event_id, event.timestamp)
             except JoinError as exc:
@@ -217,12 +238,16 @@ class Engine:
     def surface(self, name: str) -> SurfaceModel:
         return lookup_surface(self.surfaces, name)
 
-    def decide(self, call: DecideCall) -> DecisionEvent:
+    def decide(self, call: DecideCall, wanted: Callable[[], bool] | None = None) -> DecisionEvent:
+        """Decide and log; ``wanted`` tells, once the decision is logged,
+        whether the caller can still receive it (CallerGone, and the decision
+        marked unserved, when it cannot)."""
         surface = self.surface(call.surface)
         event_id = call.event_id or uuid.uuid4().hex
         found = self._lookup(event_id)
         if found is not None:
             return self._written(found)
+        check_pending(len(self.joiner) + len(self._unwritten), self.config.limits.max_pending_decisions, self.counts)
         event = make_decision(call, event_id, surface, self.catalog, self.clock())
         line = event_line(event)
         with self._lock:
@@ -240,7 +265,26 @@ class Engine:
                 if ticket.error is None:
                     self.joiner.add_decision(event, line)
                     self._count(event.surface, event.mode, [(c.model_top, c.action) for c in event.choices])
+        if wanted is not None and not wanted():
+            self.unserved(event_id)
+            raise caller_gone(event_id)
         return event
+
+    def unserved(self, event_id: str) -> None:
+        """Log that a just logged decision never reached its caller, then drop
+        it from the joiner (memory follows the disk: if the marker cannot be
+        written, the decision stays and is learned as served)."""
+        marker = dumps(event_to_record(UnservedEvent(event_id, self.clock())))
+        try:
+            self.events.wait(self.events.submit(marker))
+        except OSError as exc:
+            log.error("event '%s' could not be marked unserved: %r", event_id, exc)
+            return
+        self.drop_unserved(event_id)
+
+    def drop_unserved(self, event_id: str) -> None:
+        with self._lock:
+            self.joiner.drop_unserved(event_id)
 
     def ingest(self, record: dict, line: str | LineRef) -> bool:
         """A decision logged by a serving worker process (multi-process mode):
@@ -267,8 +311,8 @@ class Engine:
             surface.counters.apprentice_decisions += len(tops_and_actions)
             surface.counters.apprentice_agreements += sum(top == a for top, a in tops_and_actions)
 
-    def explain(self, event: DecisionEvent, top: int = 5) -> list[list[tuple[str, str, float]]]:
-        return explain_decision(self.surface(event.surface).serving, event, top)
+    def explain(self, event: DecisionEvent, top: int = 5) -> Explanation:
+        return self.explainer.explain(self.surface(event.surface).serving, event, top)
 
     def check_repeat(self, event_id: str) -> None:
         """AlreadyJoined when a repeated event id's decision was already joined.
@@ -305,9 +349,12 @@ class Engine:
                                       max(0.0, now - s.last_learned_event_ts) if s.last_learned_event_ts else 0.0)
                          for s in self.surfaces.values())
         return Stats(decisions=counts["decisions"], rewards=counts["rewards"], activations=counts["activations"],
-                     bad_requests=counts["bad_requests"], joined=js.joined, joined_with_reward=js.joined_with_reward,
+                     bad_requests=counts["bad_requests"], pending_refused=counts.get("pending_refused", 0),
+                     explain_ablations=counts.get("explain_ablations", 0),
+                     explains_truncated=counts.get("explains_truncated", 0), joined=js.joined, joined_with_reward=js.joined_with_reward,
                      default_reward_applied=js.default_reward_applied, unactivated_dropped=js.unactivated_dropped,
-                     join_failed=js.failed, rewards_rejected_unknown=js.rejected_unknown,
+                     join_failed=js.failed, unserved_dropped=js.unserved_dropped,
+                     rewards_rejected_unknown=js.rejected_unknown,
                      rewards_rejected_expired=js.rejected_expired, pending=self.pending(),
                      learner_errors=self.learner_errors, catalog_version=self.catalog.version, surfaces=surfaces)
 

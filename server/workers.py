@@ -36,15 +36,16 @@ from typing import Callable
 import grpc
 
 from bandit.catalog import Catalog
-from bandit.logformat.events import DecisionEvent, event_from_record, event_line
+from bandit.logformat.events import DecisionEvent, UnservedEvent, dumps, event_from_record, event_line, event_to_record
 from bandit.decision import Mode
 from bandit.policy import Policy
 from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc
 from server.app import admin_auth, start_server
 from server.config import ServerConfig
-from server.engine import DecideCall, Engine, explain_decision, lookup_surface, make_decision
+from server.engine import DecideCall, Engine, caller_gone, check_pending, lookup_surface, make_decision
 from server.eventlog import AppendLog, Tailer, Ticket
+from server.explain import Explainer, Explanation
 from server.interceptors import AuthInterceptor, MalformedRequestInterceptor, read_token
 from server.stats import Stats
 from server.metrics import Metrics
@@ -66,6 +67,15 @@ WORKER_DIRS = "worker-*"
 
 def worker_log_dir(data_dir: Path, name: str | int) -> Path:
     return Path(data_dir) / "events" / f"worker-{name}"
+
+
+PENDING_GAUGE = ("pending",)
+
+
+def pending_path(data_dir: Path) -> Path:
+    """Where the coordinator publishes how many decisions wait for their join,
+    so that workers refuse new ones at limits.max_pending_decisions."""
+    return Path(data_dir) / "events" / "pending.bin"
 
 
 def socket_path(data_dir: Path) -> Path:
@@ -153,6 +163,7 @@ class WorkerEngine:
                                               ModelStore(data / "models" / name, keep=config.learner.keep_versions))
                          for name, s in config.surfaces.items()}
         self.counts = SharedCounts(log_dir / COUNTS_FILE)  # what this worker rejects; the coordinator adds them up
+        self.explainer = Explainer(config.limits.explain_max_features, config.limits.explain_max_concurrent)
         self._service = pb_grpc.PlacementServiceStub(coordinator)
         self._admin = pb_grpc.PlacementAdminStub(coordinator)
         self._check_repeat = coordinator.unary_unary(CHECK_REPEAT)
@@ -162,6 +173,8 @@ class WorkerEngine:
         self._recent_bytes = 0
         self._remember_bytes = remember_bytes
         self._unwritten: dict[str, Ticket] = {}  # decisions submitted to the log, not yet written
+        self._pending_path = pending_path(data)
+        self.coordinator_pending = 0  # the coordinator's pending decisions, read every refresh
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)
@@ -198,6 +211,7 @@ class WorkerEngine:
                     surface.refresh()
                 self._catalog.get()
                 self.counts.flush()
+                self.coordinator_pending = read_counts(self._pending_path, PENDING_GAUGE)["pending"]
                 failing = None
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
@@ -210,13 +224,17 @@ class WorkerEngine:
     def surface(self, name: str) -> ServingSurface:
         return lookup_surface(self.surfaces, name)
 
-    def decide(self, call: DecideCall) -> DecisionEvent:
+    def decide(self, call: DecideCall, wanted: Callable[[], bool] | None = None) -> DecisionEvent:
+        """As :meth:`Engine.decide`; an unserved marker goes to this worker's
+        log, after its decision, for the coordinator to drop it."""
         surface = self.surface(call.surface)
         event_id = call.event_id or uuid.uuid4().hex
         with self._lock:
             remembered = self._remembered(event_id)
         if remembered is not None:
             return self._repeat(event_id, *remembered)
+        check_pending(self.coordinator_pending + len(self._unwritten), self.config.limits.max_pending_decisions,
+                      self.counts)
         event = make_decision(call, event_id, surface, self.catalog, time.time())
         line = event_line(event)
         with self._lock:
@@ -232,9 +250,27 @@ class WorkerEngine:
         finally:
             with self._lock:  # memory follows the disk: a decision not logged is forgotten
                 del self._unwritten[event_id]
-                if ticket.error is not None and self._recent.get(event_id) is line:
-                    self._recent_bytes -= len(self._recent.pop(event_id))
+                if ticket.error is not None:
+                    self._forget(event_id, line)
+        if wanted is not None and not wanted():
+            self._unserved(event_id, line)
+            raise caller_gone(event_id)
         return event
+
+    def _forget(self, event_id: str, line: str) -> None:
+        """(under the lock)"""
+        if self._recent.get(event_id) is line:
+            self._recent_bytes -= len(self._recent.pop(event_id))
+
+    def _unserved(self, event_id: str, line: str) -> None:
+        marker = dumps(event_to_record(UnservedEvent(event_id, time.time())))
+        try:
+            self.events.wait(self.events.submit(marker))
+        except OSError as exc:
+            log.error("worker %s: event '%s' could not be marked unserved: %r", self.index, event_id, exc)
+            return
+        with self._lock:  # a retry with the id is decided afresh, as from one process
+            self._forget(event_id, line)
 
     def _remembered(self, event_id: str) -> tuple[str, Ticket | None] | None:
         """A recent decision's line, with its ticket while it is being written (under the lock)."""
@@ -264,8 +300,8 @@ class WorkerEngine:
                         self.index, event_id, err.code())
         return event_from_record(json.loads(line))
 
-    def explain(self, event: DecisionEvent, top: int = 5):
-        return explain_decision(self.surface(event.surface).serving, event, top)
+    def explain(self, event: DecisionEvent, top: int = 5) -> Explanation:
+        return self.explainer.explain(self.surface(event.surface).serving, event, top)
 
     def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None) -> str:
         request = pb.RewardRequest(event_id=event_id, slot_id=slot_id, value=value)
@@ -376,6 +412,7 @@ class Coordinator:
         self.engine = Engine(config, decision_dirs=self.tailer.directories())
         self.tailer.skip_existing()
         self.engine.catch_up = self.catch_up
+        self._pending_gauge = SharedCounts(pending_path(config.data_dir), PENDING_GAUGE)
         self.engine.peer_counts = self.worker_counts
         for directory in self.tailer.directories():  # counted from zero, as the coordinator's own counters
             reset_counts(directory / COUNTS_FILE)
@@ -393,6 +430,8 @@ class Coordinator:
             for record, where in self.tailer.poll():
                 if record.get("kind") == "decision":
                     self.engine.ingest(record, where)  # the line stays in the worker's log until it joins
+                elif record.get("kind") == "unserved":
+                    self.engine.drop_unserved(record["id"])
 
     def worker_counts(self) -> list[dict[str, int]]:
         """What every worker (of this host or another) rejected itself."""
@@ -402,6 +441,8 @@ class Coordinator:
         while not self._stop.wait(TAIL_SECONDS):
             try:
                 self.catch_up()
+                self._pending_gauge["pending"] = self.engine.pending()
+                self._pending_gauge.flush()  # for workers of other hosts
             except Exception:
                 log.exception("reading worker decisions failed")
 

@@ -3,7 +3,8 @@
 Two kinds of file, both one JSON object per line:
 
 * the **event log** (what happened, in order): ``decision``, ``reward`` and
-  ``activate`` records, written before the server answers;
+  ``activate`` records, written before the server answers, and ``unserved``
+  (a decision whose caller was gone by the time it was logged);
 * the **joined log**: one VW DSJSON object per decision with its aggregated
   rewards, in the conditional-contextual-bandit layout, so that
   ``python -m vowpalwabbit --dsjson --ccb_explore_adf -d FILE`` trains on it as
@@ -81,7 +82,17 @@ class ActivationEvent:
     timestamp: float
 
 
-Event = DecisionEvent | RewardEvent | ActivationEvent
+@dataclass(frozen=True)
+class UnservedEvent:
+    """The decision logged just before under this id never reached its caller
+    (its deadline passed or it cancelled while the decision was made): the
+    joiner drops it, so it is never learned as shown-but-not-clicked."""
+
+    event_id: str
+    timestamp: float
+
+
+Event = DecisionEvent | RewardEvent | ActivationEvent | UnservedEvent
 
 
 @dataclass(frozen=True)
@@ -103,6 +114,8 @@ def event_to_record(event: Event) -> dict[str, Any]:
                 "value": event.value, "ts": event.timestamp}
     if isinstance(event, ActivationEvent):
         return {"kind": "activate", "id": event.event_id, "ts": event.timestamp}
+    if isinstance(event, UnservedEvent):
+        return {"kind": "unserved", "id": event.event_id, "ts": event.timestamp}
     inp = event.inp
     record = {
         "kind": "decision", "id": event.event_id, "ts": event.timestamp,
@@ -171,6 +184,8 @@ def event_from_record(rec: Mapping[str, Any]) -> Event:
         return RewardEvent(rec["id"], rec["slot"], float(rec["value"]), float(rec["ts"]))
     if kind == "activate":
         return ActivationEvent(rec["id"], float(rec["ts"]))
+    if kind == "unserved":
+        return UnservedEvent(rec["id"], float(rec["ts"]))
     if kind != "decision":
         raise LogFormatError(f"unknown event kind {kind!r}")
     inp = DecisionInput(
