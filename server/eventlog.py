@@ -5,6 +5,11 @@ operating system (so a killed server loses nothing it acknowledged). With
 ``fsync="always"`` it also waits for the disk (survives power loss); with
 ``"batch"`` the file is fsynced at most every ``batch_seconds`` by the writer;
 ``"never"`` leaves that to the OS. Files rotate into numbered segments.
+
+A write is whole lines or nothing: when the disk refuses (full, I/O error)
+the torn rest is cut back to the last whole line, the waiters whose lines are
+not in the file get LogUnwritable, and ``writable`` is False until a write or
+a probe succeeds again (health follows it).
 """
 
 from __future__ import annotations
