@@ -215,11 +215,13 @@ class Policy:
                 top: int = 5, max_features: int = 48) -> list[tuple[str, str, float]]:
         """Which features raised or lowered the chosen collection's predicted
         reward: each feature is left out in turn and the score recomputed
-        (exact for VW's model, interactions included; bounded in count)."""
-        base = self.scores(inp, k, allowed)[action]
+        (exact for VW's model, interactions included; bounded in count). An
+        action's score does not depend on which others are allowed, so only
+        ``action`` is scored: one action per predict, not all of ``allowed``."""
+        base = self.scores(inp, k, [action])[action]
         out = []
         for where, name, ablated in itertools.islice(_ablations(inp, k, action), max_features):
-            out.append((where, name, base - self.scores(ablated, k, allowed)[action]))
+            out.append((where, name, base - self.scores(ablated, k, [action])[action]))
         out.sort(key=lambda item: -abs(item[2]))
         return out[:top]
 
