@@ -191,6 +191,9 @@ class AppendLog:
                 self._write(b"".join(data for data, _ in batch))
             except WriteFailed as exc:  # disk full, I/O error: the lines not in the file get the error
                 kept, error = exc.kept, exc.__cause__
+            except Exception as exc:  # noqa: BLE001 -- never leave a waiter hanging
+                log.exception("%s log writer failed", self.prefix)
+                kept, error = 0, exc
             with self._cond:
                 end = 0
                 for data, ticket in batch:

@@ -18,6 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.client import PlacementClient, collection
+from server.eventlog import AppendLog, LogUnwritable
 
 from placement_process import launch, stop
 
@@ -120,3 +121,22 @@ def test_full_disk_refuses_unavailable_and_recovers_without_torn_records(small_d
     decided = [rec["id"] for rec in lines if rec.get("kind") == "decision"]
     assert acked <= set(decided)
     assert decided.count("full") == 1
+
+
+def test_a_failed_write_keeps_its_whole_lines_and_cuts_the_torn_rest(small_disk):
+    log = AppendLog(small_disk / "log", "events", fsync="always")
+    filler = _fill(small_disk, leave=8192)  # room for two 3 KB lines, not three
+    lines = [json.dumps({"i": i, "pad": "x" * 3000}) for i in range(3)]
+    tickets = [log.submit(line) for line in lines]
+    log.wait(tickets[0])
+    log.wait(tickets[1])
+    with pytest.raises(LogUnwritable, match="No space left"):
+        log.wait(tickets[2])
+    assert not log.writable
+    path = log.segments()[-1]
+    assert path.read_text() == lines[0] + "\n" + lines[1] + "\n"  # no torn record
+    filler.unlink()
+    assert _until(lambda: log.writable)
+    log.append(lines[2])
+    log.close()
+    assert path.read_text().splitlines() == lines
