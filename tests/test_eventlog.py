@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from bandit.logformat.events import LogFormatError, read_lines
+from bandit.logformat.events import LogFormatError, SkippedLines, read_lines
 from server.eventlog import AppendLog, LogBacklogFull, Tailer, read_log_dir
 
 
@@ -50,13 +50,17 @@ def test_torn_lines_are_skipped_and_sealed(tmp_path, caplog):
     path = tmp_path / "events-000001.jsonl"
     path.write_text('{"a": 1}\n{"a": 2}\n{"a": 3, "b"')
     assert [obj["a"] for _, obj in read_lines(path)] == [1, 2]
-    assert "torn last line" in caplog.text
+    assert "events-000001.jsonl:3: torn line skipped" in caplog.text
     log = AppendLog(tmp_path, "events")  # reopening seals the torn line
     log.append('{"a": 4}')
     log.close()
     assert [obj["a"] for obj in read_log_dir(tmp_path)] == [1, 2, 4]
-    with pytest.raises(LogFormatError, match="events-000001.jsonl:3"):
-        list(read_lines(path))  # strict readers name the file and line
+    skipped = SkippedLines()  # torn in the middle now: skipped and counted, with file and line, by every reader
+    assert [obj["a"] for _, obj in read_lines(path, skipped=skipped)] == [1, 2, 4]
+    assert skipped.where == [(str(path), 3)]
+    path.write_text('{"a": 1}\n[1, 2]\n')
+    with pytest.raises(LogFormatError, match="events-000001.jsonl:2: not a JSON object"):
+        list(read_lines(path))  # valid JSON that is no record is a wrong file, not a torn line
 
 
 def test_rotation_and_tailing(tmp_path):
