@@ -20,7 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from server.client import PlacementClient, collection
 from server.eventlog import AppendLog, LogUnwritable
 
-from placement_process import launch, stop
+from placement_process import launch
 
 CONFIG = """
 [join]
