@@ -95,3 +95,25 @@ def test_tailed_lines_are_read_back_from_where_they_are(tmp_path):
     assert len(writer.segments()) > 3
     assert [ref.read() for _, ref in got] == lines
     assert [rec for rec, _ in got] == [json.loads(line) for line in lines]
+
+
+def test_positions_after_a_sealed_torn_line_point_at_the_lines(tmp_path):
+    """A log reopened on a torn tail seals it with a newline: the positions it
+    reports afterwards (where a located line is, end, barrier: what decisions
+    and checkpoints name) count that byte, so a line read back from its
+    position is the line written, and a write cut back after a failure never
+    eats a byte of a whole line."""
+    first = AppendLog(tmp_path, "events", fsync="never")
+    first.append('{"a":1}')
+    first.close()
+    segment = first.segments()[-1]
+    with open(segment, "ab") as fh:
+        fh.write(b'{"torn')  # a crash mid-write
+    log = AppendLog(tmp_path, "events", fsync="never")
+    ticket = log.submit('{"b":2}', locate=True)
+    log.wait(ticket)
+    ref = log.where(ticket)
+    data = segment.read_bytes()
+    assert data[ref.offset:ref.offset + ref.length] == b'{"b":2}'
+    assert log.end() == log.barrier() == (1, len(data))
+    log.close()
