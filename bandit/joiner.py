@@ -98,6 +98,7 @@ class JoinStats:
     rejected_unknown: int = 0
     rejected_expired: int = 0
     failed: int = 0  # decisions that could not be joined (unreadable line, bad data); logged
+    unserved_dropped: int = 0  # decisions whose caller never received them: not learned
 
     def unwritten(self, joined: JoinedEvent) -> None:
         """A joined event its writer could not write after all: failed, not joined."""
@@ -184,6 +185,16 @@ class Joiner:
         self._pending[event_id] = _Pending(slot_ids, timestamp, deferred, deadline, not deferred,
                                            [[] for _ in slot_ids], decision, line)
         heapq.heappush(self._deadlines, (deadline, event_id))
+
+    def drop_unserved(self, event_id: str) -> bool:
+        """A pending decision its caller never received (deadline passed while
+        deciding) is dropped and counted: learning it would teach the model
+        that it was shown and not clicked. Its id is not remembered, so a
+        retry with it is decided afresh. False if it was not pending."""
+        if self._pending.pop(event_id, None) is None:
+            return False
+        self.stats.unserved_dropped += 1
+        return True
 
     def check_reward(self, event_id: str, slot_id: str) -> int:
         """The slot index a reward would join, or the reason it cannot."""

@@ -216,11 +216,13 @@ class Policy:
                 top: int = 5, max_features: int = 48) -> list[tuple[str, str, float]]:
         """Which features raised or lowered the chosen collection's predicted
         reward: each feature is left out in turn and the score recomputed
-        (exact for VW's model, interactions included; bounded in count)."""
-        base = self.scores(inp, k, allowed)[action]
+        (exact for VW's model, interactions included; bounded in count). An
+        action's score does not depend on which others are allowed, so only
+        ``action`` is scored: one action per predict, not all of ``allowed``."""
+        base = self.scores(inp, k, [action])[action]
         out = []
-        for where, name, ablated in list(_ablations(inp, k, action))[:max_features]:
-            out.append((where, name, base - self.scores(ablated, k, allowed)[action]))
+        for where, name, ablated in itertools.islice(_ablations(inp, k, action), max_features):
+            out.append((where, name, base - self.scores(ablated, k, [action])[action]))
         out.sort(key=lambda item: -abs(item[2]))
         return out[:top]
 
@@ -239,6 +241,12 @@ class Policy:
     def close(self) -> None:
         with self._lock:
             self._ws.finish()
+
+
+def explainable_features(inp: DecisionInput, k: int, action: int) -> int:
+    """How many features :meth:`Policy.explain` could leave out for slot k's ``action``."""
+    groups = (*inp.context, *inp.slots[k].groups, *inp.candidates[action].groups)
+    return sum(len(g.features) for g in groups)
 
 
 def _without(groups: tuple[FeatureGroup, ...], group: str, feature: str) -> tuple[FeatureGroup, ...]:

@@ -7,6 +7,7 @@ import gc
 import ipaddress
 import logging
 import os
+import threading
 from concurrent import futures
 from dataclasses import dataclass
 
@@ -31,6 +32,46 @@ SERVICE_NAMES = (
 )
 
 
+HEALTH_SECONDS = 0.2
+
+
+class HealthWatch:
+    """Health follows the engine: NOT_SERVING while its log cannot write (a
+    full disk: decisions would be refused UNAVAILABLE), SERVING again once it
+    can, so a load balancer sends traffic elsewhere meanwhile."""
+
+    def __init__(self, engine, servicer: health.HealthServicer):
+        self.engine, self.servicer = engine, servicer
+        self._stop = threading.Event()
+        self._serving: bool | None = None
+        self._thread = threading.Thread(target=self._loop, name="health", daemon=True)
+
+    def start(self) -> None:
+        self.set(True)
+        self._thread.start()
+
+    def set(self, serving: bool) -> None:
+        if serving != self._serving:
+            status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+            for name in (*SERVICE_NAMES, ""):
+                self.servicer.set(name, status)
+            self._serving = serving
+
+    def _loop(self) -> None:
+        while not self._stop.wait(HEALTH_SECONDS):
+            try:
+                self.set(self.engine.writable())
+            except Exception:  # noqa: BLE001 -- health must keep answering
+                log.exception("health check failed")
+                self.set(False)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._serving = None
+        self.set(False)
+
+
 @dataclass
 class RunningServer:
     """A started server: its bound port, engine and a stop that drains."""
@@ -39,6 +80,7 @@ class RunningServer:
     engine: Engine
     port: int
     health: health.HealthServicer
+    watch: HealthWatch
     metrics: Metrics | None = None
     metrics_port: int | None = None
 
@@ -47,8 +89,7 @@ class RunningServer:
         return f"127.0.0.1:{self.port}"
 
     def stop(self, grace: float = 5.0) -> None:
-        for name in (*SERVICE_NAMES, ""):
-            self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self.watch.stop()
         self.server.stop(grace).wait()
         self.engine.stop()
         if self.metrics is not None:
@@ -68,9 +109,10 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def _auth(security: SecurityConfig, host: str) -> AuthInterceptor:
+def admin_auth(security: SecurityConfig, host: str) -> AuthInterceptor:
     """Admin calls are authenticated when a token or mTLS identities are set;
-    beyond loopback that is required unless explicitly waived."""
+    beyond loopback that is required unless explicitly waived (ConfigError).
+    A coordinator checks it before it spawns a worker."""
     try:
         token = read_token(security.admin_token_file, security.admin_token_env, dict(os.environ))
     except (OSError, ValueError) as exc:
@@ -108,7 +150,7 @@ def start_server(config: ServerConfig, engine=None, *, admin_handler: grpc.Gener
     """Start serving; port 0 lets the OS choose (tests). A serving worker of
     the multi-process mode passes its own engine, a handler that forwards admin
     calls, and ``reuse_port`` to share the port with its siblings."""
-    auth = _auth(config.security, config.host)
+    auth = admin_auth(config.security, config.host)
     credentials = server_credentials(config.security)
     engine = engine or Engine(config)
     metrics = Metrics(engine) if admin_handler is None else None
@@ -139,12 +181,12 @@ def start_server(config: ServerConfig, engine=None, *, admin_handler: grpc.Gener
     gc.collect()
     gc.freeze()  # start-up objects (models, catalog, modules) are never garbage: stop scanning them
     server.start()
-    for name in (*SERVICE_NAMES, ""):
-        health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    watch = HealthWatch(engine, health_servicer)
+    watch.start()
     metrics_port = None
     if metrics is not None and config.metrics.port is not None:
         metrics_port = metrics.serve(config.metrics.host, config.metrics.port)
     log.info("placement engine listening on %s:%d (%s, admin %s, data in %s)", config.host, port,
              "TLS" if credentials else "plaintext", "authenticated" if auth.enabled else "open",
              config.data_dir)
-    return RunningServer(server, engine, port, health_servicer, metrics, metrics_port)
+    return RunningServer(server, engine, port, health_servicer, watch, metrics, metrics_port)

@@ -93,6 +93,18 @@ class RequestLimits:
     max_message_bytes: int = 4 * 1024 * 1024  # one request, all of it
     # Calls in flight beyond this are answered RESOURCE_EXHAUSTED at once.
     max_concurrent_rpcs: int = 256
+    # Decisions waiting for their reward window, in memory (each keeps its log
+    # line, or where it is, until it joins); beyond it Decide is refused
+    # RESOURCE_EXHAUSTED until joins make room.
+    max_pending_decisions: int = 200_000
+    # A decision finished with less than this left before the caller's
+    # deadline is taken as not delivered (logged unserved, never learned): the
+    # answer needs time to travel, and the server cannot see it arrive.
+    deadline_margin_seconds: float = 0.001
+    # explain=true: feature ablations per request (each one VW predict of a
+    # slot), and explanations computed at once per serving process.
+    explain_max_features: int = 48
+    explain_max_concurrent: int = 2
     features: Limits = field(default_factory=Limits)
 
 
@@ -159,6 +171,12 @@ class ServerConfig:
             raise ConfigError("learner.publish_every_examples and publish_every_seconds must be positive")
         if self.learner.keep_versions < 2:
             raise ConfigError("learner.keep_versions must be at least 2 (rollback needs a previous version)")
+        limits = self.limits
+        if not 0 <= limits.deadline_margin_seconds < 60:
+            raise ConfigError("limits.deadline_margin_seconds must be in [0, 60)")
+        if limits.max_pending_decisions < 1 or limits.explain_max_concurrent < 0 or limits.explain_max_features < 0:
+            raise ConfigError("limits.max_pending_decisions must be positive, limits.explain_max_features and "
+                              "explain_max_concurrent not negative")
         if "default" not in self.surfaces:
             raise ConfigError("surfaces must include 'default'")
         for name, surface in self.surfaces.items():

@@ -28,6 +28,7 @@ from bandit.logformat.events import (
     JoinedEvent,
     LineRef,
     RewardEvent,
+    UnservedEvent,
     dumps,
     event_line,
     event_to_record,
@@ -39,7 +40,8 @@ from bandit.decision import DecisionInput, Mode
 from bandit.joiner import Joiner, JoinError, check_reward_value
 from server.config import ServerConfig
 from server.checkpoint import FILE_NAME as CHECKPOINT_FILE, read_checkpoint, write_checkpoint
-from server.eventlog import WORKER_DIRS, AppendLog, Position, Tailer, position_of, private_dir
+from server.eventlog import WORKER_DIRS, AppendLog, Position, Tailer, Ticket, position_of, private_dir
+from server.explain import Explanation, Explainer
 from server.learner import SurfaceModel
 from server.stats import Stats, SurfaceStats
 from server.modelstore import ModelStore, VersionInfo, verify_vw_model
@@ -56,6 +58,16 @@ class AlreadyJoined(JoinError):
     """A decision id reused after its example was already joined."""
 
 
+class CallerGone(RuntimeError):
+    """The caller's deadline passed (or it cancelled) while its decision was
+    made and logged: the decision is marked unserved and never learned."""
+
+
+def caller_gone(event_id: str) -> CallerGone:
+    return CallerGone(f"the deadline passed while event '{event_id}' was decided; it was not served "
+                      "and will not be learned from (retry with the same event id, or a longer deadline)")
+
+
 @dataclass(frozen=True)
 class DecideCall:
     """A validated decide request in core types."""
@@ -69,6 +81,19 @@ class DecideCall:
     mode: Mode | None
     deferred: bool
     at: float | None
+
+
+class PendingFull(RuntimeError):
+    """As many decisions waiting for their reward window as memory may hold."""
+
+
+def check_pending(pending: int, limit: int, counts) -> None:
+    """Refuse a new decision (counted in ``pending_refused``) while ``limit``
+    decisions wait for their window: their memory has a ceiling."""
+    if pending >= limit:
+        counts["pending_refused"] += 1
+        raise PendingFull(f"{pending} decisions are waiting for their reward window, at most {limit} "
+                          "(limits.max_pending_decisions): retry later")
 
 
 def lookup_surface(surfaces: dict, name: str):
@@ -96,12 +121,14 @@ def make_decision(call: DecideCall, event_id: str, surface, catalog: Catalog, no
                          tuple(decision.choices), call.deferred)
 
 
-def explain_decision(policy, event: DecisionEvent, top: int = 5) -> list[list[tuple[str, str, float]]]:
-    """Per slot, the features that moved the chosen collection's predicted
-    reward most (by leaving each out); computed only when asked for."""
-    actions = [c.action for c in event.choices]
-    return [policy.explain(event.inp, k, allowed, actions[k], top=top)
-            for k, allowed in event.inp.walk(actions)]
+@dataclass
+class Logged:
+    """A line submitted to the event log, what it does to memory once it is
+    written (see Engine._settle), and why that failed, if it did."""
+
+    ticket: Ticket
+    apply: Callable[[Ticket], None]
+    error: JoinError | None = None
 
 
 CHECKPOINT_SECONDS = 5.0
@@ -144,12 +171,20 @@ class Engine:
         self._joined_lines = dict.fromkeys(self.joined_logs, 0)
         self._joined_marks: dict[str, deque[tuple[int, Position]]] = {
             name: deque(maxlen=JOINED_MARKS) for name in self.joined_logs}
-        self.counts = {"decisions": 0, "rewards": 0, "activations": 0, "bad_requests": 0}
+        self.counts = {"decisions": 0, "rewards": 0, "activations": 0, "bad_requests": 0, "pending_refused": 0,
+                       "explain_ablations": 0, "explains_truncated": 0}
+        self.explainer = Explainer(config.limits.explain_max_features, config.limits.explain_max_concurrent)
         self.learner_errors = 0
         self.recovered_lines = 0  # log lines the last recovery read (a checkpoint bounds it)
         self._lock = threading.Lock()  # event log order == joiner order
         self._ingest_lock = threading.Lock()  # one reader of the workers' logs at a time
         self._checkpoint_lock = threading.Lock()
+        # Lines submitted to the event log whose effect on memory waits for
+        # their write (memory follows the disk), in log order: see _settle.
+        self._inflight: deque[Logged] = deque()
+        # Decisions submitted to the event log and not yet written: a repeat of
+        # one waits for its write instead of answering from memory.
+        self._unwritten: dict[str, tuple[DecisionEvent, Ticket]] = {}
         self._learn_queue: queue.Queue[tuple[str, JoinedEvent, str] | None] = queue.Queue(config.learner.queue_size)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -257,6 +292,8 @@ class Engine:
                 self.joiner.add_reward(event_id, record["slot"], float(record["value"]), float(record["ts"]))
             elif kind == "activate":
                 self.joiner.activate(event_id, float(record["ts"]))
+            elif kind == "unserved":
+                self.joiner.drop_unserved(event_id)
             else:
                 log.warning("skipping event record of unknown kind %r", kind)
         except JoinError as exc:
@@ -272,6 +309,7 @@ class Engine:
             published = {name: s.store.current().joined_through for name, s in self.surfaces.items()}
             with self._ingest_lock, self._lock:
                 own = self.events.barrier()
+                self._settle()  # every line before ``own`` is in memory now
                 workers = self.worker_logs.positions()
                 snapshot = self.joiner.snapshot()
                 marks = {name: list(m) for name, m in self._joined_marks.items()}
@@ -307,27 +345,91 @@ class Engine:
     def surface(self, name: str) -> SurfaceModel:
         return lookup_surface(self.surfaces, name)
 
-    def decide(self, call: DecideCall) -> DecisionEvent:
+    def decide(self, call: DecideCall, wanted: Callable[[], bool] | None = None) -> DecisionEvent:
+        """Decide and log; ``wanted`` tells, once the decision is logged,
+        whether the caller can still receive it (CallerGone, and the decision
+        marked unserved, when it cannot)."""
         surface = self.surface(call.surface)
         event_id = call.event_id or uuid.uuid4().hex
-        existing = self._existing(event_id)
-        if existing is not None:
-            return existing
+        found = self._lookup(event_id)
+        if found is not None:
+            return self._written(found)
+        check_pending(len(self.joiner) + len(self._unwritten), self.config.limits.max_pending_decisions, self.counts)
         event = make_decision(call, event_id, surface, self.catalog, self.clock())
         line = event_line(event)
         with self._lock:
-            existing = self._existing(event_id)
-            if existing is not None:  # a concurrent call with the same id won
-                return existing
-            ticket = self.events.submit(line, locate=True)  # queued in log order; written by the log's writer
-            self.joiner.add_decision(event, line)
-            self._count(event.surface, event.mode, [(c.model_top, c.action) for c in event.choices])
-        self.events.wait(ticket)  # durable before the caller hears of it
+            found = self._lookup(event_id)
+            if found is None:  # queued in log order; written by the log's writer
+                logged = self._submit(line, lambda ticket: self._decided(event, line, ticket), locate=True)
+                self._unwritten[event_id] = (event, logged.ticket)
+        if found is not None:  # a concurrent call with the same id won
+            return self._written(found)
+        try:
+            self._await(logged)  # durable before the caller (or a repeat) hears of it
+        finally:
+            with self._lock:
+                del self._unwritten[event_id]
+        if wanted is not None and not wanted():
+            self.unserved(event_id)
+            raise caller_gone(event_id)
+        return event
+
+    def _decided(self, event: DecisionEvent, line: str, ticket: Ticket) -> None:
+        """A decision's line is written: pending by where it is (what a
+        checkpoint names), and counted (under the lock)."""
+        self.joiner.add_decision(event, line)
         ref = self.events.where(ticket)
         if ref is not None:
-            with self._lock:  # pending by where it is: what a checkpoint names
-                self.joiner.locate(event_id, ref)
-        return event
+            self.joiner.locate(event.event_id, ref)
+        self._count(event.surface, event.mode, [(c.model_top, c.action) for c in event.choices])
+
+    def unserved(self, event_id: str) -> None:
+        """Log that a just logged decision never reached its caller, then drop
+        it from the joiner (memory follows the disk: if the marker cannot be
+        written, the decision stays and is learned as served)."""
+        marker = dumps(event_to_record(UnservedEvent(event_id, self.clock())))
+        with self._lock:
+            logged = self._submit(marker, lambda _: self.joiner.drop_unserved(event_id))
+        try:
+            self._await(logged)
+        except OSError as exc:
+            log.error("event '%s' could not be marked unserved: %r", event_id, exc)
+
+    def drop_unserved(self, event_id: str) -> None:
+        with self._lock:
+            self.joiner.drop_unserved(event_id)
+
+    def _submit(self, line: str, apply: Callable[[Ticket], None], locate: bool = False) -> "Logged":
+        """Queue a line for the event log and what it does to memory once it
+        is written (``apply``, under the lock; never if it is refused). Under
+        the lock, so the log's order is the order memory changes in."""
+        logged = Logged(self.events.submit(line, locate), apply)
+        self._inflight.append(logged)
+        return logged
+
+    def _settle(self) -> None:
+        """Apply every written line to memory, in log order, and drop the
+        refused ones (under the lock). Memory follows the disk and its order:
+        after a barrier, what memory holds is exactly what the log holds."""
+        while self._inflight and self._inflight[0].ticket.done:
+            logged = self._inflight.popleft()
+            if logged.ticket.error is not None:
+                continue
+            try:
+                logged.apply(logged.ticket)
+            except JoinError as exc:  # e.g. its decision joined meanwhile: the caller hears of it
+                logged.error = exc
+
+    def _await(self, logged: "Logged") -> None:
+        """Wait for a line's write, then settle: LogUnwritable if the disk
+        refused it, or what kept it from memory (a JoinError). Never under the lock."""
+        try:
+            self.events.wait(logged.ticket)
+        finally:
+            with self._lock:
+                self._settle()
+        if logged.error is not None:
+            raise logged.error
 
     def ingest(self, record: dict, line: str | LineRef) -> bool:
         """A decision logged by a serving worker process (multi-process mode):
@@ -354,8 +456,8 @@ class Engine:
             surface.counters.apprentice_decisions += len(tops_and_actions)
             surface.counters.apprentice_agreements += sum(top == a for top, a in tops_and_actions)
 
-    def explain(self, event: DecisionEvent, top: int = 5) -> list[list[tuple[str, str, float]]]:
-        return explain_decision(self.surface(event.surface).serving, event, top)
+    def explain(self, event: DecisionEvent, top: int = 5) -> Explanation:
+        return self.explainer.explain(self.surface(event.surface).serving, event, top)
 
     def check_repeat(self, event_id: str) -> None:
         """AlreadyJoined when a repeated event id's decision was already joined.
@@ -365,7 +467,13 @@ class Engine:
         joined since; the worker asks on a repeat (never on a new id)."""
         self._catch_up(event_id)
         with self._lock:
-            self._existing(event_id)
+            self._lookup(event_id)
+
+    def writable(self) -> bool:
+        """Whether the event log takes writes; health says NOT_SERVING while
+        it does not (a full disk), and SERVING again once a write or a probe
+        succeeds."""
+        return self.events.writable
 
     def totals(self) -> dict[str, int]:
         """Counters of everything served so far, every serving process included
@@ -386,18 +494,34 @@ class Engine:
                                       max(0.0, now - s.last_learned_event_ts) if s.last_learned_event_ts else 0.0)
                          for s in self.surfaces.values())
         return Stats(decisions=counts["decisions"], rewards=counts["rewards"], activations=counts["activations"],
-                     bad_requests=counts["bad_requests"], joined=js.joined, joined_with_reward=js.joined_with_reward,
+                     bad_requests=counts["bad_requests"], pending_refused=counts.get("pending_refused", 0),
+                     explain_ablations=counts.get("explain_ablations", 0),
+                     explains_truncated=counts.get("explains_truncated", 0), joined=js.joined, joined_with_reward=js.joined_with_reward,
                      default_reward_applied=js.default_reward_applied, unactivated_dropped=js.unactivated_dropped,
-                     join_failed=js.failed, rewards_rejected_unknown=js.rejected_unknown,
+                     join_failed=js.failed, unserved_dropped=js.unserved_dropped,
+                     rewards_rejected_unknown=js.rejected_unknown,
                      rewards_rejected_expired=js.rejected_expired, pending=self.pending(),
                      learner_errors=self.learner_errors, catalog_version=self.catalog.version, surfaces=surfaces)
 
-    def _existing(self, event_id: str) -> DecisionEvent | None:
-        """Idempotency: a repeated id gets the original decision back."""
+    def _written(self, found: tuple[DecisionEvent, Ticket | None]) -> DecisionEvent:
+        """Idempotency: a repeated id gets the original decision back, once it
+        is in the log: a repeat of one being written waits for the write
+        (LogUnwritable if it never got there). Never under the lock."""
+        event, ticket = found
+        if ticket is not None:
+            self.events.wait(ticket)
+        return event
+
+    def _lookup(self, event_id: str) -> tuple[DecisionEvent, Ticket | None] | None:
+        """A pending decision (ticket None), or one still being written with
+        its ticket; AlreadyJoined for a joined one."""
+        unwritten = self._unwritten.get(event_id)
+        if unwritten is not None:
+            return unwritten
         existing = self.joiner.get(event_id)
         if existing is None and self.joiner.is_closed(event_id):
             raise AlreadyJoined(f"event '{event_id}' was already decided and joined; use a new event id")
-        return existing
+        return None if existing is None else (existing, None)
 
     def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None) -> str:
         """Log and join a reward (a value in the reward range, at a time between
@@ -411,11 +535,14 @@ class Engine:
             if at is not None:
                 self.joiner.check_time(event_id, at, now, "reward")
             slot = self.joiner.slot_id(event_id, k)
-            ticket = self.events.submit(dumps(event_to_record(RewardEvent(event_id, slot, value, ts))))
-            self.joiner.add_reward(event_id, slot, value, ts)
-            self.counts["rewards"] += 1
-        self.events.wait(ticket)
+            record = dumps(event_to_record(RewardEvent(event_id, slot, value, ts)))
+            logged = self._submit(record, lambda _: self._rewarded(event_id, slot, value, ts))
+        self._await(logged)  # memory follows the disk: a reward not logged is not joined
         return slot
+
+    def _rewarded(self, event_id: str, slot: str, value: float, ts: float) -> None:
+        self.joiner.add_reward(event_id, slot, value, ts)
+        self.counts["rewards"] += 1
 
     def activate(self, event_id: str, at: float | None = None) -> None:
         now = self.clock()
@@ -425,10 +552,13 @@ class Engine:
             self.joiner.check_activation(event_id)
             if at is not None:
                 self.joiner.check_time(event_id, at, now, "activation")
-            ticket = self.events.submit(dumps(event_to_record(ActivationEvent(event_id, ts))))
-            self.joiner.activate(event_id, ts)
-            self.counts["activations"] += 1
-        self.events.wait(ticket)
+            record = dumps(event_to_record(ActivationEvent(event_id, ts)))
+            logged = self._submit(record, lambda _: self._activated(event_id, ts))
+        self._await(logged)  # memory follows the disk
+
+    def _activated(self, event_id: str, ts: float) -> None:
+        self.joiner.activate(event_id, ts)
+        self.counts["activations"] += 1
 
     def catch_up(self) -> None:
         """Multi-process mode: read and ingest the workers' new decisions; one
@@ -438,6 +568,8 @@ class Engine:
             for record, where in self.worker_logs.poll():
                 if record.get("kind") == "decision":
                     self.ingest(record, where)  # the line stays in the worker's log until it joins
+                elif record.get("kind") == "unserved":
+                    self.drop_unserved(record["id"])
 
     def _catch_up(self, event_id: str) -> None:
         if self.follow_workers and event_id not in self.joiner and not self.joiner.is_closed(event_id):
@@ -451,6 +583,7 @@ class Engine:
         if self.follow_workers:
             self.catch_up()
         with self._lock:
+            self._settle()  # rewards and activations written so far count before their windows close
             joined = [(item, line) for item in self.joiner.close_due(self.clock() if now is None else now)
                       if (line := self._joined_line(item)) is not None]
             by_surface: dict[str, list[str]] = {}

@@ -5,6 +5,11 @@ operating system (so a killed server loses nothing it acknowledged). With
 ``fsync="always"`` it also waits for the disk (survives power loss); with
 ``"batch"`` the file is fsynced at most every ``batch_seconds`` by the writer;
 ``"never"`` leaves that to the OS. Files rotate into numbered segments.
+
+A write is whole lines or nothing: when the disk refuses (full, I/O error)
+the torn rest is cut back to the last whole line, the waiters whose lines are
+not in the file get LogUnwritable, and ``writable`` is False until a write or
+a probe succeeds again (health follows it).
 """
 
 from __future__ import annotations
@@ -45,75 +50,140 @@ class LogBacklogFull(RuntimeError):
     """More lines waiting for the disk than the log's bound: shed load."""
 
 
+class LogUnwritable(OSError):
+    """The log could not take a line (disk full, I/O error): nothing of it is
+    in the file, so the caller may retry; the log recovers by itself once
+    writes succeed again."""
+
+
+class WriteFailed(OSError):
+    """A write that failed after ``kept`` bytes of complete lines (the rest cut back)."""
+
+    def __init__(self, kept: int, path: Path, offset: int):
+        super().__init__(f"write failed after {kept} bytes")
+        self.kept = kept
+        self.path, self.offset = path, offset  # where the write began
+
+
+class Ticket:
+    """One submitted line: :meth:`AppendLog.wait` returns once it is written,
+    or raises what kept it from the file; ``ref`` is where it was written
+    (when submitted with ``locate``)."""
+
+    __slots__ = ("seq", "done", "error", "locate", "ref")
+
+    def __init__(self, seq: int, locate: bool = False) -> None:
+        self.seq = seq  # submission order
+        self.done = False
+        self.error: BaseException | None = None
+        self.locate = locate
+        self.ref: LineRef | None = None
+
+    def __lt__(self, other: "Ticket") -> bool:
+        return self.seq < other.seq
+
+
 class AppendLog:
     def __init__(self, directory: Path, prefix: str, ext: str = "jsonl", fsync: str = "batch",
                  segment_bytes: int = 256 * 1024 * 1024, batch_seconds: float = 0.05,
-                 max_pending: int = 100_000):
+                 max_pending: int = 100_000, probe_seconds: float = 0.5):
         self.directory = private_dir(directory)
         self.prefix, self.ext = prefix, ext
         self.fsync, self.segment_bytes, self.batch_seconds = fsync, segment_bytes, batch_seconds
         self._lock = threading.Lock()
         segments = self.segments()
         self._index = _number(segments[-1]) if segments else 1
-        self._fh = self._open()
+        self._fd = self._open()
         self._last_sync = time.monotonic()
         # Group commit: request threads queue lines and wait; one writer thread
         # writes (and fsyncs) whatever has queued up in one go.
         self.max_pending = max_pending
-        self._queue: list[bytes] = []
-        self._queued = self._written = 0  # sequence numbers
-        self._failure: BaseException | None = None
+        self._queue: list[tuple[bytes, Ticket]] = []
         self._cond = threading.Condition()
         self._writer: threading.Thread | None = None
-        self._locate: set[int] = set()  # tickets whose line position is wanted (see where)
-        self._where: dict[int, LineRef] = {}
+        self._last: Ticket | None = None
+        # The last write's failure, until a write (or a probe) succeeds again.
+        self.failure: BaseException | None = None
+        self.failures = 0
+        self.probe_seconds = probe_seconds
+        self._last_probe = 0.0
 
     def segments(self) -> list[Path]:
         return segments(self.directory, self.prefix, self.ext)
 
-    def _open(self):
-        path = self.directory / f"{self.prefix}-{self._index:06d}.{self.ext}"
-        fh = open(path, "ab", opener=private_opener)
-        if fh.tell() > 0 and not _ends_with_newline(path):
-            fh.write(b"\n")  # seal a torn line left by a crash; readers skip it
-            fh.flush()
-        return fh
+    def _path(self) -> Path:
+        return self.directory / f"{self.prefix}-{self._index:06d}.{self.ext}"
+
+    def _open(self) -> int:
+        """Unbuffered, so what is in the file is exactly what :meth:`_write`
+        reports written: a failed write can be cut back to the last good line."""
+        path = self._path()
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, PRIVATE_FILE)
+        if os.fstat(fd).st_size > 0 and not _ends_with_newline(path):
+            self._write_all(fd, b"\n")  # seal a torn line left by a crash; readers skip it
+        self._size = os.fstat(fd).st_size  # after the seal: offsets and cut-backs count it
+        return fd
+
+    @property
+    def writable(self) -> bool:
+        """False while the last write failed; a probe (at most every
+        ``probe_seconds``) finds out whether space or the device is back."""
+        if self.failure is not None and time.monotonic() - self._last_probe >= self.probe_seconds:
+            self._probe()
+        return self.failure is None
+
+    def _probe(self) -> None:
+        self._last_probe = time.monotonic()
+        probe = self.directory / f".{self.prefix}.probe"
+        try:
+            fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE)
+            try:
+                self._write_all(fd, bytes(PROBE_BYTES))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+                probe.unlink(missing_ok=True)
+        except OSError as exc:
+            log.debug("%s log still unwritable: %r", self.prefix, exc)
+            return
+        log.warning("%s log in %s writable again", self.prefix, self.directory)
+        self.failure = None
 
     def append(self, line: str) -> None:
         self.append_many((line,))
 
     def append_many(self, lines: Iterable[str]) -> None:
+        """Written before it returns; WriteFailed (its ``kept`` bytes of whole
+        lines are in the file) when the disk refuses."""
         data = "".join(f"{line}\n" for line in lines).encode("utf-8")
         if data:
             self._write(data)
 
-    def submit(self, line: str, locate: bool = False) -> int:
+    def submit(self, line: str, locate: bool = False) -> Ticket:
         """Queue a line for the writer thread; returns its ticket for :meth:`wait`.
         Lines are written in submission order. With ``locate``, :meth:`where`
         tells where the line was written."""
         data = f"{line}\n".encode("utf-8")
         with self._cond:
-            if self._failure is not None:
-                raise OSError(f"event log unwritable: {self._failure}")
+            ticket = Ticket(self._last.seq + 1 if self._last is not None else 1, locate)
             if len(self._queue) >= self.max_pending:
                 raise LogBacklogFull(f"{len(self._queue)} log lines waiting for the disk")
             if self._writer is None:
                 self._writer = threading.Thread(target=self._write_loop, name=f"{self.prefix}-writer", daemon=True)
                 self._writer.start()
-            self._queue.append(data)
-            self._queued += 1
-            if locate:
-                self._locate.add(self._queued)
+            self._queue.append((data, ticket))
+            self._last = ticket
             self._cond.notify_all()
-            return self._queued
+        return ticket
 
-    def wait(self, ticket: int) -> None:
-        """Return once the line is written as the durability rule says."""
+    def wait(self, ticket: Ticket) -> None:
+        """Return once the line is written as the durability rule says;
+        LogUnwritable when it could not be (none of it is in the file)."""
         with self._cond:
-            while self._written < ticket:
-                if self._failure is not None:
-                    raise OSError(f"event log unwritable: {self._failure}")
+            while not ticket.done:
                 self._cond.wait()
+        if ticket.error is not None:
+            raise LogUnwritable(f"{self.prefix} log unwritable, nothing recorded: {ticket.error}")
 
     def _write_loop(self) -> None:
         while True:
@@ -121,94 +191,120 @@ class AppendLog:
                 while not self._queue:
                     self._cond.wait()
                 batch, self._queue = self._queue, []
-                last = self._queued
+            kept, error = None, None
             try:
-                path, offset = self._write(b"".join(batch))
-            except BaseException as exc:  # disk full, I/O error: waiters get the error
-                log.exception("event log write failed")
-                with self._cond:
-                    self._failure = exc
-                    self._cond.notify_all()
-                return
+                path, offset = self._write(b"".join(data for data, _ in batch))
+            except WriteFailed as exc:  # disk full, I/O error: the lines not in the file get the error
+                kept, error, path, offset = exc.kept, exc.__cause__, exc.path, exc.offset
+            except Exception as exc:  # noqa: BLE001 -- never leave a waiter hanging
+                log.exception("%s log writer failed", self.prefix)
+                kept, error, path, offset = 0, exc, self._path(), 0
             with self._cond:
-                self._located(batch, last, path, offset)
-                self._written = last
+                end = 0
+                for data, ticket in batch:
+                    if ticket.locate:
+                        ticket.ref = LineRef(path, offset + end, len(data) - 1)
+                    end += len(data)
+                    ticket.done = True
+                    ticket.error = error if kept is not None and end > kept else None
                 self._cond.notify_all()
 
-    def _located(self, batch: list[bytes], last: int, path: Path, offset: int) -> None:
-        """Record where the wanted lines of a written batch are (under the condition)."""
-        if not self._locate:
-            return
-        for ticket, data in enumerate(batch, start=last - len(batch) + 1):
-            if ticket in self._locate:
-                self._locate.discard(ticket)
-                self._where[ticket] = LineRef(path, offset, len(data) - 1)
-            offset += len(data)
-
-    def where(self, ticket: int) -> LineRef | None:
+    def where(self, ticket: Ticket) -> LineRef | None:
         """Where a line submitted with ``locate`` was written (once it is: after
-        :meth:`wait`); asked once per ticket."""
-        with self._cond:
-            return self._where.pop(ticket, None)
+        :meth:`wait`)."""
+        return ticket.ref if ticket.done and ticket.error is None else None
 
     def barrier(self) -> tuple[int, int]:
-        """Wait until every line submitted so far is written; the (segment,
-        offset) after them. Under the caller's lock that stops new submissions,
-        it is exactly the end of what the caller has logged."""
+        """Wait until every line submitted so far is written (or refused); the
+        (segment, offset) after them. Under the caller's lock that stops new
+        submissions, it is exactly the end of what the caller has logged."""
         with self._cond:
-            last = self._queued
-        if self._writer is not None:
-            self.wait(last)
-        with self._lock:
-            self._fh.flush()
-            return self._index, self._fh.tell()
+            last = self._last
+            while last is not None and not last.done:
+                self._cond.wait()
+        return self.end()
 
     def end(self) -> tuple[int, int]:
-        """(segment, offset) after the last line written with :meth:`append_many`."""
+        """(segment, offset) after the last line written."""
         with self._lock:
-            return self._index, self._fh.tell()
+            return self._index, self._size
 
     def _write(self, data: bytes) -> tuple[Path, int]:
-        """Write, sync as configured, rotate when full; where ``data`` went."""
+        """Whole lines only: when a write fails, the lines it completed stay
+        (readers of the file may have seen them) and the torn rest is cut back,
+        so no torn record is left for the next append. WriteFailed tells how
+        many bytes of ``data`` were kept. Where ``data`` went (file, offset)."""
         with self._lock:
-            where = Path(self._fh.name), self._fh.tell()
-            self._fh.write(data)
-            self._fh.flush()
-            self._sync()
-            if self._fh.tell() >= self.segment_bytes:
+            good = self._size
+            where = self._path(), good
+            view = memoryview(data)
+            try:
+                while view:
+                    view = view[os.write(self._fd, view):]
+                self._size = good + len(data)
+                self._sync()
+            except OSError as exc:
+                written = len(data) - len(view)
+                kept = data.rfind(b"\n", 0, written) + 1
+                self._cut_back(good + kept, exc)
+                raise WriteFailed(kept, *where) from exc
+            self.failure = None
+            if self._size >= self.segment_bytes:
                 self._rotate()
             return where
 
+    def _cut_back(self, good: int, exc: OSError) -> None:
+        self.failures += 1
+        self.failure = exc
+        self._last_probe = time.monotonic()
+        try:
+            os.ftruncate(self._fd, good)
+            self._size = good
+        except OSError:  # the next write seals what is left; readers skip a torn line
+            self._size = os.fstat(self._fd).st_size
+            log.exception("%s log: could not cut a failed write back", self.prefix)
+        log.error("%s log write failed, cut back to byte %d of %s: %r", self.prefix, self._size, self._path(), exc)
+
+    @staticmethod
+    def _write_all(fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+
     def _sync(self) -> None:
         if self.fsync == "always":
-            os.fsync(self._fh.fileno())
+            os.fsync(self._fd)
         elif self.fsync == "batch" and time.monotonic() - self._last_sync >= self.batch_seconds:
-            os.fsync(self._fh.fileno())
+            os.fsync(self._fd)
             self._last_sync = time.monotonic()
 
     def _rotate(self) -> None:
-        os.fsync(self._fh.fileno())
-        self._fh.close()
+        os.fsync(self._fd)
+        os.close(self._fd)
         self._index += 1
-        self._fh = self._open()
+        self._fd = self._open()
 
     def read(self) -> Iterator[dict]:
-        """Every record of every segment, in order (torn last lines skipped)."""
-        with self._lock:
-            self._fh.flush()
+        """Every record of every segment, in order (torn lines skipped)."""
         yield from read_log_dir(self.directory, self.prefix, self.ext)
 
     def close(self) -> None:
         with self._cond:
-            last = self._queued
-        if self._writer is not None and self._failure is None:
-            self.wait(last)
+            last = self._queue[-1][1] if self._queue else self._last
+            while last is not None and not last.done:
+                self._cond.wait()
         with self._lock:
-            if not self._fh.closed:
-                self._fh.flush()
+            if self._fd >= 0:
                 if self.fsync != "never":
-                    os.fsync(self._fh.fileno())
-                self._fh.close()
+                    try:
+                        os.fsync(self._fd)
+                    except OSError:
+                        log.exception("%s log: fsync at close failed", self.prefix)
+                os.close(self._fd)
+                self._fd = -1
+
+
+PROBE_BYTES = 64 * 1024  # what a probe must be able to write before the log counts as writable again
 
 
 def segments(directory: Path, prefix: str = "events", ext: str = "jsonl") -> list[Path]:

@@ -32,6 +32,12 @@ class _EngineCollector:
             "placement_unactivated_dropped": ("Deferred decisions never activated.", st.unactivated_dropped),
             "placement_join_failed": ("Decisions that could not be joined (logged; their batch went on).",
                                       st.join_failed),
+            "placement_unserved_dropped": ("Decisions whose caller's deadline passed while they were made: "
+                                           "logged as unserved, never learned.", st.unserved_dropped),
+            "placement_pending_refused": ("Decides refused: limits.max_pending_decisions were pending.",
+                                          st.pending_refused),
+            "placement_explain_ablations": ("Feature ablations computed for explain=true.", st.explain_ablations),
+            "placement_explains_truncated": ("Explanations cut short by their bounds.", st.explains_truncated),
             "placement_learner_errors": ("Joined examples the learner could not learn.", st.learner_errors),
         }
         for name, (doc, value) in counters.items():

@@ -14,6 +14,7 @@ from typing import Protocol
 from bandit.catalog import Catalog
 from bandit.logformat.events import DecisionEvent
 from server.config import ServerConfig
+from server.explain import Explanation
 from server.stats import Stats
 
 
@@ -22,15 +23,22 @@ class ServingEngine(Protocol):
     catalog: Catalog
     counts: dict[str, int]
 
-    def decide(self, call) -> DecisionEvent:
-        """Decide, log durably, then return the decision (a ``DecideCall``)."""
+    def decide(self, call, wanted=None) -> DecisionEvent:
+        """Decide, log durably, then return the decision (a ``DecideCall``);
+        ``wanted()`` false once it is logged: marked unserved, CallerGone."""
         ...
 
-    def explain(self, event: DecisionEvent, top: int = 5) -> list[list[tuple[str, str, float]]]: ...
+    def explain(self, event: DecisionEvent, top: int = 5) -> Explanation:
+        """Within the explain bounds (see server.explain)."""
+        ...
 
     def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None) -> str: ...
 
     def activate(self, event_id: str, at: float | None = None) -> None: ...
+
+    def writable(self) -> bool:
+        """Whether decisions can be logged now (health follows it)."""
+        ...
 
     def stats(self) -> Stats:
         """One snapshot of every counter, every serving process included."""

@@ -23,8 +23,8 @@ from bandit.decision import Mode, NoEligibleCandidate
 from bandit.vwargs import SettingsError
 from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc
-from server.engine import AlreadyJoined, DecideCall, Engine, UnknownSurface
-from server.eventlog import LogBacklogFull
+from server.engine import AlreadyJoined, CallerGone, DecideCall, Engine, PendingFull, UnknownSurface
+from server.eventlog import LogBacklogFull, LogUnwritable
 from server.protocol import ServingEngine
 from server.stats import Stats, SurfaceStats
 from server.modelstore import ModelStoreError, VersionInfo
@@ -50,6 +50,8 @@ class NotFound(LookupError):
 # Most specific first: the first matching class decides the status.
 _STATUS: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (AlreadyJoined, grpc.StatusCode.ALREADY_EXISTS),
+    (CallerGone, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (PendingFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (ExpiredEvent, grpc.StatusCode.FAILED_PRECONDITION),
     (UnknownEvent, grpc.StatusCode.NOT_FOUND),
     (UnknownSlot, grpc.StatusCode.INVALID_ARGUMENT),
@@ -64,6 +66,7 @@ _STATUS: list[tuple[type[BaseException], grpc.StatusCode]] = [
     (SettingsError, grpc.StatusCode.INVALID_ARGUMENT),
     (InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (LogBacklogFull, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (LogUnwritable, grpc.StatusCode.UNAVAILABLE),
 ]
 
 
@@ -227,6 +230,16 @@ def to_response(event: DecisionEvent) -> pb.DecideResponse:
     return response
 
 
+def _deliverable(context: grpc.ServicerContext, margin: float) -> bool:
+    """Whether an answer sent now can still reach the caller: it has not
+    cancelled, and more than ``margin`` seconds are left before its deadline
+    (the response needs time to travel; the server cannot see its arrival)."""
+    if not context.is_active():
+        return False
+    left = context.time_remaining()
+    return left is None or left > margin
+
+
 class PlacementService(pb_grpc.PlacementServiceServicer):
     def __init__(self, engine: ServingEngine, known_candidates: int = 4096):
         self.engine = engine
@@ -237,12 +250,22 @@ class PlacementService(pb_grpc.PlacementServiceServicer):
         call = to_call(request, self.engine, self.known)
         if not context.is_active():  # cancelled or past its deadline: never log an unseen decision
             context.abort(grpc.StatusCode.CANCELLED, "the caller is gone; decision not made")
-        event = self.engine.decide(call)
+        margin = self.engine.config.limits.deadline_margin_seconds
+        wanted = functools.partial(_deliverable, context, margin)
+        if not wanted():
+            context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                          f"less than {margin:g} s left before the deadline; decision not made")
+        event = self.engine.decide(call, wanted)  # never learned as shown if the caller is gone
         response = to_response(event)
         if request.explain:
-            for slot, reasons in zip(response.slots, self.engine.explain(event)):
+            explanation = self.engine.explain(event)
+            for slot, reasons in zip(response.slots, explanation.slots):
                 slot.explanation.extend(pb.FeatureContribution(group=g, feature=f, contribution=c)
                                         for g, f, c in reasons)
+            response.explanation_truncated = explanation.truncated
+            counts = self.engine.counts
+            counts["explain_ablations"] += explanation.ablations
+            counts["explains_truncated"] += explanation.truncated
         return response
 
     def DecideStream(self, request_iterator, context) -> Iterator[pb.DecideResponse]:

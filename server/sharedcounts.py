@@ -17,7 +17,7 @@ import struct
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 
-SHARED = ("bad_requests",)
+SHARED = ("bad_requests", "pending_refused", "explain_ablations", "explains_truncated")
 FILE_NAME = "counts.bin"
 _CELL = struct.Struct("<q")
 

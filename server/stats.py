@@ -27,11 +27,15 @@ class Stats:
     rewards: int
     activations: int
     bad_requests: int
+    pending_refused: int  # Decides refused at limits.max_pending_decisions
+    explain_ablations: int  # VW predicts spent on explain=true
+    explains_truncated: int  # explanations cut short by their bounds
     joined: int
     joined_with_reward: int
     default_reward_applied: int
     unactivated_dropped: int
     join_failed: int
+    unserved_dropped: int  # decisions whose caller was gone once they were logged: not learned
     rewards_rejected_unknown: int
     rewards_rejected_expired: int
     pending: int

@@ -36,15 +36,17 @@ from typing import Callable
 import grpc
 
 from bandit.catalog import Catalog
-from bandit.logformat.events import DecisionEvent, decision_head, event_from_record, event_line
+from bandit.logformat.events import (DecisionEvent, UnservedEvent, decision_head, dumps, event_from_record,
+                                     event_line, event_to_record, unserved_id)
 from bandit.decision import Mode
 from bandit.policy import Policy
 from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc
-from server.app import start_server
+from server.app import admin_auth, start_server
 from server.config import ServerConfig
-from server.engine import DecideCall, Engine, explain_decision, lookup_surface, make_decision
-from server.eventlog import AppendLog, tail_lines, worker_dirs
+from server.engine import DecideCall, Engine, caller_gone, check_pending, lookup_surface, make_decision
+from server.eventlog import AppendLog, Ticket, tail_lines, worker_dirs
+from server.explain import Explainer, Explanation
 from server.interceptors import AuthInterceptor, MalformedRequestInterceptor, read_token
 from server.stats import Stats
 from server.metrics import Metrics
@@ -63,6 +65,15 @@ CHECK_REPEAT = "/placement.internal.Coordination/CheckRepeat"
 
 def worker_log_dir(data_dir: Path, name: str | int) -> Path:
     return Path(data_dir) / "events" / f"worker-{name}"
+
+
+PENDING_GAUGE = ("pending",)
+
+
+def pending_path(data_dir: Path) -> Path:
+    """Where the coordinator publishes how many decisions wait for their join,
+    so that workers refuse new ones at limits.max_pending_decisions."""
+    return Path(data_dir) / "events" / "pending.bin"
 
 
 def socket_path(data_dir: Path) -> Path:
@@ -150,6 +161,7 @@ class WorkerEngine:
                                               ModelStore(data / "models" / name, keep=config.learner.keep_versions))
                          for name, s in config.surfaces.items()}
         self.counts = SharedCounts(log_dir / COUNTS_FILE)  # what this worker rejects; the coordinator adds them up
+        self.explainer = Explainer(config.limits.explain_max_features, config.limits.explain_max_concurrent)
         self._service = pb_grpc.PlacementServiceStub(coordinator)
         self._admin = pb_grpc.PlacementAdminStub(coordinator)
         self._check_repeat = coordinator.unary_unary(CHECK_REPEAT)
@@ -159,6 +171,9 @@ class WorkerEngine:
         self._recent_bytes = 0
         self._remember_bytes = remember_bytes
         self._remember_logged(data / "events")
+        self._unwritten: dict[str, Ticket] = {}  # decisions submitted to the log, not yet written
+        self._pending_path = pending_path(data)
+        self.coordinator_pending = 0  # the coordinator's pending decisions, read every refresh
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._refresh_loop, name="refresh", daemon=True)
@@ -175,10 +190,17 @@ class WorkerEngine:
         logged twice is remembered as logged first (the one the coordinator joins)."""
         newest: dict[str, tuple[float, str]] = {}
         for directory in (events_dir, *worker_dirs(events_dir)):
+            unserved: set[str] = set()  # marked after their decision, in the same log: read first
             for raw in tail_lines(directory, self._remember_bytes):
                 line = raw.decode("utf-8", errors="replace")
                 head = decision_head(line)
-                if head is not None and (head[0] not in newest or head[1] <= newest[head[0]][0]):
+                if head is None:
+                    gone = unserved_id(line)
+                    if gone is not None:
+                        unserved.add(gone)
+                elif head[0] in unserved:
+                    unserved.discard(head[0])  # never served: a retry is decided afresh
+                elif head[0] not in newest or head[1] <= newest[head[0]][0]:
                     newest[head[0]] = (head[1], line)
         for event_id, (_, line) in sorted(newest.items(), key=lambda item: item[1][0], reverse=True):
             if self._recent_bytes + len(line) > self._remember_bytes:
@@ -198,6 +220,10 @@ class WorkerEngine:
     def drain(self) -> None:
         self.stop()
 
+    def writable(self) -> bool:
+        """Whether this worker's decision log takes writes (health follows it)."""
+        return self.events.writable
+
     def stats(self) -> Stats:
         """The coordinator's snapshot: it counts every worker."""
         return stats_from_pb(self._admin.GetStats(pb.StatsRequest(), timeout=30, metadata=self.metadata))
@@ -211,6 +237,7 @@ class WorkerEngine:
                     surface.refresh()
                 self._catalog.get()
                 self.counts.flush()
+                self.coordinator_pending = read_counts(self._pending_path, PENDING_GAUGE)["pending"]
                 failing = None
             except Exception as exc:
                 error = f"{type(exc).__name__}: {exc}"
@@ -223,32 +250,73 @@ class WorkerEngine:
     def surface(self, name: str) -> ServingSurface:
         return lookup_surface(self.surfaces, name)
 
-    def decide(self, call: DecideCall) -> DecisionEvent:
+    def decide(self, call: DecideCall, wanted: Callable[[], bool] | None = None) -> DecisionEvent:
+        """As :meth:`Engine.decide`; an unserved marker goes to this worker's
+        log, after its decision, for the coordinator to drop it."""
         surface = self.surface(call.surface)
         event_id = call.event_id or uuid.uuid4().hex
         with self._lock:
-            remembered = self._recent.get(event_id)
+            remembered = self._remembered(event_id)
         if remembered is not None:
-            return self._repeat(event_id, remembered)
+            return self._repeat(event_id, *remembered)
+        check_pending(self.coordinator_pending + len(self._unwritten), self.config.limits.max_pending_decisions,
+                      self.counts)
         event = make_decision(call, event_id, surface, self.catalog, time.time())
         line = event_line(event)
         with self._lock:
-            remembered = self._recent.get(event_id)
+            remembered = self._remembered(event_id)
             if remembered is None:
                 ticket = self.events.submit(line)
-                self._recent[event_id] = line
-                self._recent_bytes += len(line)
-                while self._recent_bytes > self._remember_bytes:
-                    self._recent_bytes -= len(self._recent.popitem(last=False)[1])
+                self._unwritten[event_id] = ticket
+                self._remember(event_id, line)
         if remembered is not None:  # a concurrent call with the same id won
-            return self._repeat(event_id, remembered)
-        self.events.wait(ticket)
+            return self._repeat(event_id, *remembered)
+        try:
+            self.events.wait(ticket)
+        finally:
+            with self._lock:  # memory follows the disk: a decision not logged is forgotten
+                del self._unwritten[event_id]
+                if ticket.error is not None:
+                    self._forget(event_id, line)
+        if wanted is not None and not wanted():
+            self._unserved(event_id, line)
+            raise caller_gone(event_id)
         return event
 
-    def _repeat(self, event_id: str, line: str) -> DecisionEvent:
-        """A repeated id gets its original decision back while it is pending;
-        whether it has joined since only the coordinator knows (ALREADY_EXISTS,
-        as from one process). Asked on repeats only, never on a new id."""
+    def _forget(self, event_id: str, line: str) -> None:
+        """(under the lock)"""
+        if self._recent.get(event_id) is line:
+            self._recent_bytes -= len(self._recent.pop(event_id))
+
+    def _unserved(self, event_id: str, line: str) -> None:
+        marker = dumps(event_to_record(UnservedEvent(event_id, time.time())))
+        try:
+            self.events.wait(self.events.submit(marker))
+        except OSError as exc:
+            log.error("worker %s: event '%s' could not be marked unserved: %r", self.index, event_id, exc)
+            return
+        with self._lock:  # a retry with the id is decided afresh, as from one process
+            self._forget(event_id, line)
+
+    def _remembered(self, event_id: str) -> tuple[str, Ticket | None] | None:
+        """A recent decision's line, with its ticket while it is being written (under the lock)."""
+        line = self._recent.get(event_id)
+        return None if line is None else (line, self._unwritten.get(event_id))
+
+    def _remember(self, event_id: str, line: str) -> None:
+        self._recent[event_id] = line
+        self._recent_bytes += len(line)
+        while self._recent_bytes > self._remember_bytes:
+            self._recent_bytes -= len(self._recent.popitem(last=False)[1])
+
+    def _repeat(self, event_id: str, line: str, ticket: Ticket | None = None) -> DecisionEvent:
+        """A repeated id gets its original decision back while it is pending
+        and once it is in the log (a repeat of one being written waits for the
+        write: LogUnwritable if it never got there); whether it has joined
+        since only the coordinator knows (ALREADY_EXISTS, as from one process).
+        Asked on repeats only, never on a new id."""
+        if ticket is not None:
+            self.events.wait(ticket)
         try:
             self._check_repeat(event_id.encode(), timeout=REPEAT_CHECK_SECONDS, metadata=self.metadata)
         except grpc.RpcError as err:
@@ -258,8 +326,8 @@ class WorkerEngine:
                         self.index, event_id, err.code())
         return event_from_record(json.loads(line))
 
-    def explain(self, event: DecisionEvent, top: int = 5):
-        return explain_decision(self.surface(event.surface).serving, event, top)
+    def explain(self, event: DecisionEvent, top: int = 5) -> Explanation:
+        return self.explainer.explain(self.surface(event.surface).serving, event, top)
 
     def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None) -> str:
         request = pb.RewardRequest(event_id=event_id, slot_id=slot_id, value=value)
@@ -369,6 +437,7 @@ class Coordinator:
         # more workers, or one process) and follows them on from where it read.
         self.engine = Engine(config)
         self.engine.follow_workers = True
+        self._pending_gauge = SharedCounts(pending_path(config.data_dir), PENDING_GAUGE)
         self.engine.peer_counts = self.worker_counts
         for directory in self.engine.worker_logs.directories():  # counted from zero, as the coordinator's own
             reset_counts(directory / COUNTS_FILE)
@@ -386,11 +455,15 @@ class Coordinator:
         while not self._stop.wait(TAIL_SECONDS):
             try:
                 self.engine.catch_up()
+                self._pending_gauge["pending"] = self.engine.pending()
+                self._pending_gauge.flush()  # for workers of other hosts
             except Exception:
                 log.exception("reading worker decisions failed")
 
     def start(self) -> int:
         """Start the coordinator and the workers; returns the shared port."""
+        if self.workers:  # what each worker would refuse, refused here before any is spawned
+            admin_auth(self.config.security, self.config.host)
         path = socket_path(self.config.data_dir)
         path.unlink(missing_ok=True)
         sec = self.config.security
@@ -429,8 +502,7 @@ class Coordinator:
                 self._procs.append(proc)
                 readiness.append(ready)
             for index, ready in enumerate(readiness):
-                if not ready.wait(120):
-                    raise RuntimeError(f"worker {index} did not start")
+                _await_worker(self._procs[index], index, ready)
         finally:
             reservation.close()
         log.info("coordinator: %d workers serving on %s:%d", self.workers, self.config.host, self.port)
@@ -488,6 +560,20 @@ def _listen_for_workers(server: grpc.Server, config: ServerConfig, address: str)
     if port == 0:
         raise OSError(f"could not listen on {address}")
     return port
+
+
+WORKER_START_SECONDS = 120
+
+
+def _await_worker(proc: mp.Process, index: int, ready, timeout: float = WORKER_START_SECONDS) -> None:
+    """Return once the worker serves; a worker that exits first is reported at
+    once (its own log says why), not after the start-up timeout."""
+    deadline = time.monotonic() + timeout
+    while not ready.wait(0.1):
+        if not proc.is_alive():
+            raise RuntimeError(f"worker {index} exited with code {proc.exitcode} before it served")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"worker {index} did not start within {timeout:g} s")
 
 
 def _reserve_port(host: str, port: int) -> tuple[int, socket.socket]:

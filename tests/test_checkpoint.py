@@ -10,7 +10,7 @@ import pytest
 
 from bandit.catalog import Collection
 from bandit.features import SlotSpec, groups_from_dict
-from server.engine import AlreadyJoined, DecideCall, Engine
+from server.engine import AlreadyJoined, CallerGone, DecideCall, Engine
 
 from conftest import make_config
 
@@ -101,3 +101,25 @@ def test_torn_or_missing_checkpoint_falls_back_to_reading_everything(tmp_path):
         engine.events.close()
         for jlog in engine.joined_logs.values():
             jlog.close()
+
+
+@pytest.mark.parametrize("checkpointed", [True, False])
+def test_an_unserved_decision_stays_dropped_after_a_restart(tmp_path, checkpointed):
+    """A decision whose caller was gone once it was logged is marked unserved
+    and dropped; a restart, from a checkpoint or (after a crash) from the logs,
+    must not bring it back as pending (it would be learned as shown, not
+    clicked), and a retry with its id is decided afresh."""
+    data = tmp_path / "data"
+    engine = Engine(make_config(data, **WINDOW))
+    served = engine.decide(_call(1)).event_id
+    with pytest.raises(CallerGone):
+        engine.decide(_call(2), wanted=lambda: False)
+    if checkpointed:
+        engine.checkpoint()
+    engine.events.close()  # then the process dies
+
+    engine = Engine(make_config(data, **WINDOW))
+    assert engine.pending() == 1 and engine.joiner.get(served) is not None
+    assert engine.joiner.get("e2") is None and not engine.joiner.is_closed("e2")
+    assert engine.decide(_call(2)).event_id == "e2"  # decided afresh, not ALREADY_EXISTS
+    assert engine.pending() == 2

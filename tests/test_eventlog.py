@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from bandit.logformat.events import LogFormatError, read_lines
+from bandit.logformat.events import LogFormatError, SkippedLines, read_lines
 from server.eventlog import AppendLog, LogBacklogFull, Tailer, read_log_dir
 
 
@@ -50,13 +50,17 @@ def test_torn_lines_are_skipped_and_sealed(tmp_path, caplog):
     path = tmp_path / "events-000001.jsonl"
     path.write_text('{"a": 1}\n{"a": 2}\n{"a": 3, "b"')
     assert [obj["a"] for _, obj in read_lines(path)] == [1, 2]
-    assert "torn last line" in caplog.text
+    assert "events-000001.jsonl:3: torn line skipped" in caplog.text
     log = AppendLog(tmp_path, "events")  # reopening seals the torn line
     log.append('{"a": 4}')
     log.close()
     assert [obj["a"] for obj in read_log_dir(tmp_path)] == [1, 2, 4]
-    with pytest.raises(LogFormatError, match="events-000001.jsonl:3"):
-        list(read_lines(path))  # strict readers name the file and line
+    skipped = SkippedLines()  # torn in the middle now: skipped and counted, with file and line, by every reader
+    assert [obj["a"] for _, obj in read_lines(path, skipped=skipped)] == [1, 2, 4]
+    assert skipped.where == [(str(path), 3)]
+    path.write_text('{"a": 1}\n[1, 2]\n')
+    with pytest.raises(LogFormatError, match="events-000001.jsonl:2: not a JSON object"):
+        list(read_lines(path))  # valid JSON that is no record is a wrong file, not a torn line
 
 
 def test_rotation_and_tailing(tmp_path):
@@ -91,3 +95,25 @@ def test_tailed_lines_are_read_back_from_where_they_are(tmp_path):
     assert len(writer.segments()) > 3
     assert [ref.read() for _, ref in got] == lines
     assert [rec for rec, _ in got] == [json.loads(line) for line in lines]
+
+
+def test_positions_after_a_sealed_torn_line_point_at_the_lines(tmp_path):
+    """A log reopened on a torn tail seals it with a newline: the positions it
+    reports afterwards (where a located line is, end, barrier: what decisions
+    and checkpoints name) count that byte, so a line read back from its
+    position is the line written, and a write cut back after a failure never
+    eats a byte of a whole line."""
+    first = AppendLog(tmp_path, "events", fsync="never")
+    first.append('{"a":1}')
+    first.close()
+    segment = first.segments()[-1]
+    with open(segment, "ab") as fh:
+        fh.write(b'{"torn')  # a crash mid-write
+    log = AppendLog(tmp_path, "events", fsync="never")
+    ticket = log.submit('{"b":2}', locate=True)
+    log.wait(ticket)
+    ref = log.where(ticket)
+    data = segment.read_bytes()
+    assert data[ref.offset:ref.offset + ref.length] == b'{"b":2}'
+    assert log.end() == log.barrier() == (1, len(data))
+    log.close()

@@ -119,3 +119,19 @@ def test_overflowing_scores_fall_back_to_uniform_placement(trained):
         left -= 1
     assert len({c.action for c in first.choices}) == len(inp.slots)
     assert policy.decide(inp, "normal").choices[0].probability != pytest.approx(1.0 / len(inp.candidates))
+
+
+def test_an_actions_score_does_not_depend_on_the_others_allowed(trained):
+    """What lets explain score the chosen collection alone (one action per
+    ablation predict instead of every candidate's)."""
+    policy = Policy(SETTINGS, model_path=trained)
+    rng = random.Random(4)
+    for i in range(30):
+        inp = decision_input(rng.choice(SEGMENTS), rng)
+        actions = [c.action for c in policy.decide(inp, f"alone-{i}").choices]
+        for k, allowed in inp.walk(actions):
+            scores = policy.scores(inp, k, allowed)
+            assert len(set(scores.values())) > 1  # a model that tells the candidates apart
+            for a in allowed:
+                assert policy.scores(inp, k, [a])[a] == scores[a]
+    policy.close()

@@ -222,9 +222,9 @@ def test_external_probabilities_are_validated_with_file_and_line(tmp_path, world
 def test_cli_bad_input_exits_2_naming_the_problem(tmp_path, world):
     root, events, log_path, _ = world
     broken = tmp_path / "broken.dsjson"
-    broken.write_text(log_path.read_text().splitlines()[0] + "\nnot json\n" + log_path.read_text().splitlines()[1] + "\n")
+    broken.write_text(log_path.read_text().splitlines()[0] + '\n{"x": 1}\n' + log_path.read_text().splitlines()[1] + "\n")
     for args, words in [
-        ([str(broken)], f"{broken}:2"),
+        ([str(broken)], f"{broken}:2: not a joined DSJSON event"),
         ([str(tmp_path / "missing.dsjson")], "no such file"),
         ([str(log_path), "-p", "vw:epsilon=x"], "epsilon=x is not a float"),
         ([str(log_path), "-e", "magic"], "unknown estimator 'magic'"),
@@ -234,6 +234,23 @@ def test_cli_bad_input_exits_2_naming_the_problem(tmp_path, world):
         res = CliRunner().invoke(_app(), ["replay", *args, "-q"])
         assert res.exit_code == 2, (args, res.output)
         assert words in res.output, (args, res.output)
+
+
+def test_torn_lines_in_the_middle_of_a_file_are_skipped_and_reported(tmp_path, world):
+    """A kill during a large joined write leaves a torn line that the server
+    seals and appends after: replay skips it (and any other) and says where."""
+    _, events, log_path, _ = world
+    lines = log_path.read_text().splitlines()[:300]
+    lines[100] = lines[100][: len(lines[100]) // 2]  # line 101 cut mid-write
+    lines[200] = lines[200][:7]
+    torn = tmp_path / "torn.dsjson"
+    torn.write_text("\n".join(lines) + "\n")
+    log = load_log([torn])
+    assert log.n == 298
+    assert log.skipped.where == [(str(torn), 101), (str(torn), 201)]
+    res = CliRunner().invoke(_app(), ["replay", str(torn), "-p", "uniform", "-e", "ips", "--slate", "none"])
+    assert res.exit_code == 0, res.output
+    assert "2 torn line(s) skipped" in res.output and f"{torn}:101" in " ".join(res.output.split())
 
 
 def test_gzip_and_several_files_are_one_log_in_time_order(tmp_path):

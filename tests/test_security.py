@@ -3,6 +3,8 @@ and the metrics endpoint."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import urllib.request
 
 import grpc
@@ -14,6 +16,7 @@ from server.config import ConfigError
 
 from certs import make_pki
 from conftest import make_config
+from placement_process import PLACEMENT
 
 CANDS = ["a", "b"]
 
@@ -126,3 +129,16 @@ def test_metrics_endpoint(start):
     assert 'placement_rewards_rejected_total{reason="unknown_event"} 1.0' in body
     assert 'placement_model_version{surface="default"}' in body
     assert "placement_rpc_seconds_bucket" in body
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serving_beyond_loopback_without_auth_is_refused_before_any_worker_starts(tmp_path, workers):
+    """Both topologies refuse at once with the same message and exit code 2,
+    not after the workers' start-up timeout with their tracebacks."""
+    env = {k: v for k, v in os.environ.items() if k != "PLACEMENT_ADMIN_TOKEN"}
+    done = subprocess.run([PLACEMENT, "serve", "--workers", workers, "--host", "0.0.0.0", "--port", "0",
+                           "--data-dir", str(tmp_path / "data")], env=env, capture_output=True, text=True,
+                          timeout=100)
+    assert done.returncode == 2, done.stderr
+    assert "refusing to listen on 0.0.0.0 with PlacementAdmin unauthenticated" in done.stderr
+    assert "Traceback" not in done.stderr

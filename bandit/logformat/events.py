@@ -3,7 +3,8 @@
 Two kinds of file, both one JSON object per line:
 
 * the **event log** (what happened, in order): ``decision``, ``reward`` and
-  ``activate`` records, written before the server answers;
+  ``activate`` records, written before the server answers, and ``unserved``
+  (a decision whose caller was gone by the time it was logged);
 * the **joined log**: one VW DSJSON object per decision with its aggregated
   rewards, in the conditional-contextual-bandit layout, so that
   ``python -m vowpalwabbit --dsjson --ccb_explore_adf -d FILE`` trains on it as
@@ -12,8 +13,9 @@ Two kinds of file, both one JSON object per line:
   :func:`bandit.policy.learning_order`) so that plain VW learns the server's
   model; ``_served`` maps them back to the order served, which readers restore.
 
-Readers skip a torn last line (a crash mid-write) with a warning instead of
-failing, and name the file and line of anything else malformed.
+Readers skip torn lines (a crash mid-write), wherever they are in a file,
+with a warning naming the file and line, and count them; anything else
+malformed fails with the file and line named.
 """
 
 from __future__ import annotations
@@ -84,7 +86,17 @@ class ActivationEvent:
     timestamp: float
 
 
-Event = DecisionEvent | RewardEvent | ActivationEvent
+@dataclass(frozen=True)
+class UnservedEvent:
+    """The decision logged just before under this id never reached its caller
+    (its deadline passed or it cancelled while the decision was made): the
+    joiner drops it, so it is never learned as shown-but-not-clicked."""
+
+    event_id: str
+    timestamp: float
+
+
+Event = DecisionEvent | RewardEvent | ActivationEvent | UnservedEvent
 
 
 @dataclass(frozen=True)
@@ -106,6 +118,8 @@ def event_to_record(event: Event) -> dict[str, Any]:
                 "value": event.value, "ts": event.timestamp}
     if isinstance(event, ActivationEvent):
         return {"kind": "activate", "id": event.event_id, "ts": event.timestamp}
+    if isinstance(event, UnservedEvent):
+        return {"kind": "unserved", "id": event.event_id, "ts": event.timestamp}
     inp = event.inp
     record = {
         "kind": "decision", "id": event.event_id, "ts": event.timestamp,
@@ -175,6 +189,21 @@ def decision_head(line: str) -> tuple[str, float] | None:
     return (event_id, float(ts)) if isinstance(event_id, str) and isinstance(ts, (int, float)) else None
 
 
+_UNSERVED_HEAD = '{"kind":"unserved","id":'
+
+
+def unserved_id(line: str) -> str | None:
+    """The event id an ``unserved`` marker line names (see :class:`UnservedEvent`),
+    None for any other line; like :func:`decision_head`, read from its head."""
+    if not line.startswith(_UNSERVED_HEAD):
+        return None
+    try:
+        event_id, _ = _HEAD_DECODER.raw_decode(line, len(_UNSERVED_HEAD))
+    except json.JSONDecodeError:
+        return None
+    return event_id if isinstance(event_id, str) else None
+
+
 _CANDIDATE_JSON: LRU[int, tuple[Candidate, str]] = LRU(4096)  # a few KB each
 
 
@@ -194,6 +223,8 @@ def event_from_record(rec: Mapping[str, Any]) -> Event:
         return RewardEvent(rec["id"], rec["slot"], float(rec["value"]), float(rec["ts"]))
     if kind == "activate":
         return ActivationEvent(rec["id"], float(rec["ts"]))
+    if kind == "unserved":
+        return UnservedEvent(rec["id"], float(rec["ts"]))
     if kind != "decision":
         raise LogFormatError(f"unknown event kind {kind!r}")
     inp = DecisionInput(
@@ -373,53 +404,70 @@ def _timestamp(obj: Mapping[str, Any]) -> float:
 
 # --- reading files -----------------------------------------------------------
 
-def read_lines(path: Path, strict: bool = True) -> Iterator[tuple[int, dict[str, Any]]]:
-    """(line number, object) for each line; gzip by suffix. A torn last line is
-    skipped with a warning; a bad line elsewhere raises LogFormatError, or is
-    skipped with a warning when not ``strict`` (the server's own logs, where a
-    crash may have sealed a torn line before new ones were appended)."""
+@dataclass
+class SkippedLines:
+    """Torn lines a reader skipped: where each was (file and line), so a
+    caller can report how many and which."""
+
+    where: list[tuple[str, int]] = field(default_factory=list)
+
+    def add(self, path: Path, number: int) -> None:
+        self.where.append((str(path), number))
+
+    def __len__(self) -> int:
+        return len(self.where)
+
+    def summary(self, shown: int = 5) -> str:
+        places = ", ".join(f"{p}:{n}" for p, n in self.where[:shown])
+        more = f" and {len(self.where) - shown} more" if len(self.where) > shown else ""
+        return f"{len(self.where)} torn line(s) skipped ({places}{more})"
+
+
+def read_lines(path: Path, strict: bool = True,
+               skipped: SkippedLines | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, object) for each line; gzip by suffix.
+
+    A torn line (a crash mid-write: not valid JSON), wherever it is in the
+    file (a server seals a torn last line and appends after it), is skipped
+    with a warning naming the file and line, and counted in ``skipped``. A
+    line that is valid JSON but not an object is not torn but a wrong file:
+    LogFormatError naming file and line, or skipped too when not ``strict``
+    (the server's own logs)."""
     opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as fh:
-        pending: tuple[int, str] | None = None
+    with opener(path, "rt", encoding="utf-8", errors="surrogateescape") as fh:
         for number, line in enumerate(fh, start=1):
-            if pending is not None:
-                obj = _parse(path, *pending, strict=strict)
-                if obj is not None:
-                    yield pending[0], obj
-            pending = (number, line)
-        if pending is None:
-            return
-        number, line = pending
-        if not line.endswith("\n"):
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError:
-                log.warning("%s:%d: torn last line skipped (%d bytes)", path, number, len(line))
-                return
-            yield number, obj
-            return
-        obj = _parse(path, number, line, strict=strict)
-        if obj is not None:
-            yield number, obj
+            obj = _parse(path, number, line, strict, skipped)
+            if obj is not None:
+                yield number, obj
 
 
-def _parse(path: Path, number: int, line: str, strict: bool = True) -> dict[str, Any] | None:
+def _parse(path: Path, number: int, line: str, strict: bool,
+           skipped: SkippedLines | None) -> dict[str, Any] | None:
     try:
         obj = json.loads(line)
-        if not isinstance(obj, dict):
-            raise LogFormatError(f"{path}:{number}: expected a JSON object")
-        return obj
-    except (json.JSONDecodeError, LogFormatError) as exc:
-        message = f"{path}:{number}: not a JSON object ({getattr(exc, 'msg', exc)})"
-        if strict:
-            raise LogFormatError(message) from None
-        log.warning("%s; line skipped", message)
+    except json.JSONDecodeError as exc:
+        if not line.strip():
+            return None  # a blank line holds nothing
+        log.warning("%s:%d: torn line skipped (%d bytes: %s)", path, number, len(line), exc.msg)
+        if skipped is not None:
+            skipped.add(path, number)
         return None
+    if isinstance(obj, dict):
+        return obj
+    message = f"{path}:{number}: not a JSON object"
+    if strict:
+        raise LogFormatError(message)
+    log.warning("%s; line skipped", message)
+    if skipped is not None:
+        skipped.add(path, number)
+    return None
 
 
-def read_joined(paths: Sequence[Path]) -> Iterator[JoinedEvent]:
+def read_joined(paths: Sequence[Path], skipped: SkippedLines | None = None) -> Iterator[JoinedEvent]:
+    """The joined events of ``paths`` in order; torn lines are skipped and
+    counted in ``skipped`` (see read_lines)."""
     for path in paths:
-        for number, obj in read_lines(Path(path)):
+        for number, obj in read_lines(Path(path), skipped=skipped):
             try:
                 yield joined_from_dsjson(obj)
             except LogFormatError as exc:

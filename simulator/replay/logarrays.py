@@ -16,7 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from bandit.logformat.events import JoinedEvent, LogFormatError, read_joined
+from bandit.logformat.events import JoinedEvent, LogFormatError, SkippedLines, read_joined
 from simulator.specs import TargetError
 
 _SUM_TOL = 1e-6
@@ -50,6 +50,8 @@ class ReplayLog:
     # (n,) events whose log carries only the chosen actions' propensities
     chosen_only: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     column: list[list[int]] = field(default_factory=list)
+    # torn lines (a crash mid-write) the reader skipped, with file and line
+    skipped: SkippedLines = field(default_factory=SkippedLines)
 
     @property
     def positional(self) -> bool:
@@ -205,8 +207,12 @@ def expand_paths(paths: Sequence[Path]) -> list[Path]:
 
 
 def load_log(paths: Sequence[Path]) -> ReplayLog:
+    """The joined logs as arrays; torn lines are skipped, and reported (see ``skipped``)."""
     files = expand_paths(paths)
-    return ReplayLog.from_events(read_joined(files), [str(p) for p in files])
+    skipped = SkippedLines()
+    log = ReplayLog.from_events(read_joined(files, skipped), [str(p) for p in files])
+    log.skipped = skipped
+    return log
 
 
 
@@ -223,6 +229,8 @@ def log_summary(log: ReplayLog) -> dict[str, Any]:
             "mean_page_reward": page, "positional": log.positional,
             "reward_range": [float(rewards.min()), float(rewards.max())] if rewards.size else [0.0, 0.0],
             "reward_observed_share": float(np.mean([o for e in log.events for o in e.observed])),
-            "first_timestamp": min(ts), "last_timestamp": max(ts)}
+            "first_timestamp": min(ts), "last_timestamp": max(ts),
+            "torn_lines_skipped": len(log.skipped),
+            "torn_lines": [f"{path}:{number}" for path, number in log.skipped.where]}
 
 

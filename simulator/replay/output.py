@@ -126,6 +126,10 @@ def print_results(results: dict[str, Any], console: Console | None = None, slots
     log = results["log"]
     _say(console, f"{log['events']} events, slots {', '.join(log['slots'])}, "
                   f"mean page reward {log['mean_page_reward']:.4g}")
+    if log.get("torn_lines_skipped"):
+        shown = ", ".join(log["torn_lines"][:5])
+        _say(console, f"{log['torn_lines_skipped']} torn line(s) skipped (a crash mid-write): {shown}"
+                      f"{' ...' if log['torn_lines_skipped'] > 5 else ''}", "yellow")
     summary = results.get("summary") or {}
     for sentence in summary.get("sentences", []):
         _say(console, sentence, "bold")

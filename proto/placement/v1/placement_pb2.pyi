@@ -120,20 +120,22 @@ class SlotDecision(_message.Message):
     def __init__(self, slot_id: _Optional[str] = ..., collection_id: _Optional[str] = ..., probability: _Optional[float] = ..., ranking: _Optional[_Iterable[_Union[RankedCollection, _Mapping]]] = ..., explanation: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ...) -> None: ...
 
 class DecideResponse(_message.Message):
-    __slots__ = ("event_id", "model_version", "slots", "mode", "surface", "model_version_number")
+    __slots__ = ("event_id", "model_version", "slots", "mode", "surface", "model_version_number", "explanation_truncated")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     SURFACE_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_NUMBER_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     model_version: str
     slots: _containers.RepeatedCompositeFieldContainer[SlotDecision]
     mode: Mode
     surface: str
     model_version_number: int
-    def __init__(self, event_id: _Optional[str] = ..., model_version: _Optional[str] = ..., slots: _Optional[_Iterable[_Union[SlotDecision, _Mapping]]] = ..., mode: _Optional[_Union[Mode, str]] = ..., surface: _Optional[str] = ..., model_version_number: _Optional[int] = ...) -> None: ...
+    explanation_truncated: bool
+    def __init__(self, event_id: _Optional[str] = ..., model_version: _Optional[str] = ..., slots: _Optional[_Iterable[_Union[SlotDecision, _Mapping]]] = ..., mode: _Optional[_Union[Mode, str]] = ..., surface: _Optional[str] = ..., model_version_number: _Optional[int] = ..., explanation_truncated: _Optional[bool] = ...) -> None: ...
 
 class RewardRequest(_message.Message):
     __slots__ = ("event_id", "slot_id", "value", "at")
@@ -288,7 +290,7 @@ class SurfaceStats(_message.Message):
     def __init__(self, surface: _Optional[str] = ..., model_version: _Optional[str] = ..., decisions: _Optional[int] = ..., examples_learned: _Optional[int] = ..., apprentice_decisions: _Optional[int] = ..., apprentice_agreements: _Optional[int] = ..., learner_lag_seconds: _Optional[float] = ..., model_version_number: _Optional[int] = ...) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("decisions", "rewards", "activations", "joined", "joined_with_reward", "default_reward_applied", "unactivated_dropped", "rewards_rejected_unknown", "rewards_rejected_expired", "pending", "bad_requests", "surfaces", "catalog_version", "learner_errors")
+    __slots__ = ("decisions", "rewards", "activations", "joined", "joined_with_reward", "default_reward_applied", "unactivated_dropped", "rewards_rejected_unknown", "rewards_rejected_expired", "pending", "bad_requests", "surfaces", "catalog_version", "learner_errors", "unserved_dropped", "pending_refused", "explain_ablations", "explains_truncated")
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     REWARDS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
@@ -303,6 +305,10 @@ class Stats(_message.Message):
     SURFACES_FIELD_NUMBER: _ClassVar[int]
     CATALOG_VERSION_FIELD_NUMBER: _ClassVar[int]
     LEARNER_ERRORS_FIELD_NUMBER: _ClassVar[int]
+    UNSERVED_DROPPED_FIELD_NUMBER: _ClassVar[int]
+    PENDING_REFUSED_FIELD_NUMBER: _ClassVar[int]
+    EXPLAIN_ABLATIONS_FIELD_NUMBER: _ClassVar[int]
+    EXPLAINS_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
     decisions: int
     rewards: int
     activations: int
@@ -317,4 +323,8 @@ class Stats(_message.Message):
     surfaces: _containers.RepeatedCompositeFieldContainer[SurfaceStats]
     catalog_version: int
     learner_errors: int
-    def __init__(self, decisions: _Optional[int] = ..., rewards: _Optional[int] = ..., activations: _Optional[int] = ..., joined: _Optional[int] = ..., joined_with_reward: _Optional[int] = ..., default_reward_applied: _Optional[int] = ..., unactivated_dropped: _Optional[int] = ..., rewards_rejected_unknown: _Optional[int] = ..., rewards_rejected_expired: _Optional[int] = ..., pending: _Optional[int] = ..., bad_requests: _Optional[int] = ..., surfaces: _Optional[_Iterable[_Union[SurfaceStats, _Mapping]]] = ..., catalog_version: _Optional[int] = ..., learner_errors: _Optional[int] = ...) -> None: ...
+    unserved_dropped: int
+    pending_refused: int
+    explain_ablations: int
+    explains_truncated: int
+    def __init__(self, decisions: _Optional[int] = ..., rewards: _Optional[int] = ..., activations: _Optional[int] = ..., joined: _Optional[int] = ..., joined_with_reward: _Optional[int] = ..., default_reward_applied: _Optional[int] = ..., unactivated_dropped: _Optional[int] = ..., rewards_rejected_unknown: _Optional[int] = ..., rewards_rejected_expired: _Optional[int] = ..., pending: _Optional[int] = ..., bad_requests: _Optional[int] = ..., surfaces: _Optional[_Iterable[_Union[SurfaceStats, _Mapping]]] = ..., catalog_version: _Optional[int] = ..., learner_errors: _Optional[int] = ..., unserved_dropped: _Optional[int] = ..., pending_refused: _Optional[int] = ..., explain_ablations: _Optional[int] = ..., explains_truncated: _Optional[int] = ...) -> None: ...

@@ -73,7 +73,14 @@ class PlacementServiceServicer:
         FAILED_PRECONDITION a slot has no eligible, active collection left
         (after the slots before it took theirs)
         ALREADY_EXISTS      event_id reused after its decision was joined
-        RESOURCE_EXHAUSTED, CANCELLED: see the top
+        UNAVAILABLE         the decision could not be logged (a full disk):
+        nothing of it was kept, retry with the same event id
+        (health is NOT_SERVING meanwhile)
+        DEADLINE_EXCEEDED   the caller's deadline passed while deciding: the
+        decision is logged as unserved and never learned
+        RESOURCE_EXHAUSTED  limits.max_pending_decisions decisions are waiting
+        for their reward window; and see the top
+        CANCELLED: see the top
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -94,6 +101,8 @@ class PlacementServiceServicer:
         decision or too far ahead
         NOT_FOUND           unknown event id
         FAILED_PRECONDITION the decision's reward window has closed
+        UNAVAILABLE         it could not be logged (a full disk): nothing was
+        joined, retry
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -105,6 +114,8 @@ class PlacementServiceServicer:
         NOT_FOUND           unknown event id
         FAILED_PRECONDITION not decided with deferred_activation; past the
         activation window
+        UNAVAILABLE         it could not be logged (a full disk): nothing was
+        joined, retry
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
