@@ -93,6 +93,12 @@ class RequestLimits:
     max_message_bytes: int = 4 * 1024 * 1024  # one request, all of it
     # Calls in flight beyond this are answered RESOURCE_EXHAUSTED at once.
     max_concurrent_rpcs: int = 256
+    # Streaming calls (DecideStream above all) open at once per serving
+    # process, each on a handler thread of its own on top of `threads`; beyond
+    # it RESOURCE_EXHAUSTED at once. A stream whose client sends no request for
+    # stream_idle_seconds is ended (DEADLINE_EXCEEDED naming the setting).
+    max_streams: int = 8
+    stream_idle_seconds: float = 60.0
     features: Limits = field(default_factory=Limits)
 
 
@@ -157,6 +163,8 @@ class ServerConfig:
             raise ConfigError(f"log.fsync '{self.log.fsync}' is not one of {', '.join(FSYNC_POLICIES)}")
         if self.learner.publish_every_examples < 1 or self.learner.publish_every_seconds <= 0:
             raise ConfigError("learner.publish_every_examples and publish_every_seconds must be positive")
+        if self.threads < 1 or self.limits.max_streams < 1 or self.limits.stream_idle_seconds <= 0:
+            raise ConfigError("threads, limits.max_streams and limits.stream_idle_seconds must be positive")
         if self.learner.keep_versions < 2:
             raise ConfigError("learner.keep_versions must be at least 2 (rollback needs a previous version)")
         if "default" not in self.surfaces:
