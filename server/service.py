@@ -251,7 +251,9 @@ class PlacementService(pb_grpc.PlacementServiceServicer):
                                         for g, f, c in reasons)
         return response
 
-    Decide = _rpc(_decide)
+    @_rpc
+    def Decide(self, request, context):
+        return self._decide(request, context)
 
     def DecideStream(self, request_iterator, context) -> Iterator[pb.DecideResponse]:
         """One answer per request, in request order (each is decided and
