@@ -60,7 +60,7 @@ def _free_port() -> int:
 class Server:
     """``placement serve`` on a free loopback port with a fresh data directory."""
 
-    def __init__(self, workers: int | None, gc_off: bool = False):
+    def __init__(self, workers: int | None, gc_off: bool = False, extra_args: tuple[str, ...] = ()):
         self.dir = Path(tempfile.mkdtemp(prefix="bench-serve-"))
         self.port = _free_port()
         self.target = f"127.0.0.1:{self.port}"
@@ -71,6 +71,7 @@ class Server:
                "--log-level", "WARNING"]
         if workers is not None:
             cmd += ["--workers", str(workers)]
+        cmd += list(extra_args)
         self.command = cmd
         self._stderr = open(self.dir / "serve.stderr", "wb")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._stderr)

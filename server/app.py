@@ -20,7 +20,8 @@ from placement.v1 import placement_pb2_grpc as pb_grpc
 from server.client import tls_credentials
 from server.config import ConfigError, SecurityConfig, ServerConfig
 from server.engine import Engine
-from server.interceptors import AuthInterceptor, MalformedRequestInterceptor, MetricsInterceptor, read_token
+from server.interceptors import (AuthInterceptor, MalformedRequestInterceptor, MetricsInterceptor,
+                                 StreamLimitInterceptor, read_token)
 from server.metrics import Metrics
 from server.service import PlacementAdmin, PlacementService
 
@@ -30,6 +31,7 @@ SERVICE_NAMES = (
     pb.DESCRIPTOR.services_by_name["PlacementService"].full_name,
     pb.DESCRIPTOR.services_by_name["PlacementAdmin"].full_name,
 )
+DECIDE_STREAM = f"/{SERVICE_NAMES[0]}/DecideStream"  # answers every message, a malformed one too
 
 
 HEALTH_SECONDS = 0.2
@@ -154,16 +156,19 @@ def start_server(config: ServerConfig, engine=None, *, admin_handler: grpc.Gener
     credentials = server_credentials(config.security)
     engine = engine or Engine(config)
     metrics = Metrics(engine) if admin_handler is None else None
-    limit = config.limits.max_message_bytes
-    interceptors = [auth, MalformedRequestInterceptor()]
+    limits = config.limits
+    interceptors = [StreamLimitInterceptor(limits.max_streams, limits.stream_idle_seconds), auth,
+                    MalformedRequestInterceptor(answered_per_item=(DECIDE_STREAM,))]
     if metrics is not None:
         interceptors.insert(0, MetricsInterceptor(metrics))
+    # Streams hold a thread each for their whole life: they get max_streams
+    # threads of their own, so `threads` always remain for unary calls and health.
     server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=config.threads, thread_name_prefix="rpc"),
+        futures.ThreadPoolExecutor(max_workers=config.threads + limits.max_streams, thread_name_prefix="rpc"),
         interceptors=interceptors,
-        options=[("grpc.max_receive_message_length", limit), ("grpc.max_send_message_length", limit),
-                 ("grpc.so_reuseport", int(reuse_port))],
-        maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs,
+        options=[("grpc.max_receive_message_length", limits.max_message_bytes),
+                 ("grpc.max_send_message_length", limits.max_message_bytes), ("grpc.so_reuseport", int(reuse_port))],
+        maximum_concurrent_rpcs=limits.max_concurrent_rpcs,
     )
     pb_grpc.add_PlacementServiceServicer_to_server(PlacementService(engine), server)
     if admin_handler is None:

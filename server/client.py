@@ -48,11 +48,24 @@ class SlotResult:
 
 
 @dataclass(frozen=True)
+class ItemError:
+    """Why one request of a stream was not decided: the status Decide would
+    have answered and its message."""
+
+    code: grpc.StatusCode
+    message: str
+
+
+@dataclass(frozen=True)
 class DecideResult:
+    """A decision; from ``decide_stream`` it may instead carry ``error`` (then
+    ``slots`` is empty and ``event_id`` is the request's own)."""
+
     event_id: str
     model_version: str
     mode: str
     slots: tuple[SlotResult, ...]
+    error: ItemError | None = None
 
     def chosen(self) -> dict[str, str]:
         return {s.slot_id: s.collection_id for s in self.slots}
@@ -103,7 +116,13 @@ def _stamp(value: datetime | float) -> Timestamp:
     return ts
 
 
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
 def to_result(resp: pb.DecideResponse) -> DecideResult:
+    if resp.HasField("error"):
+        code = _CODES.get(resp.error.code, grpc.StatusCode.UNKNOWN)
+        return DecideResult(resp.event_id, "", "", (), ItemError(code, resp.error.message))
     mode = {v: k for k, v in MODES.items()}[resp.mode] or "online"
     return DecideResult(resp.event_id, resp.model_version, mode, tuple(
         SlotResult(s.slot_id, s.collection_id, s.probability,
@@ -144,8 +163,15 @@ class PlacementClient:
                candidates: Sequence[pb.Collection | str] = (), **kwargs) -> DecideResult:
         return to_result(self._call(self.service.Decide, decide_request(context, slots, candidates, **kwargs)))
 
-    def decide_stream(self, requests: Iterable[pb.DecideRequest]) -> Iterator[DecideResult]:
-        for resp in self.service.DecideStream(iter(requests), metadata=self.metadata):
+    def decide_stream(self, requests: Iterable[pb.DecideRequest], timeout: float | None = None) -> Iterator[DecideResult]:
+        """Bulk decisions over one stream: one result per request, in request
+        order; a refused request gives a result with ``error`` set and the
+        rest go on. ``requests`` is read lazily (a generator of 100k is fine).
+        No deadline by default (a campaign takes as long as it takes); the
+        stream itself fails with grpc.RpcError only when it cannot go on
+        (RESOURCE_EXHAUSTED: too many open streams; DEADLINE_EXCEEDED: idle
+        longer than the server's limits.stream_idle_seconds)."""
+        for resp in self.service.DecideStream(iter(requests), timeout=timeout, metadata=self.metadata):
             yield to_result(resp)
 
     def reward(self, event_id: str, value: float, slot_id: str = "", at: datetime | float | None = None) -> str:

@@ -105,6 +105,12 @@ class RequestLimits:
     # slot), and explanations computed at once per serving process.
     explain_max_features: int = 48
     explain_max_concurrent: int = 2
+    # Streaming calls (DecideStream above all) open at once per serving
+    # process, each on a handler thread of its own on top of `threads`; beyond
+    # it RESOURCE_EXHAUSTED at once. A stream whose client sends no request for
+    # stream_idle_seconds is ended (DEADLINE_EXCEEDED naming the setting).
+    max_streams: int = 8
+    stream_idle_seconds: float = 60.0
     features: Limits = field(default_factory=Limits)
 
 
@@ -169,6 +175,8 @@ class ServerConfig:
             raise ConfigError(f"log.fsync '{self.log.fsync}' is not one of {', '.join(FSYNC_POLICIES)}")
         if self.learner.publish_every_examples < 1 or self.learner.publish_every_seconds <= 0:
             raise ConfigError("learner.publish_every_examples and publish_every_seconds must be positive")
+        if self.threads < 1 or self.limits.max_streams < 1 or self.limits.stream_idle_seconds <= 0:
+            raise ConfigError("threads, limits.max_streams and limits.stream_idle_seconds must be positive")
         if self.learner.keep_versions < 2:
             raise ConfigError("learner.keep_versions must be at least 2 (rollback needs a previous version)")
         limits = self.limits

@@ -8,8 +8,10 @@ inside it, where the servicer context (auth context, status) is available.
 from __future__ import annotations
 
 import hmac
+import queue
+import threading
 import time
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import grpc
 
@@ -36,7 +38,10 @@ def _wrap(handler: grpc.RpcMethodHandler, around: Callable) -> grpc.RpcMethodHan
                                                  handler.response_serializer)
 
 
-class _Malformed:
+class MalformedMessage:
+    """What a stream answered per message sees in place of bytes that are not
+    its request message (see MalformedRequestInterceptor)."""
+
     def __init__(self, error: Exception):
         self.error = error
 
@@ -48,26 +53,39 @@ def _lenient(deserializer):
         try:
             return deserializer(data)
         except Exception as exc:
-            return _Malformed(exc)
+            return MalformedMessage(exc)
     return parse
 
 
+def malformed_message(method: str) -> str:
+    """The one wording for bytes that are not ``method``'s request message."""
+    return f"request is not a valid {method.rsplit('/', 1)[-1]} message"
+
+
 class MalformedRequestInterceptor(grpc.ServerInterceptor):
-    """Bytes that are not the expected message get INVALID_ARGUMENT."""
+    """Bytes that are not the expected message get INVALID_ARGUMENT. Streams
+    named in ``answered_per_item`` (full method names) answer every message,
+    so a malformed one reaches the servicer as a MalformedMessage and gets
+    its own error while the stream goes on."""
+
+    def __init__(self, answered_per_item: tuple[str, ...] = ()):
+        self.answered_per_item = frozenset(answered_per_item)
 
     def intercept_service(self, continuation, handler_call_details):
         handler = continuation(handler_call_details)
         if handler is None or handler.request_deserializer is None:
             return handler
         streaming = handler.request_streaming
+        method = handler_call_details.method
+        if streaming and method in self.answered_per_item:
+            return handler._replace(request_deserializer=_lenient(handler.request_deserializer))
 
         def refuse(context):
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"request is not a valid {handler_call_details.method.rsplit('/', 1)[-1]} message")
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, malformed_message(method))
 
         def checked(iterator, context):
             for item in iterator:
-                if isinstance(item, _Malformed):
+                if isinstance(item, MalformedMessage):
                     refuse(context)
                 yield item
 
@@ -75,13 +93,107 @@ class MalformedRequestInterceptor(grpc.ServerInterceptor):
             def guarded(request, context):
                 if streaming:
                     return behaviour(checked(request, context), context)
-                if isinstance(request, _Malformed):
+                if isinstance(request, MalformedMessage):
                     refuse(context)
                 return behaviour(request, context)
             return guarded
 
         wrapped = _wrap(handler, around)
         return wrapped._replace(request_deserializer=_lenient(handler.request_deserializer))
+
+
+class StreamLimitInterceptor(grpc.ServerInterceptor):
+    """Streaming calls last as long as their client likes, and gRPC Python
+    serves each on one handler thread for its whole life: 16 quiet
+    DecideStreams used to hold all 16 threads, and every other call, health
+    checks included, waited for a thread until its deadline. So at most
+    ``max_streams`` streaming calls (any service) are open at once, beyond
+    that RESOURCE_EXHAUSTED at once, and the server's pool has that many
+    threads on top of the ones unary calls use (see app.start_server). A
+    request stream whose client sends nothing for ``idle_seconds`` is ended,
+    so a stalled client gives its place back without a deadline of its own."""
+
+    def __init__(self, max_streams: int, idle_seconds: float):
+        self.max_streams = max_streams
+        self.idle_seconds = idle_seconds
+        self.places = threading.BoundedSemaphore(max_streams)
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or not (handler.request_streaming or handler.response_streaming):
+            return handler
+
+        def around(behaviour):
+            def bounded(request, context):
+                self._take_place(context)
+                if handler.request_streaming:
+                    request = IdleLimitedRequests(request, context, self.idle_seconds)
+                return behaviour(request, context)
+            return bounded
+
+        return _wrap(handler, around)
+
+    def _take_place(self, context: grpc.ServicerContext) -> None:
+        """A place until the call has ended, however it ends (gRPC runs the
+        callbacks once the status is sent or the client is gone)."""
+        if not self.places.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"{self.max_streams} streaming calls are already open on this server "
+                          "(limits.max_streams): retry later, or send more requests on an open stream")
+        if not context.add_callback(self.places.release):  # the call has already ended
+            self.places.release()
+
+
+class IdleLimitedRequests(Iterator[Any]):
+    """A stream's requests, read by a helper thread so that waiting for the
+    next one can give up: gRPC's own request iterator blocks until the client
+    sends or goes away. After ``idle_seconds`` without a request the call is
+    ended with DEADLINE_EXCEEDED. The hand-over queue is small, so gRPC's flow
+    control still holds a fast client back."""
+
+    BUFFER = 16
+
+    def __init__(self, requests: Iterator[Any], context: grpc.ServicerContext, idle_seconds: float):
+        self.context = context
+        self.idle_seconds = idle_seconds
+        self.queue: queue.Queue = queue.Queue(self.BUFFER)
+        self.ended = threading.Event()
+        if not context.add_callback(self.ended.set):
+            self.ended.set()
+        threading.Thread(target=self._read, args=(requests,), name="stream-reader", daemon=True).start()
+
+    def _read(self, requests: Iterator[Any]) -> None:
+        """Until the client half-closes or the call ends (then gRPC's iterator
+        stops or raises, and this thread ends with it)."""
+        try:
+            for request in requests:
+                if not self._hand_over((request,)):
+                    return
+            self._hand_over(())
+        except Exception as exc:  # grpc.RpcError: the client cancelled
+            self._hand_over(exc)
+
+    def _hand_over(self, item: tuple | Exception) -> bool:
+        while not self.ended.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def __next__(self) -> Any:
+        try:
+            item = self.queue.get(timeout=self.idle_seconds)
+        except queue.Empty:
+            self.context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
+                               f"no request on this stream for {self.idle_seconds:g} s "
+                               "(limits.stream_idle_seconds): the stream is ended; answers already sent stand")
+        if isinstance(item, Exception):
+            raise item
+        if not item:
+            raise StopIteration
+        return item[0]
 
 
 class AuthInterceptor(grpc.ServerInterceptor):

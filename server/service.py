@@ -8,7 +8,7 @@ import logging
 import math
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, MutableMapping
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -25,6 +25,7 @@ from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc
 from server.engine import AlreadyJoined, CallerGone, DecideCall, Engine, PendingFull, UnknownSurface
 from server.eventlog import LogBacklogFull, LogUnwritable
+from server.interceptors import MalformedMessage, malformed_message
 from server.protocol import ServingEngine
 from server.stats import Stats, SurfaceStats
 from server.modelstore import ModelStoreError, VersionInfo
@@ -77,6 +78,21 @@ def _status_for(exc: BaseException) -> grpc.StatusCode | None:
     return None
 
 
+def failure(exc: Exception, counts: MutableMapping[str, int], where: str) -> tuple[grpc.StatusCode, str]:
+    """The status and message a failed request answers. Counted as a bad
+    request, except a coordinator's verdict a worker passes on (counted where
+    it was given); anything unexpected is INTERNAL and logged. Call it from
+    the ``except`` block (the log shows the traceback)."""
+    if isinstance(exc, grpc.RpcError):
+        return exc.code(), exc.details()
+    counts["bad_requests"] += 1
+    code = _status_for(exc)
+    if code is None:
+        log.exception("%s failed", where)
+        return grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}"
+    return code, str(exc)
+
+
 def rpc(counts: Callable[[], dict[str, int]]):
     """Map engine errors to statuses; anything unexpected is INTERNAL, logged,
     and never takes the server down."""
@@ -89,14 +105,7 @@ def rpc(counts: Callable[[], dict[str, int]]):
             except Exception as exc:
                 if context.code() not in (None, grpc.StatusCode.OK):
                     raise  # already aborted with a precise status (e.g. a malformed stream message)
-                if isinstance(exc, grpc.RpcError):  # a worker passes the coordinator's verdict on
-                    context.abort(exc.code(), exc.details())  # (counted where it was given)
-                code = _status_for(exc)
-                counts(self)["bad_requests"] += 1
-                if code is None:
-                    log.exception("%s failed", method.__name__)
-                    context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
-                context.abort(code, str(exc))
+                context.abort(*failure(exc, counts(self), method.__name__))
 
         return wrapper
 
@@ -214,6 +223,10 @@ def _candidate(c: pb.Collection, engine: ServingEngine, known: LRU[bytes, Collec
     return item
 
 
+def _item_error(event_id: str, code: grpc.StatusCode, message: str) -> pb.DecideResponse:
+    return pb.DecideResponse(event_id=event_id, error=pb.ItemError(code=code.value[0], message=message))
+
+
 def to_response(event: DecisionEvent) -> pb.DecideResponse:
     # add() builds in place; message constructors plus list arguments copy every
     # ranking entry (2x slower at 50 candidates x 3 slots).
@@ -245,8 +258,7 @@ class PlacementService(pb_grpc.PlacementServiceServicer):
         self.engine = engine
         self.known = LRU[bytes, Collection](known_candidates)
 
-    @_rpc
-    def Decide(self, request, context):
+    def _decide(self, request: pb.DecideRequest, context: grpc.ServicerContext) -> pb.DecideResponse:
         call = to_call(request, self.engine, self.known)
         if not context.is_active():  # cancelled or past its deadline: never log an unseen decision
             context.abort(grpc.StatusCode.CANCELLED, "the caller is gone; decision not made")
@@ -268,9 +280,26 @@ class PlacementService(pb_grpc.PlacementServiceServicer):
             counts["explains_truncated"] += explanation.truncated
         return response
 
+    @_rpc
+    def Decide(self, request, context):
+        return self._decide(request, context)
+
     def DecideStream(self, request_iterator, context) -> Iterator[pb.DecideResponse]:
+        """One answer per request, in request order (each is decided and
+        logged before the next is read). A request Decide would refuse gets
+        its status as the answer's ``error`` and the stream goes on, so one
+        bad item of a campaign costs only itself."""
         for request in request_iterator:
-            response = self.Decide(request, context)
+            if isinstance(request, MalformedMessage):
+                self.engine.counts["bad_requests"] += 1
+                yield _item_error("", grpc.StatusCode.INVALID_ARGUMENT, malformed_message("DecideRequest"))
+                continue
+            try:
+                response = self._decide(request, context)
+            except Exception as exc:
+                if not context.is_active() or context.code() not in (None, grpc.StatusCode.OK):
+                    raise  # the caller is gone: the stream ends
+                response = _item_error(request.event_id, *failure(exc, self.engine.counts, "DecideStream"))
             yield response
 
     @_rpc

@@ -119,8 +119,16 @@ class SlotDecision(_message.Message):
     explanation: _containers.RepeatedCompositeFieldContainer[FeatureContribution]
     def __init__(self, slot_id: _Optional[str] = ..., collection_id: _Optional[str] = ..., probability: _Optional[float] = ..., ranking: _Optional[_Iterable[_Union[RankedCollection, _Mapping]]] = ..., explanation: _Optional[_Iterable[_Union[FeatureContribution, _Mapping]]] = ...) -> None: ...
 
+class ItemError(_message.Message):
+    __slots__ = ("code", "message")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    code: int
+    message: str
+    def __init__(self, code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class DecideResponse(_message.Message):
-    __slots__ = ("event_id", "model_version", "slots", "mode", "surface", "model_version_number", "explanation_truncated")
+    __slots__ = ("event_id", "model_version", "slots", "mode", "surface", "model_version_number", "explanation_truncated", "error")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
@@ -128,6 +136,7 @@ class DecideResponse(_message.Message):
     SURFACE_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_NUMBER_FIELD_NUMBER: _ClassVar[int]
     EXPLANATION_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     model_version: str
     slots: _containers.RepeatedCompositeFieldContainer[SlotDecision]
@@ -135,7 +144,8 @@ class DecideResponse(_message.Message):
     surface: str
     model_version_number: int
     explanation_truncated: bool
-    def __init__(self, event_id: _Optional[str] = ..., model_version: _Optional[str] = ..., slots: _Optional[_Iterable[_Union[SlotDecision, _Mapping]]] = ..., mode: _Optional[_Union[Mode, str]] = ..., surface: _Optional[str] = ..., model_version_number: _Optional[int] = ..., explanation_truncated: _Optional[bool] = ...) -> None: ...
+    error: ItemError
+    def __init__(self, event_id: _Optional[str] = ..., model_version: _Optional[str] = ..., slots: _Optional[_Iterable[_Union[SlotDecision, _Mapping]]] = ..., mode: _Optional[_Union[Mode, str]] = ..., surface: _Optional[str] = ..., model_version_number: _Optional[int] = ..., explanation_truncated: _Optional[bool] = ..., error: _Optional[_Union[ItemError, _Mapping]] = ...) -> None: ...
 
 class RewardRequest(_message.Message):
     __slots__ = ("event_id", "slot_id", "value", "at")

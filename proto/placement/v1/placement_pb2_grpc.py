@@ -87,8 +87,28 @@ class PlacementServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def DecideStream(self, request_iterator, context):
-        """Same messages and rules as Decide, for bulk work such as an email
-        campaign: one answer per request, in request order.
+        """Same messages as Decide, for bulk work such as an email campaign (100k
+        decisions through one stream are fine; see BENCHMARKS.md for throughput).
+        Order: exactly one answer per request, in request order, each sent once
+        its request is decided (and durably logged), so answer i is request i.
+        Per-item errors: a request Decide would refuse (INVALID_ARGUMENT,
+        NOT_FOUND, FAILED_PRECONDITION, ALREADY_EXISTS, RESOURCE_EXHAUSTED, ...,
+        also bytes that are not a DecideRequest) gets an answer with `error` set
+        and the stream goes on; the other requests are decided as usual. The
+        stream ends OK after the client half-closes and every answer is sent.
+        The stream itself ends with a status only when:
+        RESOURCE_EXHAUSTED  limits.max_streams (default 8) streaming calls are
+        already open on this serving process (each serving
+        process of a multi-worker server has its own);
+        refused at once, retry later or reuse a stream.
+        DEADLINE_EXCEEDED   the client's deadline passed, or no request arrived
+        for limits.stream_idle_seconds (default 60): the
+        message names the setting. Answers already sent
+        stand; open a new stream to go on.
+        CANCELLED           the client cancelled.
+        UNAUTHENTICATED, PERMISSION_DENIED  with security.protect_all.
+        Open streams never take the threads Decide, Reward, Activate, admin calls
+        and health checks are served on.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
