@@ -183,9 +183,8 @@ class IdleLimitedRequests(Iterator[Any]):
         return False
 
     def __next__(self) -> Any:
-        try:
-            item = self.queue.get(timeout=self.idle_seconds)
-        except queue.Empty:
+        item = self._next_item()
+        if item is None:
             self.context.abort(grpc.StatusCode.DEADLINE_EXCEEDED,
                                f"no request on this stream for {self.idle_seconds:g} s "
                                "(limits.stream_idle_seconds): the stream is ended; answers already sent stand")
@@ -194,6 +193,20 @@ class IdleLimitedRequests(Iterator[Any]):
         if not item:
             raise StopIteration
         return item[0]
+
+    def _next_item(self) -> tuple | Exception | None:
+        """The next hand-over, () when the call ended meanwhile (a client
+        deadline or cancel: its handler thread is freed at once, not after the
+        idle time), None after idle_seconds without one."""
+        deadline = time.monotonic() + self.idle_seconds
+        while True:
+            try:
+                return self.queue.get(timeout=max(0.0, min(0.2, deadline - time.monotonic())))
+            except queue.Empty:
+                if self.ended.is_set():
+                    return ()
+                if time.monotonic() >= deadline:
+                    return None
 
 
 class AuthInterceptor(grpc.ServerInterceptor):
