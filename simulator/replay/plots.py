@@ -66,8 +66,10 @@ def plot_estimates(results: dict[str, Any], path: Path, labels: dict[str, str]) 
                 off = (j - (len(estimators) - 1) / 2) * (0.7 / max(len(estimators), 1))
                 ci = interval(e)
                 lo, hi = ci if ci else (e["value"], e["value"])
+                # A point estimate can lie outside its interval once that is clipped
+                # to the reward range: the bar then ends at the point.
                 lead = name == lead_estimator  # the summary's estimator stands out, the others are context
-                ax.errorbar(e["value"], y + off, xerr=[[e["value"] - lo], [hi - e["value"]]], fmt="o",
+                ax.errorbar(e["value"], y + off, xerr=[[max(0.0, e["value"] - lo)], [max(0.0, hi - e["value"])]], fmt="o",
                             ms=7 if lead else 4, capsize=3 if lead else 2, lw=2.2 if lead else 1,
                             alpha=1.0 if lead else 0.45, color=f"C{j % 10}", zorder=3 if lead else 2,
                             label=name.upper() + (" (summary)" if lead else ""))

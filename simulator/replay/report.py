@@ -68,7 +68,8 @@ def _plot_bars(names: Sequence[str], values: Sequence[float], lower: Sequence[fl
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, max(2.5, 0.3 * len(names) + 1)))
-    err = [[v - lo for v, lo in zip(values, lower)], [hi - v for v, hi in zip(values, upper)]]
+    err = [[max(0.0, v - lo) for v, lo in zip(values, lower)],  # clipped intervals may not hold the point
+           [max(0.0, hi - v) for v, hi in zip(values, upper)]]
     ax.errorbar(values, range(len(names)), xerr=err, fmt="o", ms=4, capsize=3)
     if reference is not None:
         ax.axvline(reference, color="grey", ls="--", lw=1)
