@@ -28,7 +28,12 @@ from pathlib import Path
 import grpc
 
 from server.config import ServerConfig
-from server.interceptors import AuthInterceptor, MalformedRequestInterceptor, MetricsInterceptor, StreamLimitInterceptor
+from server.interceptors import (
+    AuthInterceptor,
+    MalformedRequestInterceptor,
+    MetricsInterceptor,
+    StreamLimitInterceptor,
+)
 from server.metrics import Metrics
 
 SERVICE = "placement.v1.PlacementService"
