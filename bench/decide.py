@@ -9,8 +9,15 @@ second of
   C_catalog Engine.decide with the candidates from the catalog
   D         placement serve over gRPC on loopback: max throughput (closed loop),
             then p50/p90/p99 at 50/70/90 % of it (open loop, fixed rate)
-and prints the ratios C/A, D/A, C/B (and worker scaling when ``placement serve``
-has ``--workers``), checked against the targets for 50 candidates x 3 slots.
+  G         the ceiling of the gRPC layer: a trivial call through the real
+            server's gRPC setup (bench.ceiling), interceptors on and off, with
+            the config's request bytes and a fixed response of its Decide
+            response's bytes, same load generator, closed loop
+  L         1 / (1/A + 1/G): bare VW plus an empty call, the most one serving
+            process could do
+and prints the ratios C/A, D/A, C/B, D/L (and worker scaling when ``placement serve``
+has ``--workers``), decisions per server CPU-second for each topology, checked
+against the targets for 50 candidates x 3 slots.
 See bench/README.md.
 """
 
@@ -30,6 +37,8 @@ TARGET_CONFIG = "50x3"
 TARGET_D_PER_CORE = 0.8  # D (all workers) per core >= 0.8 x A
 TARGET_C_OVER_B = 1.5  # C >= 1.5 x B
 TARGET_P99_MS = 5.0  # p99 at 70 % of max
+TARGET_D_OVER_L = 0.8  # one worker D >= 0.8 x L (issue 15)
+TARGET_CPU_ALL_OVER_ONE = 0.9  # decisions per server CPU-second, all workers >= 0.9 x one worker
 INPROC = ("A", "B", "C_policy", "C", "C_catalog")
 
 
@@ -97,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grpc-configs", help="configs measured through gRPC [all of --configs]")
     ap.add_argument("--server-gc-off", action="store_true",
                     help="diagnosis: run the server with Python's cyclic GC disabled (not a supported setting)")
-    ap.add_argument("--no-grpc", action="store_true", help="skip D")
+    ap.add_argument("--no-grpc", action="store_true", help="skip D and G")
+    ap.add_argument("--no-ceiling", action="store_true", help="skip G (and L)")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "latest.json",
                     help="where to write the raw results [bench/results/latest.json]")
     args = ap.parse_args(argv)
@@ -111,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     grpc_seconds = args.grpc_seconds or (2.0 if quick else 4.0)
     warmup = 0.5 if quick else 1.0
 
-    from bench.grpc_load import measure_server, serve_supports_workers
+    from bench.grpc_load import measure_ceiling, measure_server, serve_supports_workers
     from bench.inproc import inproc_variants, measure_interleaved
     from bench.workload import make_workload
 
@@ -147,6 +157,15 @@ def main(argv: list[str] | None = None) -> int:
                     w.request_bytes(), slots, n, args.clients, args.concurrency, grpc_seconds, grpc_seconds,
                     warmup, (0.5, 0.7, 0.9), log=log, gc_off=args.server_gc_off)
                 entry["grpc"][key]["workers"] = n or 1
+                response = entry["grpc"][key].pop("response")
+            if not args.no_ceiling:
+                entry["ceiling"] = {}
+                for on in (True, False):
+                    log(f"{w.label}: G, trivial call, interceptors {'on' if on else 'off'}, "
+                        f"{len(w.request_bytes())} B request, {len(response)} B response")
+                    entry["ceiling"]["on" if on else "off"] = measure_ceiling(
+                        w.request_bytes(), response, slots, on, args.clients, args.concurrency, grpc_seconds,
+                        warmup, log=log)
         results["configs"][w.label] = entry
     results["elapsed_seconds"] = time.monotonic() - t_start
     results["machine"]["loadavg_end"] = os.getloadavg()
@@ -189,6 +208,7 @@ def summarise(results: dict) -> dict:
             singles = [v for v in entry["grpc"].values() if v["workers"] == 1]
             if singles and g["workers"] > 1:
                 row["worker_scaling"] = g["max"]["rate"] / singles[0]["max"]["rate"]
+        row.update(ceiling_ratios(r["A"], entry))
         out[label] = row
     target = out.get(TARGET_CONFIG)
     if target:
@@ -197,12 +217,48 @@ def summarise(results: dict) -> dict:
             checks["D (all workers) per core >= 0.8 x A"] = (target["D_per_core/A"], TARGET_D_PER_CORE, "ge")
         if "p99_ms_at_70" in target:
             checks["p99 <= 5 ms at 70 % of max"] = (target["p99_ms_at_70"], TARGET_P99_MS, "le")
+        one = next((k[4:] for k in ("D/L_w1", "D/L_1proc") if k in target), None)
+        if one:
+            checks["one worker D >= 0.8 x L"] = (target[f"D/L_{one}"], TARGET_D_OVER_L, "ge")
+        if "D_cpu_all/one" in target:
+            checks["D per server CPU-second, all workers >= 0.9 x one"] = (target["D_cpu_all/one"],
+                                                                          TARGET_CPU_ALL_OVER_ONE, "ge")
         out["targets"] = {}
         for name, (value, goal, kind) in checks.items():
             ok = value >= goal if kind == "ge" else value <= goal
             factor = goal / value if kind == "ge" else value / goal  # how far off (>1 = missing)
             out["targets"][name] = {"value": value, "goal": goal, "met": ok, "off_by_factor": factor}
     return out
+
+
+def _ceiling(a: float, g: float) -> float:
+    """L: one bare-VW predict and one empty gRPC call, back to back."""
+    return 1.0 / (1.0 / a + 1.0 / g)
+
+
+def ceiling_ratios(a: float, entry: dict) -> dict:
+    """G, L and D / L per topology, in wall-clock rates and per server
+    CPU-second. A runs on one busy thread, so its rate is also its rate per
+    CPU-second; per CPU-second figures are the honest ones when the load
+    generator and the coordinator share the cores with the server."""
+    row: dict = {}
+    for key, g in entry["grpc"].items():
+        row[f"D_cpu_{key}"] = g["max"]["rate"] / g["max"]["server_cores"] if g["max"]["server_cores"] else float("nan")
+    singles = [k for k, g in entry["grpc"].items() if g["workers"] == 1]
+    multi = max(entry["grpc"], key=lambda k: entry["grpc"][k]["workers"]) if entry["grpc"] else None
+    if singles and multi not in singles:
+        row["D_cpu_all/one"] = row[f"D_cpu_{multi}"] / row[f"D_cpu_{singles[0]}"]
+    ceiling = entry.get("ceiling")
+    if not ceiling:
+        return row
+    row["G_on"], row["G_off"] = ceiling["on"]["rate"], ceiling["off"]["rate"]
+    row["G_cpu_on"], row["G_cpu_off"] = ceiling["on"]["per_cpu_second"], ceiling["off"]["per_cpu_second"]
+    row["G_on/G_off"] = row["G_on"] / row["G_off"]
+    row["L"], row["L_cpu"] = _ceiling(a, row["G_on"]), _ceiling(a, row["G_cpu_on"])
+    for key, g in entry["grpc"].items():
+        row[f"D/L_{key}"] = g["max"]["rate"] / row["L"]
+        row[f"D_cpu/L_cpu_{key}"] = row[f"D_cpu_{key}"] / row["L_cpu"]
+    return row
 
 
 def _load(avg) -> str:
@@ -245,6 +301,7 @@ def report(results: dict) -> str:
         if label == "targets":
             continue
         lines.append(f"| {label} | " + " | ".join(f"{row[c]:.2f}" if c in row else "–" for c in present) + " |")
+    lines += ceiling_report(results)
     lat_rows = [(label, k, g) for label, e in results["configs"].items() for k, g in e["grpc"].items()]
     if lat_rows:
         lines += ["", "### gRPC latency, open loop at a fixed rate (ms; from the scheduled send time)", "",
@@ -267,6 +324,31 @@ def report(results: dict) -> str:
             lines.append("- D was measured with the server's single process (`placement serve` has no "
                          "`--workers` yet); 'per core' divides by 1.")
     return "\n".join(lines)
+
+
+def ceiling_report(results: dict) -> list[str]:
+    """The G / L table: the ceiling and how far D is from it, per topology."""
+    rows = [(label, e, results["summary"][label]) for label, e in results["configs"].items() if e.get("ceiling")]
+    if not rows:
+        return []
+    lines = ["", "### The ceiling: G (trivial gRPC call), L = 1 / (1/A + 1/G on), D / L", "",
+             "Per CPU-second: completions in the max window / server CPU seconds in it (all server processes).", "",
+             "| config | req / resp B | A | G on (/CPU-s) | G off (/CPU-s) | L (L per CPU-s) | server | D max "
+             "| server cores | D per CPU-s | D / L | D per CPU-s / L per CPU-s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for label, e, row in rows:
+        on, off = e["ceiling"]["on"], e["ceiling"]["off"]
+        a = e["inproc"]["A"]["rate"]
+        for key, g in e["grpc"].items():
+            lines.append(
+                f"| {label} | {g['request_bytes']:,} / {g['response_bytes']:,} | {_fmt(a)} | "
+                f"{_fmt(on['rate'])} ({_fmt(on['per_cpu_second'])}) | {_fmt(off['rate'])} ({_fmt(off['per_cpu_second'])}) | "
+                f"{_fmt(row['L'])} ({_fmt(row['L_cpu'])}) | {key} | {_fmt(g['max']['rate'])} | "
+                f"{g['max']['server_cores']:.2f} | {_fmt(row[f'D_cpu_{key}'])} | {row[f'D/L_{key}']:.2f} | "
+                f"{row[f'D_cpu/L_cpu_{key}']:.2f} |")
+        if "D_cpu_all/one" in row:
+            lines.append(f"| {label} | | | | | | all / one | | | {row['D_cpu_all/one']:.2f} | | |")
+    return lines
 
 
 if __name__ == "__main__":

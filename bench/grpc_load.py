@@ -60,10 +60,16 @@ def _free_port() -> int:
 class Server:
     """``placement serve`` on a free loopback port with a fresh data directory."""
 
+    cwd: Path | None = None  # the child's working directory (None: ours)
+
     def __init__(self, workers: int | None, gc_off: bool = False, extra_args: tuple[str, ...] = ()):
         self.dir = Path(tempfile.mkdtemp(prefix="bench-serve-"))
         self.port = _free_port()
         self.target = f"127.0.0.1:{self.port}"
+        self.command = self._command(workers, gc_off, extra_args)
+        self._start()
+
+    def _command(self, workers: int | None, gc_off: bool, extra_args: tuple[str, ...]) -> list[str]:
         base = placement_command()
         if gc_off:  # diagnosis only: the same CLI with Python's cyclic GC disabled
             base = [sys.executable, "-c", "import gc; gc.disable(); from placement_cli import main; main()"]
@@ -71,10 +77,12 @@ class Server:
                "--log-level", "WARNING"]
         if workers is not None:
             cmd += ["--workers", str(workers)]
-        cmd += list(extra_args)
-        self.command = cmd
+        return cmd + list(extra_args)
+
+    def _start(self) -> None:
+        cmd = self.command
         self._stderr = open(self.dir / "serve.stderr", "wb")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._stderr)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=self.cwd)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
@@ -93,8 +101,8 @@ class Server:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"server not ready after {timeout}s: {self.stderr_tail()}")
 
-    def check(self, payload: bytes, slots: int) -> None:
-        """One real call: the response parses and fills every slot."""
+    def check(self, payload: bytes, slots: int) -> bytes:
+        """One real call: the response parses and fills every slot; returns its bytes."""
         import grpc
         from placement.v1 import placement_pb2 as pb
 
@@ -103,6 +111,7 @@ class Server:
         resp = pb.DecideResponse.FromString(raw)
         if len(resp.slots) != slots:
             raise RuntimeError(f"server filled {len(resp.slots)} slots, expected {slots}")
+        return raw
 
     def cpu_seconds(self) -> float:
         return cpu_seconds(self.proc.pid)
@@ -125,6 +134,22 @@ class Server:
                 self.proc.wait()
         self._stderr.close()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class TrivialServer(Server):
+    """Measurement G: ``bench.ceiling`` (the real server's gRPC setup, one
+    trivial method at Decide's path answering ``response``) in a child process."""
+
+    def __init__(self, response: bytes, interceptors: bool):
+        self.dir = Path(tempfile.mkdtemp(prefix="bench-ceiling-"))
+        self.port = _free_port()
+        self.target = f"127.0.0.1:{self.port}"
+        (self.dir / "response.bin").write_bytes(response)
+        self.command = [sys.executable, "-m", "bench.ceiling", "--port", str(self.port),
+                        "--response", str(self.dir / "response.bin"),
+                        *(["--interceptors"] if interceptors else [])]
+        self.cwd = Path(__file__).resolve().parent.parent  # where ``bench`` imports from
+        self._start()
 
 
 # --- the load generator ------------------------------------------------------------------------
@@ -306,24 +331,14 @@ def measure_server(payload: bytes, slots: int, workers: int | None, clients: int
     server = Server(workers, gc_off=gc_off)
     gen = None
     try:
-        server.check(payload, slots)
+        response = server.check(payload, slots)
         gen = LoadGenerator(server.target, payload, clients)
-        lead = 2.0  # time for spawned clients to start and connect
-        start = time.monotonic() + lead + warmup
-        phases = [Phase("closed", start, max_seconds, warmup, concurrency=concurrency) for _ in range(clients)]
-        results, cpu = gen.run(phases, server)
-        done = sum(r.completed for r in results)
-        lat = [x for r in results for x in r.latencies_ms]
-        max_rate = done / max_seconds
-        out = {
-            "command": " ".join(server.command),
-            "max": {"rate": max_rate, "in_flight": clients * concurrency, "errors": sum(r.errors for r in results),
-                    "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99),
-                    "server_cores": cpu / max_seconds,
-                    "client_cores": sum(r.cpu_seconds for r in results) / (max_seconds + warmup)},
-            "latency": [],
-        }
-        log(f"    D max {max_rate:8.1f}/s  ({clients}x{concurrency} in flight, server {cpu / max_seconds:.2f} cores)")
+        out = {"command": " ".join(server.command), "request_bytes": len(payload), "response_bytes": len(response),
+               "response": response,  # the caller keeps it for G; not JSON
+               "max": _closed_loop(gen, server, clients, concurrency, max_seconds, warmup), "latency": []}
+        max_rate = out["max"]["rate"]
+        log(f"    D max {max_rate:8.1f}/s  ({clients}x{concurrency} in flight, "
+            f"server {out['max']['server_cores']:.2f} cores)")
         for frac in fractions:
             rate = frac * max_rate
             start = time.monotonic() + 0.5 + warmup
@@ -341,6 +356,41 @@ def measure_server(payload: bytes, slots: int, workers: int | None, clients: int
                 f"p99 {row['p99_ms']:6.2f} ms  errors {row['errors']}")
         out["rss_mib"] = server.rss_mib()  # after every phase: each server process, largest first
         log(f"    RSS MiB per server process: {', '.join(f'{r:.0f}' for r in out['rss_mib'])}")
+        return out
+    finally:
+        if gen is not None:
+            gen.close()
+        server.stop()
+
+
+def _closed_loop(gen: LoadGenerator, server: Server, clients: int, concurrency: int, seconds: float,
+                 warmup: float) -> dict:
+    """Max throughput: ``concurrency`` calls in flight per client process."""
+    lead = 2.0  # time for spawned clients to start and connect
+    start = time.monotonic() + lead + warmup
+    phases = [Phase("closed", start, seconds, warmup, concurrency=concurrency) for _ in range(clients)]
+    results, cpu = gen.run(phases, server)
+    lat = [x for r in results for x in r.latencies_ms]
+    rate = sum(r.completed for r in results) / seconds
+    return {"rate": rate, "in_flight": clients * concurrency, "errors": sum(r.errors for r in results),
+            "p50_ms": percentile(lat, 50), "p99_ms": percentile(lat, 99), "server_cores": cpu / seconds,
+            "per_cpu_second": rate * seconds / cpu if cpu > 0 else float("nan"),
+            "client_cores": sum(r.cpu_seconds for r in results) / (seconds + warmup)}
+
+
+def measure_ceiling(payload: bytes, response: bytes, slots: int, interceptors: bool, clients: int,
+                    concurrency: int, seconds: float, warmup: float, log=print) -> dict:
+    """G: max throughput (closed loop, same load generator as D) of a trivial
+    call through the real server's gRPC setup answering ``response``."""
+    server = TrivialServer(response, interceptors)
+    gen = None
+    try:
+        if server.check(payload, slots) != response:
+            raise RuntimeError("the trivial server did not answer its fixed response")
+        gen = LoadGenerator(server.target, payload, clients)
+        out = _closed_loop(gen, server, clients, concurrency, seconds, warmup)
+        log(f"    G ({'interceptors on' if interceptors else 'interceptors off'}) {out['rate']:8.1f}/s  "
+            f"(server {out['server_cores']:.2f} cores, {out['per_cpu_second']:.0f} calls per CPU-second)")
         return out
     finally:
         if gen is not None:
