@@ -266,3 +266,16 @@ def test_gzip_and_several_files_are_one_log_in_time_order(tmp_path):
     assert [e.decision.event_id for e in log.events] == [e.decision.event_id for e in events]
     assert log.shape == (60, 2, 4)
     assert log.mask[:, 1].sum(axis=1).tolist() == [3] * 60  # slot 2 cannot repeat slot 1's collection
+
+
+def test_the_reward_model_is_fitted_only_when_an_estimator_needs_it(tmp_path):
+    """IPS and SNIPS never read q_hat: asking only for them skips the fit and
+    gives the same numbers as when DM and DR are asked for too."""
+    log = ReplayLog.from_events(make_events(400, seed=8))
+    ips_only = EstimationConfig(estimators=("ips", "snips"), slate=(), intervals=("normal",), seed=3)
+    light = run_replay(log, ReplayOptions(policies=("uniform", "logged"), estimation=ips_only))
+    full = run_replay(log, ReplayOptions(policies=("uniform", "logged"), estimation=FAST))
+    assert light["reward_model"] is None and full["reward_model"]["heldout_mse"] >= 0
+    for policy in ("uniform", "logged"):
+        for name in ("ips", "snips"):
+            assert _entry(light, policy, name)["value"] == _entry(full, policy, name)["value"]

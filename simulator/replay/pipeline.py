@@ -19,11 +19,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from simulator import fanout
-from simulator.replay.estimation import check_config, evaluate_policy
+from simulator.replay.estimation import NEEDS_FULL_DISTRIBUTION, check_config, evaluate_policy
 from simulator.replay.importance import feature_importance
 from simulator.replay.logarrays import ReplayLog, load_log, log_summary
-from simulator.replay.options import ESTIMATOR_PARAMS, ReplayOptions
+from simulator.replay.options import ESTIMATOR_PARAMS, EstimationConfig, ReplayOptions
 from simulator.replay.progress import ProgressSink
 from simulator.replay.progressive import ProgressiveTask, run_targets
 from simulator.replay.reward_model import fit_reward_model
@@ -60,14 +62,27 @@ def run_replay(paths: Sequence[Path] | ReplayLog, options: ReplayOptions = Repla
         return _run_replay(paths, options, progress)
 
 
+def _needs_reward_model(cfg: EstimationConfig, options: ReplayOptions) -> bool:
+    """Whether any estimate asked for reads q_hat (DM and the DR family)."""
+    wanted = {name.partition(":")[0].lower().replace("_", "-") for name in cfg.estimators}
+    if options.search:
+        wanted.add(options.search_estimator)
+    if options.importance:
+        wanted.add(options.importance_estimator)
+    return bool(wanted & set(NEEDS_FULL_DISTRIBUTION))
+
+
 def _run_replay(paths: Sequence[Path] | ReplayLog, options: ReplayOptions,
                 progress: ProgressSink | None) -> dict[str, Any]:
     cfg = check_config(options.estimation)
     sink = progress or ProgressSink()
     log = paths if isinstance(paths, ReplayLog) else load_log(paths)
     specs = build_targets(log, options.policies)
-    fit = fit_reward_model(log, seed=cfg.seed)
-    q = fit.q
+    if _needs_reward_model(cfg, options):
+        fit = fit_reward_model(log, seed=cfg.seed)
+        q, quality = fit.q, fit.quality
+    else:  # IPS, SNIPS and the slate estimators never read q: fitting it would be wasted time
+        q, quality = np.zeros(log.shape), None
     tasks = [ProgressiveTask(s) for s in specs]
     with sink.task("replaying targets", total=log.n * len(tasks)) as advance:
         dists = run_targets(log, tasks, options.workers, advance)
@@ -88,7 +103,7 @@ def _run_replay(paths: Sequence[Path] | ReplayLog, options: ReplayOptions,
                    "level": cfg.level, "n_bootstrap": cfg.n_bootstrap, "seed": cfg.seed,
                    "reward_max": cfg.reward_max, "reward_min": cfg.reward_min, "min_ess": cfg.min_ess,
                    "estimator_params": ESTIMATOR_PARAMS},
-        "reward_model": fit.quality,
+        "reward_model": quality,
         "policies": policies,
     }
     results["summary"] = summarize(results)
