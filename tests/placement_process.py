@@ -36,3 +36,17 @@ def stop(proc: subprocess.Popen, timeout: float = 60) -> int | str:
         proc.kill()
         proc.wait()
         return "hung"
+
+
+def serve(data: Path, config: Path, workers: int, health_timeout: float = 30) -> tuple[subprocess.Popen, str]:
+    """`placement serve` on an OS-chosen port with this data directory, config
+    and worker count; returned once it answers a health check."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    proc, match = launch(["serve", "--port", "0", "--data-dir", str(data), "--config", str(config),
+                          "--workers", str(workers)], r"serving on 127\.0\.0\.1:(\d+)")
+    target = f"127.0.0.1:{match.group(1)}"
+    with grpc.insecure_channel(target) as channel:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=health_timeout)
+    return proc, target

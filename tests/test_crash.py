@@ -14,12 +14,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bandit.logformat.events import read_lines
 from server.client import PlacementClient, collection
 
-from placement_process import launch, stop
+from placement_process import serve, stop
 
 CONFIG = """
 [join]
@@ -34,11 +33,7 @@ publish_every_seconds = 0.3
 def _start(data: Path, config: Path, workers: int) -> tuple[subprocess.Popen, str, float]:
     """The server, its address, and the seconds until it answered a health check."""
     started = time.monotonic()
-    proc, match = launch(["serve", "--port", "0", "--data-dir", str(data), "--config", str(config),
-                          "--workers", str(workers)], r"serving on 127\.0\.0\.1:(\d+)")
-    target = f"127.0.0.1:{match.group(1)}"
-    with grpc.insecure_channel(target) as channel:
-        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    proc, target = serve(data, config, workers)
     return proc, target, time.monotonic() - started
 
 

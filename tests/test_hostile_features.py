@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import subprocess
 import time
-from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.client import PlacementClient, collection
 
-from placement_process import launch, stop
+from placement_process import serve, stop
 
 CONFIG = """
 [join]
@@ -28,15 +26,6 @@ publish_every_seconds = 0.2
 """
 SPECIAL = ["_label", "_multi", "_slots", "_text", "_labelIndex", "_tag", "_a", "_p", "_x", "_label_cost"]
 CANDIDATES = 400
-
-
-def _start(data: Path, config: Path, workers: int) -> tuple[subprocess.Popen, str]:
-    proc, match = launch(["serve", "--port", "0", "--data-dir", str(data), "--config", str(config),
-                          "--workers", str(workers)], r"serving on 127\.0\.0\.1:(\d+)")
-    target = f"127.0.0.1:{match.group(1)}"
-    with grpc.insecure_channel(target) as channel:
-        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
-    return proc, target
 
 
 def _decide_and_reward(client: PlacementClient, event_id: str, context: dict) -> grpc.StatusCode:
@@ -66,7 +55,7 @@ def _wait_joined(proc: subprocess.Popen, target: str, joined: int, timeout: floa
 def test_names_vw_reads_as_its_own_fields_are_refused_and_crash_nothing(tmp_path, workers):
     data, config = tmp_path / "data", tmp_path / "c.toml"
     config.write_text(CONFIG)
-    proc, target = _start(data, config, workers)
+    proc, target = serve(data, config, workers)
     try:
         with PlacementClient(target) as client:
             client.put_collections([collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(CANDIDATES)])
@@ -87,7 +76,7 @@ def test_names_vw_reads_as_its_own_fields_are_refused_and_crash_nothing(tmp_path
     finally:
         exit_code = stop(proc)
     assert exit_code == 0
-    proc, target = _start(data, config, workers)  # recovery relearns nothing that crashes
+    proc, target = serve(data, config, workers)  # recovery relearns nothing that crashes
     try:
         with PlacementClient(target) as client:
             assert client.decide({"u": {"seg": "b"}}, ["homepage"], event_id="after").slots

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bandit.logformat.events import joined_from_dsjson, read_lines
 from server.client import PlacementClient, collection
 
-from placement_process import launch, stop
+from placement_process import serve, stop
 
 CONFIG = """
 [join]
@@ -31,15 +30,6 @@ publish_every_examples = 40
 publish_every_seconds = 0.3
 """
 SLOTS = ["homepage", "email"]
-
-
-def _start(data: Path, config: Path, workers: int) -> tuple[subprocess.Popen, str]:
-    proc, match = launch(["serve", "--port", "0", "--data-dir", str(data), "--config", str(config),
-                          "--workers", str(workers)], r"serving on 127\.0\.0\.1:(\d+)")
-    target = f"127.0.0.1:{match.group(1)}"
-    with grpc.insecure_channel(target) as channel:
-        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-    return proc, target
 
 
 def _context(n: int) -> dict:
@@ -99,14 +89,14 @@ def _wait_joined(client: PlacementClient, timeout: float = 60) -> None:
 def test_worker_count_change_after_sigkill_loses_nothing(tmp_path, before, after):
     data, config = tmp_path / "data", tmp_path / "c.toml"
     config.write_text(CONFIG)
-    proc, target = _start(data, config, before)
+    proc, target = serve(data, config, before)
     with PlacementClient(target) as admin:
         admin.put_collections([collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(4)])
     time.sleep(0.5)  # workers pick up catalog changes within REFRESH_SECONDS
     acked = _load_then_kill(target, proc, 2.5)
     assert len(acked["decisions"]) > 100
 
-    proc, target = _start(data, config, after)
+    proc, target = serve(data, config, after)
     try:
         with PlacementClient(target, timeout=10) as client:
             answered = 0
