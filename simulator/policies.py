@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Protocol
 
 import numpy as np
 
@@ -230,7 +230,3 @@ class OraclePolicy:
 
     def close(self) -> None:
         pass
-
-
-def policy_names(specs: Sequence[str | PolicySpec]) -> list[str]:
-    return [parse_policy(s).name for s in specs]

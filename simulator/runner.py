@@ -244,7 +244,7 @@ def true_value(world: World, requests: Sequence[Request], target: Target) -> dic
     over slots of sum_a pi(a | x, slot) q(x, slot, a), averaged; also per slot.
 
     ``target`` gives per-slot (marginal) distributions, the form off-policy
-    estimators evaluate: a function such as ``Policy.distributions``, or one
+    estimators evaluate: a function such as ``EnginePolicy.distributions``, or one
     entry per request."""
     totals, per_slot = [], {}
     for i, r in enumerate(requests):

@@ -364,10 +364,6 @@ class Outcome:
     rewards: tuple[tuple[float, float], ...]  # (arrival timestamp, value); lost ones absent
 
 
-def _sigmoid(x: float) -> float:
-    return 1.0 / (1.0 + math.exp(-x))
-
-
 def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
