@@ -9,6 +9,7 @@ the package whose code it runs, and is registered here.
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Callable
 
 import typer
@@ -42,6 +43,15 @@ for name, command in (("serve", serve), ("worker", worker), ("demo", demo), ("si
     text = _help(command)
     first = text.split(". ")[0].split(": ")[0].split(" (")[0].rstrip(".")
     app.command(name, help=text, short_help=first)(command)
+
+
+def _user_warning(message, category, filename, lineno, line=None) -> str:
+    """Warnings meant for the person at the terminal (a deprecated spelling)
+    read as a sentence, not as a source location."""
+    return f"warning: {message}\n"
+
+
+warnings.formatwarning = _user_warning
 
 
 def main() -> None:

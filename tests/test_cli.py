@@ -103,3 +103,12 @@ epsilon = 0.2
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_config(path)
+
+
+def test_a_deprecated_policy_spelling_is_a_sentence_not_a_source_location():
+    placement = str(Path(sys.executable).with_name("placement"))
+    done = subprocess.run([placement, "simulate", "--policy", "engine:epsilon", "--decisions", "40", "--seeds", "0",
+                           "--workers", "1", "--scenario", "cold-start"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "warning: policy 'engine:epsilon' is the old spelling of 'vw:algorithm=epsilon'" in done.stderr
+    assert "specs.py" not in done.stderr and "FutureWarning" not in done.stderr
