@@ -61,6 +61,7 @@ class Server:
     """``placement serve`` on a free loopback port with a fresh data directory."""
 
     cwd: Path | None = None  # the child's working directory (None: ours)
+    env: dict[str, str] | None = None  # the child's environment (None: ours)
 
     def __init__(self, workers: int | None, gc_off: bool = False, extra_args: tuple[str, ...] = ()):
         self.dir = Path(tempfile.mkdtemp(prefix="bench-serve-"))
@@ -82,7 +83,8 @@ class Server:
     def _start(self) -> None:
         cmd = self.command
         self._stderr = open(self.dir / "serve.stderr", "wb")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=self.cwd)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=self.cwd,
+                                     env=self.env)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
