@@ -359,7 +359,7 @@ class Engine:
         line = event_line(event)
         with self._lock:
             found = self._lookup(event_id)
-            if found is None:  # queued in log order; written by the log's writer
+            if found is None:  # queued in log order; written by the first of its batch to wait
                 logged = self._submit(line, lambda ticket: self._decided(event, line, ticket), locate=True)
                 self._unwritten[event_id] = (event, logged.ticket)
         if found is not None:  # a concurrent call with the same id won
