@@ -1,6 +1,7 @@
 """D for two (or more) checkouts of the engine, alternating: is the server faster?
 
   .venv/bin/python -m bench.serve_ab --checkout old=/work/wt/old --checkout new=. [--rounds 3]
+  .venv/bin/python -m bench.serve_ab --checkout full=. --checkout top1=.@1   # max_ranking 0 vs 1
 
 Each round starts ``placement serve --workers 1`` (``--workers``) from every
 checkout in turn (the order alternates between rounds), with this venv's
@@ -9,7 +10,8 @@ Python and ``PYTHONPATH=CHECKOUT:CHECKOUT/proto`` (so the checkout's own
 the same things as ``bench.decide``'s D on the same seeded request: max
 decisions/s (closed loop), server CPU per decision, and with ``--p99`` the
 p50/p99 at 70 % of that max (open loop, from the scheduled send time).
-Ratios are taken within a round (each checkout against the first one), so a
+``PATH@N`` sends that checkout requests with ``max_ranking = N`` (the field
+must exist there). Ratios are taken within a round (each checkout against the first one), so a
 machine whose speed drifts between rounds still compares like with like.
 """
 
@@ -84,25 +86,27 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=4)
-    ap.add_argument("--max-ranking", type=int, default=0,
-                    help="DecideRequest.max_ranking in the request (0: unset, the full ranking)")
     ap.add_argument("--p99", action="store_true", help="also p50/p99 at 70 %% of each max")
     args = ap.parse_args(argv)
-    named = [tuple(c.split("=", 1)) for c in args.checkout]
     cands, slots = map(int, args.config.split("x"))
-    payload = request(cands, slots, args.seed, args.max_ranking)
+    named, payloads = [], {}
+    for spec in args.checkout:
+        name, _, where = spec.partition("=")
+        path, _, depth = where.partition("@")
+        named.append((name, path))
+        payloads[name] = request(cands, slots, args.seed, int(depth or 0))
     print(f"load average at start: {os.getloadavg()}", file=sys.stderr)
     rows: dict[str, list[dict]] = {name: [] for name, _ in named}
     for r in range(args.rounds):
         order = named if r % 2 == 0 else named[::-1]
         for name, path in order:
-            res = measure(Path(path), payload, slots, args)
+            res = measure(Path(path), payloads[name], slots, args)
             rows[name].append(res)
             extra = f", p99 at 70 % {res['p99_70']:.1f} ms" if args.p99 else ""
             print(f"round {r + 1} {name}: {res['rate']:.0f}/s, server {res['server_cores']:.2f} cores, "
                   f"{res['per_cpu_second']:.0f} per CPU-s{extra}", file=sys.stderr)
     base = named[0][0]
-    summary = {"config": args.config, "workers": args.workers, "max_ranking": args.max_ranking,
+    summary = {"config": args.config, "workers": args.workers, "checkouts": args.checkout,
                "load_end": os.getloadavg()}
     for name, _ in named:
         summary[name] = {k: round(statistics.median(x[k] for x in rows[name]), 2)
