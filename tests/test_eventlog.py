@@ -87,6 +87,20 @@ def test_a_line_nobody_waits_for_is_written_by_the_next_barrier(tmp_path):
     log.close()
 
 
+@pytest.mark.parametrize("fsync", ["batch", "always", "never"])
+def test_batch_fsync_is_the_logs_own_thread_never_a_callers(tmp_path, fsync):
+    """fsync="batch": a caller's line is in the file when wait returns and the
+    fsync is left to the log's own thread (stopped by close); "always" and
+    "never" start none."""
+    log = AppendLog(tmp_path, "events", fsync=fsync, batch_seconds=0.01)
+    log.wait(log.submit('{"a":1}'))
+    assert list(read_log_dir(tmp_path)) == [{"a": 1}]
+    syncers = [t for t in threading.enumerate() if t.name == "events-fsync"]
+    assert len(syncers) == (fsync == "batch")
+    log.close()
+    assert not any(t.is_alive() for t in syncers)
+
+
 def test_backlog_is_bounded(tmp_path):
     log = AppendLog(tmp_path, "events", max_pending=5)
     with log._lock:  # the disk is stuck: the writer cannot write, but may hold one batch (<= 5)
