@@ -311,8 +311,9 @@ class Engine:
                 own = self.events.barrier()
                 self._settle()  # every line before ``own`` is in memory now
                 workers = self.worker_logs.positions()
-                snapshot = self.joiner.snapshot()
+                captured = self.joiner.capture()  # the rest outside the lock every decide waits for
                 marks = {name: list(m) for name, m in self._joined_marks.items()}
+            snapshot = self.joiner.snapshot_of(captured)
             data = Path(self.config.data_dir)
             events = {str(path.relative_to(data)): list(at) for path, at in workers.items()}
             events["events"] = list(own)
