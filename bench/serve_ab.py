@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from bench.grpc_load import LoadGenerator, Phase, Server, _closed_loop, percentile
+from bench.grpc_load import LoadGenerator, Phase, Server, closed_loop, percentile
 from bench.workload import make_workload
 
 
@@ -58,7 +58,7 @@ def measure(checkout: Path, payload: bytes, slots: int, args) -> dict:
     try:
         server.check(payload, slots)
         gen = LoadGenerator(server.target, payload, args.clients)
-        out = _closed_loop(gen, server, args.clients, args.concurrency, args.seconds, 1.0)
+        out = closed_loop(gen, server, args.clients, args.concurrency, args.seconds, 1.0)
         if args.p99:
             rate = 0.7 * out["rate"]
             start = time.monotonic() + 0.5 + 1.0
