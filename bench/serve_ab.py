@@ -36,11 +36,14 @@ class CheckoutServer(Server):
         root = checkout.resolve()
         self.env = {**os.environ, "PYTHONPATH": f"{root}:{root / 'proto'}"}
         self.cwd = root
+        # The console script's root: placement_cli since the layering, server.cli before it.
+        self.entry = ("from placement_cli import main; main()" if (root / "placement_cli.py").exists()
+                      else "from server.cli import app; app()")
         super().__init__(workers, extra_args=extra_args)
 
     def _command(self, workers, gc_off, extra_args):
         cmd = super()._command(workers, gc_off, extra_args)
-        return [sys.executable, "-c", "from placement_cli import main; main()", *cmd[cmd.index("serve"):]]
+        return [sys.executable, "-c", self.entry, *cmd[cmd.index("serve"):]]
 
 
 def request(cands: int, slots: int, seed: int, max_ranking: int) -> bytes:
