@@ -11,14 +11,13 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import grpc
 import pytest
 
-from bandit.logformat.events import joined_from_dsjson, read_lines
 from server.client import PlacementClient, collection
 
+from helpers import joined_items, logged_decisions
 from placement_process import serve, stop
 
 CONFIG = """
@@ -51,15 +50,6 @@ def _traffic(target: str, seed: int, halt: threading.Event, acked: dict) -> None
             except grpc.RpcError:
                 return  # the server was killed under us
             n += 1
-
-
-def _events(data: Path) -> list[dict]:
-    return [obj for path in sorted((data / "events").rglob("*.jsonl")) for _, obj in read_lines(path, strict=False)]
-
-
-def _joined(data: Path) -> list:
-    return [joined_from_dsjson(obj) for path in sorted((data / "joined" / "default").glob("*.dsjson"))
-            for _, obj in read_lines(path, strict=False)]
 
 
 def _load_then_kill(target: str, proc: subprocess.Popen, seconds: float) -> dict:
@@ -124,11 +114,11 @@ def test_worker_count_change_after_sigkill_loses_nothing(tmp_path, before, after
         code = stop(proc)
     assert code == 0
 
-    logged = Counter(e["id"] for e in _events(data) if e["kind"] == "decision")
+    logged = Counter(e["id"] for e in logged_decisions(data))
     assert set(acked["decisions"]) <= set(logged)
     assert [eid for eid, n in logged.items() if n > 1] == [], "a retried decision was logged again"
     joined = {}
-    for item in _joined(data):
+    for item in joined_items(data):
         assert item.decision.event_id not in joined, f"{item.decision.event_id} joined twice"
         joined[item.decision.event_id] = item
     missing = set(acked["decisions"]) - set(joined)
