@@ -16,7 +16,7 @@ import queue
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -132,7 +132,8 @@ class Logged:
 
 
 CHECKPOINT_SECONDS = 5.0
-JOINED_MARKS = 10_000  # per surface: joined-log positions a checkpoint can resume learning from
+JOINED_MARKS = 10_000
+CLAIM_BYTES = 64 << 20  # claimed decisions not yet read from a worker's log: memory bound  # per surface: joined-log positions a checkpoint can resume learning from
 
 
 class Engine:
@@ -185,6 +186,10 @@ class Engine:
         # Decisions submitted to the event log and not yet written: a repeat of
         # one waits for its write instead of answering from memory.
         self._unwritten: dict[str, tuple[DecisionEvent, Ticket]] = {}
+        # Multi-process mode: event ids claimed by serving workers whose
+        # decisions are not read from their logs yet (see claim).
+        self._claims: OrderedDict[str, str] = OrderedDict()
+        self._claims_bytes = 0
         self._learn_queue: queue.Queue[tuple[str, JoinedEvent, str] | None] = queue.Queue(config.learner.queue_size)
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -437,6 +442,7 @@ class Engine:
         a duplicate id (the first one logged wins)."""
         with self._lock:
             event_id = record["id"]
+            self._unclaim(event_id)
             if event_id in self.joiner or self.joiner.is_closed(event_id):
                 self.counts["duplicates"] = self.counts.get("duplicates", 0) + 1
                 return False
@@ -459,15 +465,45 @@ class Engine:
     def explain(self, event: DecisionEvent, top: int = 5) -> Explanation:
         return self.explainer.explain(self.surface(event.surface).serving, event, top)
 
-    def check_repeat(self, event_id: str) -> None:
-        """AlreadyJoined when a repeated event id's decision was already joined.
-
-        Multi-process mode: a serving worker remembers its recent decisions
-        for idempotent repeats, but only this engine knows whether one has
-        joined since; the worker asks on a repeat (never on a new id)."""
-        self._catch_up(event_id)
+    def claim(self, event_id: str, line: str) -> tuple[str, bool] | None:
+        """Multi-process mode: this engine owns the callers' event ids. A
+        serving worker claims one with the decision line it made, before
+        logging it: None when the id is new (the line is its decision now);
+        else the id's decision line and whether it is logged (pending here)
+        or only claimed, by a worker that may still be writing it (or never
+        will: it died, its disk was full), which the caller then writes
+        itself. AlreadyJoined once it has joined; PendingFull for a new id at
+        limits.max_pending_decisions. A claim lasts until its decision is read
+        from a worker's log (bounded in bytes, oldest dropped first)."""
         with self._lock:
-            self._lookup(event_id)
+            known = self._known(event_id)
+        if known is not None and not known[1]:  # perhaps logged since the logs were last read
+            self.catch_up()
+        with self._lock:
+            known = self._known(event_id)
+            if known is not None:
+                return known
+            check_pending(len(self.joiner) + len(self._claims), self.config.limits.max_pending_decisions,
+                          self.counts)
+            self._claims[event_id] = line
+            self._claims_bytes += len(line)
+            while self._claims_bytes > CLAIM_BYTES:
+                self._claims_bytes -= len(self._claims.popitem(last=False)[1])
+        return None
+
+    def _known(self, event_id: str) -> tuple[str, bool] | None:
+        """An id's pending (True) or claimed (False) decision line (under the lock)."""
+        found = self._lookup(event_id)
+        if found is not None:
+            return event_line(found[0]), True
+        claimed = self._claims.get(event_id)
+        return None if claimed is None else (claimed, False)
+
+    def _unclaim(self, event_id: str) -> None:
+        """A claimed decision is read from its log: pending now (under the lock)."""
+        line = self._claims.pop(event_id, None)
+        if line is not None:
+            self._claims_bytes -= len(line)
 
     def writable(self) -> bool:
         """Whether the event log takes writes; health says NOT_SERVING while

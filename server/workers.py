@@ -13,7 +13,12 @@ them, and admin calls, over a Unix socket in the data directory), joins,
 learns and publishes model versions. A reward can reach the coordinator before
 its tailer has read the decision; the decision was logged before the client
 saw it, so the coordinator reads the logs once more before calling an event
-unknown. Duplicated event ids across workers: the first one logged wins.
+unknown. It also owns the callers' event ids: a worker claims one before it
+logs a decision under it, so a Decide retried on any worker, or after any
+restart, gets the decision the id already has (the coordinator knows every
+pending one), and ALREADY_EXISTS once it has joined. A duplicate that reaches
+a log anyway (two workers writing a claimed decision) is joined once: the
+first one logged wins.
 """
 
 from __future__ import annotations
@@ -24,10 +29,10 @@ import multiprocessing as mp
 import os
 import signal
 import socket
+import struct
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from concurrent import futures
 from dataclasses import replace
 from pathlib import Path
@@ -36,8 +41,7 @@ from typing import Callable
 import grpc
 
 from bandit.catalog import Catalog
-from bandit.logformat.events import (DecisionEvent, UnservedEvent, decision_head, dumps, event_from_record,
-                                     event_line, event_to_record, unserved_id)
+from bandit.logformat.events import DecisionEvent, UnservedEvent, dumps, event_from_record, event_line, event_to_record
 from bandit.decision import Mode
 from bandit.policy import Policy
 from placement.v1 import placement_pb2 as pb
@@ -45,7 +49,7 @@ from placement.v1 import placement_pb2_grpc as pb_grpc
 from server.app import admin_auth, start_server
 from server.config import ServerConfig
 from server.engine import DecideCall, Engine, caller_gone, check_pending, lookup_surface, make_decision
-from server.eventlog import AppendLog, Ticket, tail_lines, worker_dirs
+from server.eventlog import AppendLog, Ticket
 from server.explain import Explainer, Explanation
 from server.interceptors import AuthInterceptor, MalformedRequestInterceptor, read_token
 from server.stats import Stats
@@ -58,9 +62,27 @@ log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 0.2
 TAIL_SECONDS = 0.02
-REPEAT_CHECK_SECONDS = 5.0
+CLAIM_SECONDS = 5.0
 NO_DEADLINE_SECONDS = 1e9
-CHECK_REPEAT = "/placement.internal.Coordination/CheckRepeat"
+CLAIM = "/placement.internal.Coordination/Claim"
+AWAY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
+
+
+class CoordinatorAway(grpc.RpcError):
+    """A caller's event id could not be claimed (the coordinator, which owns
+    event ids, did not answer): UNAVAILABLE, nothing decided or logged."""
+
+    def __init__(self, event_id: str, err: grpc.RpcError):
+        super().__init__(event_id, err)
+        self.message = (f"event '{event_id}' not decided: the coordinator, which keeps a caller's event ids "
+                        f"unique across workers, did not answer ({err.code().name}); nothing was logged, "
+                        "retry with the same event id (a Decide without an event id needs no coordinator)")
+
+    def code(self) -> grpc.StatusCode:
+        return grpc.StatusCode.UNAVAILABLE
+
+    def details(self) -> str:
+        return self.message
 
 
 def worker_log_dir(data_dir: Path, name: str | int) -> Path:
@@ -148,7 +170,6 @@ class WorkerEngine:
     admin calls go to the coordinator."""
 
     def __init__(self, config: ServerConfig, index: int | str, coordinator: grpc.Channel,
-                 remember_bytes: int = 32 << 20,
                  metadata: tuple[tuple[str, str], ...] = ()):
         data = Path(config.data_dir)
         self.config, self.index = config, index
@@ -164,14 +185,10 @@ class WorkerEngine:
         self.explainer = Explainer(config.limits.explain_max_features, config.limits.explain_max_concurrent)
         self._service = pb_grpc.PlacementServiceStub(coordinator)
         self._admin = pb_grpc.PlacementAdminStub(coordinator)
-        self._check_repeat = coordinator.unary_unary(CHECK_REPEAT)
-        # Recent decisions for idempotent repeats, bounded in bytes (lines carry
-        # every candidate's features, so a count bound would not bound memory).
-        self._recent: OrderedDict[str, str] = OrderedDict()
-        self._recent_bytes = 0
-        self._remember_bytes = remember_bytes
-        self._remember_logged(data / "events")
-        self._unwritten: dict[str, Ticket] = {}  # decisions submitted to the log, not yet written
+        self._claim_call = coordinator.unary_unary(CLAIM)
+        # Decisions submitted to this worker's log, not yet written: a
+        # concurrent call with the same id waits for the write.
+        self._unwritten: dict[str, tuple[DecisionEvent, Ticket]] = {}
         self._pending_path = pending_path(data)
         self.coordinator_pending = 0  # the coordinator's pending decisions, read every refresh
         self._lock = threading.Lock()
@@ -181,33 +198,6 @@ class WorkerEngine:
     @property
     def catalog(self) -> Catalog:
         return self._catalog.get()
-
-    def _remember_logged(self, events_dir: Path) -> None:
-        """Start remembering the newest decisions already logged, by any
-        worker or topology before this one (each log's tail, within the memory
-        bound): a client that retries a Decide after a crash or restart gets the
-        decision it was given and that is learned, not a fresh draw. An id
-        logged twice is remembered as logged first (the one the coordinator joins)."""
-        newest: dict[str, tuple[float, str]] = {}
-        for directory in (events_dir, *worker_dirs(events_dir)):
-            unserved: set[str] = set()  # marked after their decision, in the same log: read first
-            for raw in tail_lines(directory, self._remember_bytes):
-                line = raw.decode("utf-8", errors="replace")
-                head = decision_head(line)
-                if head is None:
-                    gone = unserved_id(line)
-                    if gone is not None:
-                        unserved.add(gone)
-                elif head[0] in unserved:
-                    unserved.discard(head[0])  # never served: a retry is decided afresh
-                elif head[0] not in newest or head[1] <= newest[head[0]][0]:
-                    newest[head[0]] = (head[1], line)
-        for event_id, (_, line) in sorted(newest.items(), key=lambda item: item[1][0], reverse=True):
-            if self._recent_bytes + len(line) > self._remember_bytes:
-                break
-            self._recent[event_id] = line
-            self._recent_bytes += len(line)
-        self._recent = OrderedDict(reversed(self._recent.items()))  # oldest first: evicted first
 
     def start(self) -> None:
         self._thread.start()
@@ -251,80 +241,75 @@ class WorkerEngine:
         return lookup_surface(self.surfaces, name)
 
     def decide(self, call: DecideCall, wanted: Callable[[], bool] | None = None) -> DecisionEvent:
-        """As :meth:`Engine.decide`; an unserved marker goes to this worker's
-        log, after its decision, for the coordinator to drop it."""
+        """As :meth:`Engine.decide`. A caller's event id is claimed at the
+        coordinator first (it owns them: a retry reaching another worker, or
+        this one after a restart, gets the decision the id already has; see
+        :meth:`Engine.claim`); a generated id is new and asks nobody. An
+        unserved marker goes to this worker's log, after its decision, for the
+        coordinator to drop it."""
         surface = self.surface(call.surface)
         event_id = call.event_id or uuid.uuid4().hex
         with self._lock:
-            remembered = self._remembered(event_id)
-        if remembered is not None:
-            return self._repeat(event_id, *remembered)
-        check_pending(self.coordinator_pending + len(self._unwritten), self.config.limits.max_pending_decisions,
-                      self.counts)
+            inflight = self._unwritten.get(event_id)
+        if inflight is not None:  # a concurrent call with this id, on this worker
+            return self._written(inflight)
+        if not call.event_id:  # a caller's id is checked by the coordinator, with its claim
+            check_pending(self.coordinator_pending + len(self._unwritten), self.config.limits.max_pending_decisions,
+                          self.counts)
         event = make_decision(call, event_id, surface, self.catalog, time.time())
-        line = event_line(event)
+        line, ours = event_line(event), True
+        if call.event_id:
+            known = self._claim(event_id, line)
+            if known is not None:
+                line, logged = known
+                event, ours = event_from_record(json.loads(line)), False
+                if logged:
+                    return event
+                # Claimed by another worker that may still be writing it (or
+                # died before it could): written here too, so that what this
+                # caller is told is durable; the coordinator joins one copy.
         with self._lock:
-            remembered = self._remembered(event_id)
-            if remembered is None:
+            inflight = self._unwritten.get(event_id)
+            if inflight is None:
                 ticket = self.events.submit(line)
-                self._unwritten[event_id] = ticket
-                self._remember(event_id, line)
-        if remembered is not None:  # a concurrent call with the same id won
-            return self._repeat(event_id, *remembered)
+                self._unwritten[event_id] = (event, ticket)
+        if inflight is not None:
+            return self._written(inflight)
         try:
             self.events.wait(ticket)
         finally:
-            with self._lock:  # memory follows the disk: a decision not logged is forgotten
+            with self._lock:
                 del self._unwritten[event_id]
-                if ticket.error is not None:
-                    self._forget(event_id, line)
-        if wanted is not None and not wanted():
-            self._unserved(event_id, line)
+        if ours and wanted is not None and not wanted():  # another's decision may have reached its caller
+            self._unserved(event_id)
             raise caller_gone(event_id)
         return event
 
-    def _forget(self, event_id: str, line: str) -> None:
-        """(under the lock)"""
-        if self._recent.get(event_id) is line:
-            self._recent_bytes -= len(self._recent.pop(event_id))
+    def _claim(self, event_id: str, line: str) -> tuple[str, bool] | None:
+        """The coordinator's verdict on a caller's event id (see :meth:`Engine.claim`)."""
+        key = event_id.encode()
+        try:
+            answer = self._claim_call(struct.pack(">I", len(key)) + key + line.encode(), timeout=CLAIM_SECONDS,
+                                      metadata=self.metadata)
+        except grpc.RpcError as err:
+            if err.code() in AWAY:
+                raise CoordinatorAway(event_id, err) from None
+            raise  # the coordinator's verdict (ALREADY_EXISTS, RESOURCE_EXHAUSTED), as it gave it
+        return None if not answer else (answer[1:].decode(), answer[:1] == b"L")
 
-    def _unserved(self, event_id: str, line: str) -> None:
+    def _written(self, inflight: tuple[DecisionEvent, Ticket]) -> DecisionEvent:
+        """A decision being written by a concurrent call: once it is in the log
+        (LogUnwritable if it never got there)."""
+        event, ticket = inflight
+        self.events.wait(ticket)
+        return event
+
+    def _unserved(self, event_id: str) -> None:
         marker = dumps(event_to_record(UnservedEvent(event_id, time.time())))
         try:
             self.events.wait(self.events.submit(marker))
         except OSError as exc:
             log.error("worker %s: event '%s' could not be marked unserved: %r", self.index, event_id, exc)
-            return
-        with self._lock:  # a retry with the id is decided afresh, as from one process
-            self._forget(event_id, line)
-
-    def _remembered(self, event_id: str) -> tuple[str, Ticket | None] | None:
-        """A recent decision's line, with its ticket while it is being written (under the lock)."""
-        line = self._recent.get(event_id)
-        return None if line is None else (line, self._unwritten.get(event_id))
-
-    def _remember(self, event_id: str, line: str) -> None:
-        self._recent[event_id] = line
-        self._recent_bytes += len(line)
-        while self._recent_bytes > self._remember_bytes:
-            self._recent_bytes -= len(self._recent.popitem(last=False)[1])
-
-    def _repeat(self, event_id: str, line: str, ticket: Ticket | None = None) -> DecisionEvent:
-        """A repeated id gets its original decision back while it is pending
-        and once it is in the log (a repeat of one being written waits for the
-        write: LogUnwritable if it never got there); whether it has joined
-        since only the coordinator knows (ALREADY_EXISTS, as from one process).
-        Asked on repeats only, never on a new id."""
-        if ticket is not None:
-            self.events.wait(ticket)
-        try:
-            self._check_repeat(event_id.encode(), timeout=REPEAT_CHECK_SECONDS, metadata=self.metadata)
-        except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.ALREADY_EXISTS:
-                raise
-            log.warning("worker %s: coordinator did not answer for repeated event %s (%s); answering from memory",
-                        self.index, event_id, err.code())
-        return event_from_record(json.loads(line))
 
     def explain(self, event: DecisionEvent, top: int = 5) -> Explanation:
         return self.explainer.explain(self.surface(event.surface).serving, event, top)
@@ -534,15 +519,19 @@ class _Coordination:
         self.engine = engine
 
     @rpc(lambda self: self.engine.counts)
-    def check_repeat(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        """Empty while the event is pending or unknown; ALREADY_EXISTS once joined."""
-        self.engine.check_repeat(request.decode())
-        return b""
+    def claim(self, request: bytes, context: grpc.ServicerContext) -> bytes:
+        """(4-byte length, event id, decision line) in; empty when the id is
+        the caller's now, else b"L" (logged) or b"C" (claimed) and the id's
+        decision line; ALREADY_EXISTS once it has joined."""
+        size = struct.unpack(">I", request[:4])[0]
+        event_id, line = request[4:4 + size].decode(), request[4 + size:].decode()
+        known = self.engine.claim(event_id, line)
+        return b"" if known is None else (b"L" if known[1] else b"C") + known[0].encode()
 
 
 def _coordination_handler(engine: Engine) -> grpc.GenericRpcHandler:
-    service, method = CHECK_REPEAT.strip("/").split("/")
-    handler = grpc.unary_unary_rpc_method_handler(_Coordination(engine).check_repeat)  # bytes in, bytes out
+    service, method = CLAIM.strip("/").split("/")
+    handler = grpc.unary_unary_rpc_method_handler(_Coordination(engine).claim)  # bytes in, bytes out
     return grpc.method_handlers_generic_handler(service, {method: handler})
 
 

@@ -18,21 +18,10 @@ import pytest
 from server.client import PlacementClient, collection
 
 from helpers import joined_items, logged_decisions
-from placement_process import serve, stop
+from placement_process import SLOTS, churn_context, config_toml, serve, stop
 
-CONFIG = """
-[join]
-window_seconds = 15.0
-tick_seconds = 0.05
-[learner]
-publish_every_examples = 40
-publish_every_seconds = 0.3
-"""
-SLOTS = ["homepage", "email"]
+CONFIG = config_toml(15.0, 40, 0.3)
 
-
-def _context(n: int) -> dict:
-    return {"u": {"seg": "abc"[n % 3]}}
 
 
 def _traffic(target: str, seed: int, halt: threading.Event, acked: dict) -> None:
@@ -42,7 +31,7 @@ def _traffic(target: str, seed: int, halt: threading.Event, acked: dict) -> None
         while not halt.is_set():
             event_id = f"w{seed}-{n}"
             try:
-                result = client.decide(_context(n), SLOTS, event_id=event_id)
+                result = client.decide(churn_context(n), SLOTS, event_id=event_id)
                 acked["decisions"][event_id] = [(s.slot_id, s.collection_id) for s in result.slots]
                 if n % 2:
                     client.reward(event_id, 1.0, slot_id="homepage")
@@ -92,7 +81,7 @@ def test_worker_count_change_after_sigkill_loses_nothing(tmp_path, before, after
             answered = 0
             for eid in sorted(acked["decisions"])[::5]:  # the client retries: same id, same request
                 try:
-                    result = client.decide(_context(int(eid.split("-")[1])), SLOTS, event_id=eid)
+                    result = client.decide(churn_context(int(eid.split("-")[1])), SLOTS, event_id=eid)
                 except grpc.RpcError as err:  # joined already (a slow restart outlived its window)
                     assert err.code() == grpc.StatusCode.ALREADY_EXISTS, (eid, err.details())
                     continue

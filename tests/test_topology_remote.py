@@ -21,22 +21,11 @@ import grpc
 from server.client import PlacementClient, collection
 
 from helpers import joined_items, logged_decisions
-from placement_process import launch, stop
+from placement_process import SLOTS, churn_context, config_toml, launch, stop
 
-CONFIG = """
-[join]
-window_seconds = 8.0
-tick_seconds = 0.05
-[learner]
-publish_every_examples = 200
-publish_every_seconds = 0.5
-"""
-SLOTS = ["homepage", "email"]
+CONFIG = config_toml(8.0, 200, 0.5)
 RETRY_SECONDS = 30  # how long a reward refused as UNAVAILABLE (coordinator away) is retried
 
-
-def _context(n: int) -> dict:
-    return {"u": {"seg": "abc"[n % 3]}}
 
 
 @dataclass
@@ -113,7 +102,7 @@ def _traffic(targets: list[str], seed: int, halt: threading.Event, book: Book) -
         decider, rewarder = live[n % len(live)], live[(n + 1) % len(live)]
         try:
             with PlacementClient(decider, timeout=5) as client:
-                result = client.decide(_context(n), SLOTS, event_id=event_id)
+                result = client.decide(churn_context(n), SLOTS, event_id=event_id)
         except grpc.RpcError as err:
             with book.lock:
                 book.refused[err.code().name] += 1
@@ -206,6 +195,9 @@ def test_coordinator_sigkilled_under_load_loses_nothing(tmp_path):
 
         book = _run_load(targets, restart_coordinator, seconds_after=2.0)
         assert len(book.decisions) > 200, book.refused
+        # While it was away, a Decide with an event id was refused (the
+        # coordinator owns event ids), retryable, and nothing else was.
+        assert set(book.refused) <= {"UNAVAILABLE"}, book.refused
         _send_unsent(book, targets[1])
         _wait_joined(targets[0])
     finally:
@@ -234,9 +226,10 @@ def test_remote_worker_sigkilled_and_replaced_under_load_loses_nothing(tmp_path)
         book = _run_load(targets, replace_worker, seconds_after=2.0)
         before.update(book.decisions)
         assert len(book.decisions) > 200, book.refused
+        assert set(book.refused) <= {"UNAVAILABLE"}, book.refused  # calls that reached the dead worker
         with PlacementClient(targets[-1], timeout=5) as client:  # retries on the new worker
             for eid in sorted(before)[::7]:
-                result = client.decide(_context(int(eid.split("-")[1])), SLOTS, event_id=eid)
+                result = client.decide(churn_context(int(eid.split("-")[1])), SLOTS, event_id=eid)
                 assert [(s.slot_id, s.collection_id) for s in result.slots] == before[eid], eid
         _wait_joined(targets[0])
     finally:

@@ -75,7 +75,9 @@ class PlacementServiceServicer:
         ALREADY_EXISTS      event_id reused after its decision was joined
         UNAVAILABLE         the decision could not be logged (a full disk):
         nothing of it was kept, retry with the same event id
-        (health is NOT_SERVING meanwhile)
+        (health is NOT_SERVING meanwhile); with workers,
+        also: event_id set and the coordinator unreachable
+        (restarting), nothing decided, retry with that id
         DEADLINE_EXCEEDED   the caller's deadline passed while deciding: the
         decision is logged as unserved and never learned
         RESOURCE_EXHAUSTED  limits.max_pending_decisions decisions are waiting
