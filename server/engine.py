@@ -132,8 +132,8 @@ class Logged:
 
 
 CHECKPOINT_SECONDS = 5.0
-JOINED_MARKS = 10_000
-CLAIM_BYTES = 64 << 20  # claimed decisions not yet read from a worker's log: memory bound  # per surface: joined-log positions a checkpoint can resume learning from
+JOINED_MARKS = 10_000  # per surface: joined-log positions a checkpoint can resume learning from
+CLAIM_BYTES = 64 << 20  # claimed decisions not yet read from a worker's log: memory bound
 
 
 class Engine:
@@ -559,9 +559,11 @@ class Engine:
             raise AlreadyJoined(f"event '{event_id}' was already decided and joined; use a new event id")
         return None if existing is None else (existing, None)
 
-    def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None) -> str:
+    def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None,
+               timeout: float | None = None) -> str:
         """Log and join a reward (a value in the reward range, at a time between
-        its decision and now); returns the slot it joined."""
+        its decision and now); returns the slot it joined. (``timeout``: the
+        protocol's; nothing here waits on another process.)"""
         check_reward_value(value)
         now = self.clock()
         ts = now if at is None else at
@@ -580,7 +582,7 @@ class Engine:
         self.joiner.add_reward(event_id, slot, value, ts)
         self.counts["rewards"] += 1
 
-    def activate(self, event_id: str, at: float | None = None) -> None:
+    def activate(self, event_id: str, at: float | None = None, timeout: float | None = None) -> None:
         now = self.clock()
         ts = now if at is None else at
         self._catch_up(event_id)

@@ -55,7 +55,7 @@ from server.interceptors import AuthInterceptor, MalformedRequestInterceptor, re
 from server.stats import Stats
 from server.metrics import Metrics
 from server.modelstore import ModelStore
-from server.service import PlacementAdmin, PlacementService, stats_from_pb, rpc
+from server.service import PlacementAdmin, PlacementService, caller_timeout, stats_from_pb, rpc
 from server.sharedcounts import FILE_NAME as COUNTS_FILE, SharedCounts, read_counts, reset_counts
 
 log = logging.getLogger(__name__)
@@ -63,26 +63,49 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 0.2
 TAIL_SECONDS = 0.02
 CLAIM_SECONDS = 5.0
-NO_DEADLINE_SECONDS = 1e9
 CLAIM = "/placement.internal.Coordination/Claim"
 AWAY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
 
 
-class CoordinatorAway(grpc.RpcError):
-    """A caller's event id could not be claimed (the coordinator, which owns
-    event ids, did not answer): UNAVAILABLE, nothing decided or logged."""
+class Relayed(grpc.RpcError):
+    """A status this worker answers for its coordinator (not counted here as a
+    bad request: see service.failure)."""
 
-    def __init__(self, event_id: str, err: grpc.RpcError):
-        super().__init__(event_id, err)
-        self.message = (f"event '{event_id}' not decided: the coordinator, which keeps a caller's event ids "
-                        f"unique across workers, did not answer ({err.code().name}); nothing was logged, "
-                        "retry with the same event id (a Decide without an event id needs no coordinator)")
+    def __init__(self, code: grpc.StatusCode, message: str):
+        super().__init__(code, message)
+        self._code, self.message = code, message
 
     def code(self) -> grpc.StatusCode:
-        return grpc.StatusCode.UNAVAILABLE
+        return self._code
 
     def details(self) -> str:
         return self.message
+
+
+def coordinator_away(event_id: str, err: grpc.RpcError) -> Relayed:
+    """A caller's event id could not be claimed: nothing decided or logged."""
+    return Relayed(grpc.StatusCode.UNAVAILABLE,
+                   f"event '{event_id}' not decided: the coordinator, which keeps a caller's event ids unique "
+                   f"across workers, did not answer ({err.code().name}); nothing was logged, retry with the same "
+                   "event id (a Decide without an event id needs no coordinator)")
+
+
+def forward_timeout(context: grpc.ServicerContext, bound: float) -> tuple[float, bool]:
+    """How long a call passed to the coordinator for this caller may take: its
+    time left, else ``bound`` (limits.forward_timeout_seconds); and whether
+    the bound it is."""
+    left = caller_timeout(context)
+    return (bound, True) if left is None else (left, False)
+
+
+def relayed(err: grpc.RpcError, bounded: bool, bound: float) -> Relayed | grpc.RpcError:
+    """The coordinator's failure as this worker answers it: as given, except
+    that a call the caller set no deadline for, cut at ``bound``, says so."""
+    if bounded and err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Relayed(grpc.StatusCode.DEADLINE_EXCEEDED,
+                       f"the coordinator did not answer within limits.forward_timeout_seconds ({bound:g} s, the "
+                       "bound for a call without a deadline); it may still take effect")
+    return err
 
 
 def worker_log_dir(data_dir: Path, name: str | int) -> Path:
@@ -216,7 +239,7 @@ class WorkerEngine:
 
     def stats(self) -> Stats:
         """The coordinator's snapshot: it counts every worker."""
-        return stats_from_pb(self._admin.GetStats(pb.StatsRequest(), timeout=30, metadata=self.metadata))
+        return stats_from_pb(self._forward(self._admin.GetStats, pb.StatsRequest(), None))
 
     def _refresh_loop(self) -> None:
         """Load what changed while no request came (requests check for themselves)."""
@@ -293,7 +316,7 @@ class WorkerEngine:
                                       metadata=self.metadata)
         except grpc.RpcError as err:
             if err.code() in AWAY:
-                raise CoordinatorAway(event_id, err) from None
+                raise coordinator_away(event_id, err) from None
             raise  # the coordinator's verdict (ALREADY_EXISTS, RESOURCE_EXHAUSTED), as it gave it
         return None if not answer else (answer[1:].decode(), answer[:1] == b"L")
 
@@ -314,31 +337,36 @@ class WorkerEngine:
     def explain(self, event: DecisionEvent, top: int = 5) -> Explanation:
         return self.explainer.explain(self.surface(event.surface).serving, event, top)
 
-    def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None) -> str:
+    def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None,
+               timeout: float | None = None) -> str:
+        """Forwarded to the coordinator, for the caller's time left (``timeout``;
+        None: limits.forward_timeout_seconds)."""
         request = pb.RewardRequest(event_id=event_id, slot_id=slot_id, value=value)
         if at is not None:
             request.at.FromNanoseconds(int(at * 1e9))
-        return self._service.Reward(request, timeout=30, metadata=self.metadata).slot_id
+        return self._forward(self._service.Reward, request, timeout).slot_id
 
-    def activate(self, event_id: str, at: float | None = None) -> None:
+    def activate(self, event_id: str, at: float | None = None, timeout: float | None = None) -> None:
+        """As :meth:`reward`."""
         request = pb.ActivateRequest(event_id=event_id)
         if at is not None:
             request.at.FromNanoseconds(int(at * 1e9))
-        self._service.Activate(request, timeout=30, metadata=self.metadata)
+        self._forward(self._service.Activate, request, timeout)
+
+    def _forward(self, method, request, timeout: float | None):
+        bound = self.config.limits.forward_timeout_seconds
+        try:
+            return method(request, timeout=bound if timeout is None else timeout, metadata=self.metadata)
+        except grpc.RpcError as err:
+            raise relayed(err, timeout is None, bound) from None
 
 
-def _caller_timeout(context: grpc.ServicerContext) -> float | None:
-    """The caller's time left, or None when it set no deadline (the default of
-    grpcio, grpc-go, grpc-java, grpc-js). grpcio reports "no deadline" as about
-    9e18 seconds, which passed on as a timeout overflows and expires at once."""
-    remaining = context.time_remaining()
-    return remaining if remaining is not None and remaining < NO_DEADLINE_SECONDS else None
-
-
-def _forward_admin(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = ()) -> grpc.GenericRpcHandler:
+def _forward_admin(channel: grpc.Channel, bound: float,
+                   metadata: tuple[tuple[str, str], ...] = ()) -> grpc.GenericRpcHandler:
     """PlacementAdmin as raw bytes passed to the coordinator (auth was checked
-    here), with the caller's deadline if it has one; a caller that cancels or
-    goes away cancels the forwarded call."""
+    here), for the caller's time left, else ``bound`` (limits.forward_timeout_seconds;
+    a model's export or import, as long as it takes); a caller that cancels
+    or goes away cancels the forwarded call."""
     service = pb.DESCRIPTOR.services_by_name["PlacementAdmin"]
     handlers = {}
     for method in service.methods:
@@ -351,24 +379,26 @@ def _forward_admin(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] 
                 _forward_unary(channel.stream_unary(path), metadata))
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _forward_unary(channel.unary_unary(path), metadata))
+                _forward_unary(channel.unary_unary(path), metadata, bound))
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
-def _forward_unary(call, metadata: tuple[tuple[str, str], ...]):
+def _forward_unary(call, metadata: tuple[tuple[str, str], ...], bound: float | None = None):
     def forward(request, context):
-        future = call.future(request, timeout=_caller_timeout(context), metadata=metadata)
+        timeout, bounded = forward_timeout(context, bound) if bound is not None else (caller_timeout(context), False)
+        future = call.future(request, timeout=timeout, metadata=metadata)
         context.add_callback(future.cancel)
         try:
             return future.result()
         except grpc.RpcError as err:
-            context.abort(err.code(), err.details())
+            failed = relayed(err, bounded, bound)
+            context.abort(failed.code(), failed.details())
     return forward
 
 
 def _forward_stream(call, metadata: tuple[tuple[str, str], ...]):
     def forward(request, context):
-        responses = call(request, timeout=_caller_timeout(context), metadata=metadata)
+        responses = call(request, timeout=caller_timeout(context), metadata=metadata)
         context.add_callback(responses.cancel)
         try:
             yield from responses
@@ -382,7 +412,8 @@ def _worker_main(config: ServerConfig, index: int, ready: mp.Event) -> None:
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s worker-{index} %(levelname)s %(message)s")
     channel = grpc.insecure_channel(f"unix:{socket_path(config.data_dir)}")
     engine = WorkerEngine(config, index, channel)
-    running = start_server(config, engine, admin_handler=_forward_admin(channel), reuse_port=True)
+    forward = _forward_admin(channel, config.limits.forward_timeout_seconds)
+    running = start_server(config, engine, admin_handler=forward, reuse_port=True)
     ready.set()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
@@ -402,7 +433,8 @@ def run_remote_worker(config: ServerConfig, name: str, coordinator: str,
     channel = grpc.secure_channel(coordinator, credentials) if credentials else grpc.insecure_channel(coordinator)
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     engine = WorkerEngine(config, name, channel, metadata=metadata)
-    return start_server(config, engine, admin_handler=_forward_admin(channel, metadata), reuse_port=True)
+    forward = _forward_admin(channel, config.limits.forward_timeout_seconds, metadata)
+    return start_server(config, engine, admin_handler=forward, reuse_port=True)
 
 
 # --- coordinator ----------------------------------------------------------------

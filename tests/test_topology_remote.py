@@ -13,10 +13,12 @@ import subprocess
 import threading
 import time
 from collections import Counter
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import pytest
 
 from server.client import PlacementClient, collection
 
@@ -59,9 +61,10 @@ class Cluster:
     """A coordinator (`serve --workers 0 --coordinator-listen`) and named remote
     workers on one data directory, each on its own OS-chosen port."""
 
-    def __init__(self, tmp: Path):
+    def __init__(self, tmp: Path, top: str = "", sections: str = ""):
+        """``top``, ``sections``: configuration before and after the common one."""
         self.data, self.config = tmp / "shared", tmp / "c.toml"
-        self.config.write_text(CONFIG)
+        self.config.write_text(top + CONFIG + sections)
         self.common = ["--data-dir", str(self.data), "--config", str(self.config)]
         self.coordinator: subprocess.Popen | None = None
         self.internal = "127.0.0.1:0"
@@ -236,3 +239,55 @@ def test_remote_worker_sigkilled_and_replaced_under_load_loses_nothing(tmp_path)
         codes = cluster.stop()
     assert codes == [0, 0, 0]  # host-b was killed: host-a, host-c and the coordinator stop cleanly
     _assert_joined_once(cluster.data, book)
+
+
+def test_forwarded_calls_follow_the_callers_deadline_else_a_bound(tmp_path):
+    """Rewards and activations a worker passes to a coordinator that does not
+    answer (SIGSTOP): with a client deadline the forwarded call ends with it,
+    so callers that gave up hold no worker thread (a Decide is served); without
+    one it ends after limits.forward_timeout_seconds with a message naming it,
+    as the forwarded admin calls do."""
+    cluster = Cluster(tmp_path, top="threads = 1\n", sections="[limits]\nmax_streams = 1\nforward_timeout_seconds = 1.5\n")
+    try:
+        cluster.start_coordinator()
+        target = cluster.start_worker("host-a")
+        _catalog(target)
+        with PlacementClient(target, timeout=5) as client:
+            client.decide(churn_context(0), SLOTS, event_id="fwd-0", deferred=True)
+        cluster.coordinator.send_signal(signal.SIGSTOP)
+        try:
+            with PlacementClient(target, timeout=None) as patient:  # no deadline: grpc's default
+                for call in (lambda: patient.reward("fwd-0", 1.0, slot_id="email"),
+                             lambda: patient.activate("fwd-0"), patient.stats):
+                    with pytest.raises(grpc.RpcError) as err:
+                        call()
+                    assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+                    assert "limits.forward_timeout_seconds (1.5 s" in err.value.details()
+            # Four callers that give up after 0.3 s, more than the worker's two handler threads.
+            with futures.ThreadPoolExecutor(4) as pool:
+                hurried = [pool.submit(_give_up_early, target, n) for n in range(4)]
+                assert [f.result() for f in hurried] == [grpc.StatusCode.DEADLINE_EXCEEDED] * 4
+            with PlacementClient(target, timeout=1.0) as client:  # held threads would keep it queued 1.5 s
+                assert client.decide(churn_context(1), SLOTS).slots
+        finally:
+            cluster.coordinator.send_signal(signal.SIGCONT)
+        with PlacementClient(target, timeout=10) as client:  # and it answers again
+            client.decide(churn_context(2), SLOTS, event_id="fwd-1", deferred=True)
+            client.activate("fwd-1")
+            assert client.reward("fwd-1", 1.0, slot_id="email") == "email"
+    finally:
+        codes = cluster.stop()
+    assert codes == [0, 0]
+
+
+def _give_up_early(target: str, n: int) -> grpc.StatusCode:
+    """A Reward or an Activate (by n) with a 0.3 s deadline; its status."""
+    with PlacementClient(target, timeout=0.3) as client:
+        try:
+            if n % 2:
+                client.reward("fwd-0", 1.0, slot_id="email")
+            else:
+                client.activate("fwd-0")
+        except grpc.RpcError as err:
+            return err.code()
+    return grpc.StatusCode.OK

@@ -124,7 +124,12 @@ class PlacementServiceServicer:
         NOT_FOUND           unknown event id
         FAILED_PRECONDITION the decision's reward window has closed
         UNAVAILABLE         it could not be logged (a full disk): nothing was
-        joined, retry
+        joined, retry; with workers, also: the coordinator
+        (which joins) is unreachable, nothing was joined
+        DEADLINE_EXCEEDED   with workers: the coordinator did not answer within
+        the caller's deadline, or, without one, within
+        limits.forward_timeout_seconds (default 10 s; the
+        message names it); it may still take effect
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -137,7 +142,8 @@ class PlacementServiceServicer:
         FAILED_PRECONDITION not decided with deferred_activation; past the
         activation window
         UNAVAILABLE         it could not be logged (a full disk): nothing was
-        joined, retry
+        joined, retry; and as Reward
+        DEADLINE_EXCEEDED   as Reward
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
