@@ -36,6 +36,7 @@ class Book:
     slots' collections) and rewards, rewards to retry, and every refusal."""
 
     decisions: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    contexts: dict[str, int] = field(default_factory=dict)  # event id -> n of churn_context(n)
     rewards: set[tuple[str, str]] = field(default_factory=set)
     unsent: list[tuple[str, str]] = field(default_factory=list)
     refused: Counter = field(default_factory=Counter)
@@ -55,6 +56,21 @@ class Book:
         with self.lock:
             self.rewards.add((event_id, slot))
         return True
+
+    def send(self, client: PlacementClient, event_id: str, slot: str) -> None:
+        """A reward, after those refused before it as the client retries them
+        (the oldest first, while they are taken): kept for later if refused."""
+        with self.lock:
+            self.unsent.append((event_id, slot))
+        while True:
+            with self.lock:
+                if not self.unsent:
+                    return
+                item = self.unsent.pop(0)
+            if not self.reward(client, *item):
+                with self.lock:
+                    self.unsent.insert(0, item)
+                return
 
 
 class Cluster:
@@ -95,17 +111,18 @@ class Cluster:
 
 
 def _traffic(targets: list[str], seed: int, halt: threading.Event, book: Book) -> None:
-    """Decide through one worker and reward (every other decision) through the
-    next, until halted; refusals are counted and the load goes on (a worker
-    or the coordinator may be down)."""
+    """Decide through one worker, every other decision with the client's own
+    event id and the others with none (the worker's, served while the
+    coordinator is away), and reward two in three through the next worker,
+    until halted; refusals are counted and the load goes on (a worker or the
+    coordinator may be down)."""
     n = 0
     while not halt.is_set():
         live = list(targets)
-        event_id = f"r{seed}-{n}"
         decider, rewarder = live[n % len(live)], live[(n + 1) % len(live)]
         try:
             with PlacementClient(decider, timeout=5) as client:
-                result = client.decide(churn_context(n), SLOTS, event_id=event_id)
+                result = client.decide(churn_context(n), SLOTS, event_id="" if n % 2 else f"r{seed}-{n}")
         except grpc.RpcError as err:
             with book.lock:
                 book.refused[err.code().name] += 1
@@ -113,18 +130,17 @@ def _traffic(targets: list[str], seed: int, halt: threading.Event, book: Book) -
             n += 1
             continue
         with book.lock:
-            book.decisions[event_id] = [(s.slot_id, s.collection_id) for s in result.slots]
-        if n % 2:
+            book.decisions[result.event_id] = [(s.slot_id, s.collection_id) for s in result.slots]
+            book.contexts[result.event_id] = n
+        if n % 3:
             with PlacementClient(rewarder, timeout=5) as client:
-                if not book.reward(client, event_id, "homepage"):
-                    with book.lock:
-                        book.unsent.append((event_id, "homepage"))
+                book.send(client, result.event_id, "homepage")
         n += 1
 
 
-def _run_load(targets: list[str], churn, seconds_after: float) -> Book:
+def _run_load(targets: list[str], churn, seconds_after: float, book: Book | None = None) -> Book:
     """Load from three clients; ``churn()`` runs in the middle of it."""
-    book, halt = Book(), threading.Event()
+    book, halt = book or Book(), threading.Event()
     load = [threading.Thread(target=_traffic, args=(targets, s, halt, book)) for s in range(3)]
     for thread in load:
         thread.start()
@@ -140,13 +156,13 @@ def _run_load(targets: list[str], churn, seconds_after: float) -> Book:
 
 
 def _send_unsent(book: Book, target: str) -> None:
-    """Rewards refused while the coordinator was away, retried until it takes them."""
+    """Rewards still refused while the coordinator was away, retried until it takes them."""
     deadline = time.monotonic() + RETRY_SECONDS
     with PlacementClient(target, timeout=5) as client:
-        for event_id, slot in book.unsent:
-            while not book.reward(client, event_id, slot):
-                assert time.monotonic() < deadline, f"reward for {event_id} still UNAVAILABLE"
-                time.sleep(0.1)
+        while book.unsent:
+            assert time.monotonic() < deadline, f"{len(book.unsent)} rewards still UNAVAILABLE"
+            book.send(client, *book.unsent.pop(0))
+            time.sleep(0.05)
 
 
 def _wait_joined(target: str, timeout: float = 60) -> None:
@@ -191,13 +207,20 @@ def test_coordinator_sigkilled_under_load_loses_nothing(tmp_path):
         targets = [cluster.start_worker("host-a"), cluster.start_worker("host-b")]
         _catalog(targets[0])
 
-        def restart_coordinator() -> None:
-            cluster.kill(cluster.coordinator)
-            time.sleep(1.0)  # workers decide on without it
-            cluster.start_coordinator()
+        while_away = []  # decisions acknowledged while the coordinator was dead or recovering
 
-        book = _run_load(targets, restart_coordinator, seconds_after=2.0)
-        assert len(book.decisions) > 200, book.refused
+        def restart_coordinator() -> None:
+            for _ in range(2):
+                before = len(book.decisions)
+                cluster.kill(cluster.coordinator)
+                time.sleep(1.0)  # workers decide on without it
+                cluster.start_coordinator()  # returns once it has recovered and listens
+                while_away.append(len(book.decisions) - before)
+                time.sleep(1.0)
+
+        book = Book()
+        _run_load(targets, restart_coordinator, seconds_after=2.0, book=book)
+        assert len(book.decisions) > 200 and min(while_away) > 20, (while_away, book.refused)
         # While it was away, a Decide with an event id was refused (the
         # coordinator owns event ids), retryable, and nothing else was.
         assert set(book.refused) <= {"UNAVAILABLE"}, book.refused
@@ -232,7 +255,7 @@ def test_remote_worker_sigkilled_and_replaced_under_load_loses_nothing(tmp_path)
         assert set(book.refused) <= {"UNAVAILABLE"}, book.refused  # calls that reached the dead worker
         with PlacementClient(targets[-1], timeout=5) as client:  # retries on the new worker
             for eid in sorted(before)[::7]:
-                result = client.decide(churn_context(int(eid.split("-")[1])), SLOTS, event_id=eid)
+                result = client.decide(churn_context(book.contexts[eid]), SLOTS, event_id=eid)
                 assert [(s.slot_id, s.collection_id) for s in result.slots] == before[eid], eid
         _wait_joined(targets[0])
     finally:
