@@ -29,7 +29,6 @@ import multiprocessing as mp
 import os
 import signal
 import socket
-import struct
 import threading
 import time
 import uuid
@@ -47,6 +46,7 @@ from bandit.policy import Policy
 from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc
 from server.app import admin_auth, start_server
+from server.claims import CLAIM, ClaimBatcher, Relayed, Verdict, answer_claims
 from server.config import ServerConfig
 from server.engine import DecideCall, Engine, caller_gone, check_pending, lookup_surface, make_decision
 from server.eventlog import AppendLog, Ticket
@@ -55,7 +55,7 @@ from server.interceptors import AuthInterceptor, MalformedRequestInterceptor, re
 from server.stats import Stats
 from server.metrics import Metrics
 from server.modelstore import ModelStore
-from server.service import PlacementAdmin, PlacementService, caller_timeout, stats_from_pb, rpc
+from server.service import PlacementAdmin, PlacementService, caller_timeout, stats_from_pb
 from server.sharedcounts import FILE_NAME as COUNTS_FILE, SharedCounts, read_counts, reset_counts
 
 log = logging.getLogger(__name__)
@@ -63,23 +63,6 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 0.2
 TAIL_SECONDS = 0.02
 CLAIM_SECONDS = 5.0
-CLAIM = "/placement.internal.Coordination/Claim"
-AWAY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED)
-
-
-class Relayed(grpc.RpcError):
-    """A status this worker answers for its coordinator (not counted here as a
-    bad request: see service.failure)."""
-
-    def __init__(self, code: grpc.StatusCode, message: str):
-        super().__init__(code, message)
-        self._code, self.message = code, message
-
-    def code(self) -> grpc.StatusCode:
-        return self._code
-
-    def details(self) -> str:
-        return self.message
 
 
 def coordinator_away(event_id: str, err: grpc.RpcError) -> Relayed:
@@ -208,7 +191,7 @@ class WorkerEngine:
         self.explainer = Explainer(config.limits.explain_max_features, config.limits.explain_max_concurrent)
         self._service = pb_grpc.PlacementServiceStub(coordinator)
         self._admin = pb_grpc.PlacementAdminStub(coordinator)
-        self._claim_call = coordinator.unary_unary(CLAIM)
+        self._claims = ClaimBatcher(coordinator.unary_unary(CLAIM), CLAIM_SECONDS, metadata)
         # Decisions submitted to this worker's log, not yet written: a
         # concurrent call with the same id waits for the write.
         self._unwritten: dict[str, tuple[DecisionEvent, Ticket]] = {}
@@ -308,17 +291,14 @@ class WorkerEngine:
             raise caller_gone(event_id)
         return event
 
-    def _claim(self, event_id: str, line: str) -> tuple[str, bool] | None:
+    def _claim(self, event_id: str, line: str) -> Verdict:
         """The coordinator's verdict on a caller's event id (see :meth:`Engine.claim`)."""
-        key = event_id.encode()
         try:
-            answer = self._claim_call(struct.pack(">I", len(key)) + key + line.encode(), timeout=CLAIM_SECONDS,
-                                      metadata=self.metadata)
+            return self._claims.claim(event_id, line)
+        except Relayed:
+            raise  # the coordinator's refusal (ALREADY_EXISTS, RESOURCE_EXHAUSTED), as it gave it
         except grpc.RpcError as err:
-            if err.code() in AWAY:
-                raise coordinator_away(event_id, err) from None
-            raise  # the coordinator's verdict (ALREADY_EXISTS, RESOURCE_EXHAUSTED), as it gave it
-        return None if not answer else (answer[1:].decode(), answer[:1] == b"L")
+            raise coordinator_away(event_id, err) from None
 
     def _written(self, inflight: tuple[DecisionEvent, Ticket]) -> DecisionEvent:
         """A decision being written by a concurrent call: once it is in the log
@@ -544,26 +524,10 @@ class Coordinator:
         return all(p.is_alive() for p in self._procs)
 
 
-class _Coordination:
-    """The coordinator's answers to its workers (not part of the public API)."""
-
-    def __init__(self, engine: Engine):
-        self.engine = engine
-
-    @rpc(lambda self: self.engine.counts)
-    def claim(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        """(4-byte length, event id, decision line) in; empty when the id is
-        the caller's now, else b"L" (logged) or b"C" (claimed) and the id's
-        decision line; ALREADY_EXISTS once it has joined."""
-        size = struct.unpack(">I", request[:4])[0]
-        event_id, line = request[4:4 + size].decode(), request[4 + size:].decode()
-        known = self.engine.claim(event_id, line)
-        return b"" if known is None else (b"L" if known[1] else b"C") + known[0].encode()
-
-
 def _coordination_handler(engine: Engine) -> grpc.GenericRpcHandler:
+    """The coordinator's answers to its workers (not part of the public API)."""
     service, method = CLAIM.strip("/").split("/")
-    handler = grpc.unary_unary_rpc_method_handler(_Coordination(engine).claim)  # bytes in, bytes out
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, _: answer_claims(engine, request))  # bytes
     return grpc.method_handlers_generic_handler(service, {method: handler})
 
 

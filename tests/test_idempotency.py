@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections import Counter
+from concurrent import futures
 from pathlib import Path
 
 import grpc
@@ -20,7 +21,7 @@ import pytest
 from bandit.logformat.events import read_lines
 from server.client import DecideResult, PlacementClient, collection
 
-from helpers import logged_decisions
+from helpers import joined_items, logged_decisions
 from placement_process import SLOTS, churn_context, config_toml, launch, serve, stop
 
 CONFIG = config_toml(6.0, 20, 0.2)
@@ -147,3 +148,26 @@ def test_decide_retried_on_another_remote_worker_gets_the_same_answer_then_alrea
                 assert err.value.code() == grpc.StatusCode.ALREADY_EXISTS, err.value.details()
                 assert "r-0" in err.value.details()
     _assert_logged_once(data)
+
+
+def test_concurrent_decides_with_one_event_id_on_two_workers_get_one_answer(remote):
+    """Sixteen callers at once with one event id, half on each worker: one
+    decision, the one every caller is told and the one joined once."""
+    data, targets = remote
+    ids = [f"same-{n}" for n in range(5)]
+    for eid in ids:
+        with futures.ThreadPoolExecutor(16) as pool:
+            answers = list(pool.map(lambda k: _decide_one(targets[k % 2], eid), range(16)))
+        assert len(set(answers)) == 1, (eid, set(answers))
+    with PlacementClient(targets[0], token=TOKEN, timeout=10) as admin:
+        deadline = time.monotonic() + 30
+        while admin.stats().pending:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    joined = Counter(item.decision.event_id for item in joined_items(data))
+    assert [joined[eid] for eid in ids] == [1] * len(ids), joined
+
+
+def _decide_one(target: str, event_id: str) -> tuple:
+    with PlacementClient(target, timeout=10) as client:
+        return _answer(client.decide(churn_context(0), SLOTS, event_id=event_id))
