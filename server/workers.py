@@ -63,6 +63,10 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 0.2
 TAIL_SECONDS = 0.02
 CLAIM_SECONDS = 5.0
+# A worker's link to its coordinator reconnects within 0.5 s of a restart
+# (grpc's default backoff grows to 120 s): until it does, Reward, Activate and
+# Decides with an event id are UNAVAILABLE.
+COORDINATOR_CHANNEL = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
 
 
 def coordinator_away(event_id: str, err: grpc.RpcError) -> Relayed:
@@ -390,7 +394,7 @@ def _forward_stream(call, metadata: tuple[tuple[str, str], ...]):
 def _worker_main(config: ServerConfig, index: int, ready: mp.Event) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when workers stop
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s worker-{index} %(levelname)s %(message)s")
-    channel = grpc.insecure_channel(f"unix:{socket_path(config.data_dir)}")
+    channel = grpc.insecure_channel(f"unix:{socket_path(config.data_dir)}", options=COORDINATOR_CHANNEL)
     engine = WorkerEngine(config, index, channel)
     forward = _forward_admin(channel, config.limits.forward_timeout_seconds)
     running = start_server(config, engine, admin_handler=forward, reuse_port=True)
@@ -410,7 +414,8 @@ def run_remote_worker(config: ServerConfig, name: str, coordinator: str,
                       credentials: grpc.ChannelCredentials | None = None, token: str | None = None):
     """A serving worker on any host: shares the data directory (shared storage)
     and reaches the coordinator over the network. Returns the running server."""
-    channel = grpc.secure_channel(coordinator, credentials) if credentials else grpc.insecure_channel(coordinator)
+    channel = (grpc.secure_channel(coordinator, credentials, options=COORDINATOR_CHANNEL) if credentials
+               else grpc.insecure_channel(coordinator, options=COORDINATOR_CHANNEL))
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     engine = WorkerEngine(config, name, channel, metadata=metadata)
     forward = _forward_admin(channel, config.limits.forward_timeout_seconds, metadata)
