@@ -60,13 +60,21 @@ def _new_model_version(target: str, tmp: Path, token: str | None = None) -> str:
 
 def _retry_all(target: str, answers: dict[str, tuple]) -> list[str]:
     """Retry every decision (same id, same request); the ids answered differently."""
-    differ = []
-    with PlacementClient(target, timeout=10) as client:
-        for eid, answer in answers.items():
-            result = client.decide(churn_context(int(eid.split("-")[1])), SLOTS, event_id=eid)
-            if _answer(result) != answer:
-                differ.append(eid)
-    return differ
+    return [eid for eid, answer in answers.items() if _retry(target, eid) != answer]
+
+
+def _retry(target: str, eid: str, attempts: int = 5) -> tuple:
+    """One retry as a client makes it: on a fresh connection, again while the
+    connection is refused (a connection the kernel queued for a worker just
+    killed is reset)."""
+    for attempt in range(attempts):
+        with PlacementClient(target, timeout=10) as client:
+            try:
+                return _answer(client.decide(churn_context(int(eid.split("-")[1])), SLOTS, event_id=eid))
+            except grpc.RpcError as err:
+                if err.code() != grpc.StatusCode.UNAVAILABLE or attempt == attempts - 1:
+                    raise
+        time.sleep(0.1)
 
 
 def _catalog(target: str, token: str | None = None) -> None:
