@@ -171,7 +171,7 @@ class LearnItem:
         return len(self.line) + ITEM_OVERHEAD_BYTES
 
 
-ITEM_OVERHEAD_BYTES = 200  # the str header, this object, its deque slot (measured, rounded up)
+ITEM_OVERHEAD_BYTES = 1100  # the rest of an item (python -m bench.pending: 976 B at 50x3, 1,096 B at 5x1)
 MAX_JOIN_STEP = 256  # decisions closed under one hold of the engine's lock
 
 
