@@ -190,16 +190,19 @@ class LearnBacklog:
         self._items: deque[LearnItem] = deque()
         self._bytes = 0
         self._unfinished = 0  # put and not yet learned (the one being learned included)
-        self._mean_size = float(ITEM_OVERHEAD_BYTES)
+        self._mean_size: float | None = None  # of the items seen (a moving mean); None: none yet
         self._closed = False
         self._cond = threading.Condition()
 
     def room(self) -> int:
-        """How many more decisions fit (by the mean size of those seen), at
-        least one while the backlog is under its bounds, at most one join step."""
+        """How many more decisions fit (by the mean size of those seen; one
+        before any was seen), at least one while the backlog is under its
+        bounds, at most one join step."""
         with self._cond:
             if self._bytes >= self.max_bytes or len(self._items) >= self.max_items:
                 return 0
+            if self._mean_size is None:
+                return 1
             fit = int((self.max_bytes - self._bytes) // self._mean_size)
             return max(1, min(fit, self.max_items - len(self._items), MAX_JOIN_STEP))
 
@@ -209,7 +212,8 @@ class LearnBacklog:
                 size = item.size
                 self._items.append(item)
                 self._bytes += size
-                self._mean_size += (size - self._mean_size) * 0.05
+                mean = self._mean_size
+                self._mean_size = float(size) if mean is None else mean + (size - mean) * 0.05
             self._unfinished += len(items)
             self._cond.notify_all()
 

@@ -18,6 +18,8 @@ import pytest
 
 from bandit.policy import Policy
 from server.client import PlacementClient
+from server.config import ConfigError, load_config
+from server.learner import ITEM_OVERHEAD_BYTES, LearnBacklog, LearnItem, RateMeter
 
 from helpers import SEGMENTS, SLOTS, assert_same_model, drive, plain_vw, register_collections, settle
 
@@ -135,3 +137,45 @@ def test_plain_vw_on_a_subsampled_joined_log_gives_the_servers_model(start_topol
     assert_same_model(Policy(settings, model_path=store.path(store.current().version)),
                       Policy(settings, model_path=tmp_path / "plain.vw"))
 
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[learner]\nsample_rate = 0\n", r"learner.sample_rate 0 is not in \(0, 1\]"),
+    ("[learner]\nsample_rate = 1.5\n", r"learner.sample_rate 1.5 is not in \(0, 1\]"),
+    ("[learner]\nmax_backlog_bytes = 0\n", "learner.max_backlog_bytes and learner.queue_size must be positive"),
+    ("[join]\ncheckpoint_seconds = 0\n", "join.checkpoint_seconds must be positive"),
+])
+def test_bad_backlog_settings_are_refused_naming_the_setting(tmp_path, text, message):
+    path = tmp_path / "placement.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message):
+        load_config(path)
+
+
+def test_the_backlog_bounds_bytes_and_items_and_counts_what_it_holds():
+    backlog = LearnBacklog(max_bytes=10 * (1000 + ITEM_OVERHEAD_BYTES), max_items=100)
+    assert backlog.room() == 1  # nothing seen yet: one at a time
+    backlog.put_many([LearnItem("default", "online", 0.0, "x" * 1000) for _ in range(4)])
+    assert backlog.depth() == (4, 4 * (1000 + ITEM_OVERHEAD_BYTES))
+    assert 1 <= backlog.room() <= 6  # by the mean size of what it has seen
+    backlog.put_many([LearnItem("default", "online", 0.0, "x" * 1000) for _ in range(6)])
+    assert backlog.room() == 0  # full in bytes
+    item = backlog.get(timeout=0)
+    assert item is not None and backlog.depth()[0] == 9 and backlog.unfinished == 10
+    backlog.done()
+    assert backlog.room() >= 1 and backlog.unfinished == 9
+    few = LearnBacklog(max_bytes=1 << 30, max_items=2)
+    few.put_many([LearnItem("default", "online", 0.0, "x") for _ in range(2)])
+    assert few.room() == 0  # full in items
+    few.close()
+    assert few.get(timeout=0) is not None and few.get(timeout=0) is not None and few.get(timeout=5) is None
+
+
+def test_the_learner_rate_is_events_over_the_last_seconds():
+    now = [100.0]
+    meter = RateMeter(window=10.0, clock=lambda: now[0])
+    now[0] = 110.0
+    meter.add(50)
+    assert meter.rate() == pytest.approx(5.0)
+    now[0] = 130.0  # nothing learned for 20 s
+    assert meter.rate() == 0.0
