@@ -62,3 +62,29 @@ def joined_items(data, surface: str = "default") -> list:
     """The joined examples of a surface's joined log, in log order."""
     return [joined_from_dsjson(obj) for path in sorted((data / "joined" / surface).glob("*.dsjson"))
             for _, obj in read_lines(path, strict=False)]
+
+
+def plain_vw(settings, logs, model) -> None:
+    """Train ``python -m vowpalwabbit --dsjson`` (the server's VW arguments) on
+    joined logs into ``model``: what an analyst retrains offline."""
+    import subprocess
+    import sys
+
+    from bandit.vwargs import vw_arguments
+
+    run = subprocess.run([sys.executable, "-m", "vowpalwabbit", *vw_arguments(settings, dsjson=True).split(),
+                          *[a for log in logs for a in ("-d", str(log))], "-f", str(model)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+
+
+def assert_same_model(a, b) -> None:
+    """Two policies give every slot of every segment the same distribution."""
+    import pytest
+
+    for seg in SEGMENTS:
+        inp = decision_input(seg)
+        for k in range(len(inp.slots)):
+            pa = dict(a.slot_distribution(inp, k, range(len(inp.candidates))))
+            pb = dict(b.slot_distribution(inp, k, range(len(inp.candidates))))
+            assert pa == pytest.approx(pb, abs=1e-6)

@@ -108,6 +108,11 @@ class JoinedEvent:
     rewards: tuple[float, ...]
     observed: tuple[bool, ...]
     observations: tuple[tuple[float, ...], ...] = field(default=())
+    # The probability that a decision like this one was left out of the joined
+    # log (``learner.sample_rate`` < 1): VW's DSJSON ``pdrop``. VW weights a
+    # kept example by 1 / (1 - pdrop), and so do the off-policy estimators,
+    # so learning and evaluation on the kept lines stay unbiased.
+    pdrop: float = 0.0
 
 
 # --- event log records ------------------------------------------------------
@@ -257,6 +262,8 @@ def joined_to_dsjson(joined: JoinedEvent) -> dict[str, Any]:
         "_defaults": [s.default_collection for s in inp.slots],
         "c": c, "_outcomes": outcomes,
     }
+    if joined.pdrop:
+        line["pdrop"] = joined.pdrop
     if d.chosen_only:  # VW ignores it; _a/_p then hold the chosen action alone
         line[CHOSEN_ONLY] = True
     if served != tuple(range(len(served))):
@@ -337,7 +344,16 @@ def _ccb_joined(obj, c, context, candidates) -> JoinedEvent:
     decision = DecisionEvent(str(obj.get("EventId", "")), _timestamp(obj), obj.get("_surface", "default"),
                              obj.get("_mode", "online"), str(obj.get("_model", "")), inp, choices,
                              chosen_only=bool(obj.get(CHOSEN_ONLY, False)))
-    return JoinedEvent(decision, tuple(rewards), tuple(observed), tuple(observations))
+    return JoinedEvent(decision, tuple(rewards), tuple(observed), tuple(observations), _pdrop(obj))
+
+
+def _pdrop(obj: Mapping[str, Any]) -> float:
+    """The line's drop probability (VW's ``pdrop``, 0 when absent), in [0, 1)
+    as VW requires: a kept line cannot have been certain to be dropped."""
+    pdrop = float(obj.get("pdrop", 0.0))
+    if not 0.0 <= pdrop < 1.0:
+        raise ValueError(f"pdrop {pdrop!r} is not in [0, 1)")
+    return pdrop
 
 
 def _permutation(raw: Any, n: int) -> tuple[int, ...]:
@@ -359,7 +375,7 @@ def _cb_joined(obj, context, candidates) -> JoinedEvent:
     inp = DecisionInput(context, (slot,), candidates)
     decision = DecisionEvent(str(obj.get("EventId", "")), _timestamp(obj), obj.get("_surface", "default"),
                              obj.get("_mode", "online"), str(obj.get("_model", "")), inp, (choice,))
-    return JoinedEvent(decision, (-float(obj.get("_label_cost", 0.0)),), (True,), ((),))
+    return JoinedEvent(decision, (-float(obj.get("_label_cost", 0.0)),), (True,), ((),), _pdrop(obj))
 
 
 def _timestamp(obj: Mapping[str, Any]) -> float:
