@@ -120,6 +120,10 @@ class RequestLimits:
     # deadline is taken as not delivered (logged unserved, never learned): the
     # answer needs time to travel, and the server cannot see it arrive.
     deadline_margin_seconds: float = 0.001
+    # With workers: how long a call a worker passes to its coordinator
+    # (Reward, Activate, admin calls but model export/import) may take when
+    # its caller set no deadline (with one, the caller's time left).
+    forward_timeout_seconds: float = 10.0
     # explain=true: feature ablations per request (each one VW predict of a
     # slot), and explanations computed at once per serving process.
     explain_max_features: int = 48
@@ -205,6 +209,8 @@ class ServerConfig:
         limits = self.limits
         if not 0 <= limits.deadline_margin_seconds < 60:
             raise ConfigError("limits.deadline_margin_seconds must be in [0, 60)")
+        if not 0 < limits.forward_timeout_seconds <= 3600:
+            raise ConfigError("limits.forward_timeout_seconds must be in (0, 3600]")
         if limits.max_pending_decisions < 1 or limits.explain_max_concurrent < 0 or limits.explain_max_features < 0:
             raise ConfigError("limits.max_pending_decisions must be positive, limits.explain_max_features and "
                               "explain_max_concurrent not negative")

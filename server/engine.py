@@ -15,7 +15,7 @@ import logging
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -131,6 +131,7 @@ class Logged:
 
 
 JOINED_MARKS = 10_000  # per surface: joined-log positions a checkpoint can resume learning from
+CLAIM_BYTES = 64 << 20  # claimed decisions not yet read from a worker's log: memory bound
 
 
 class Engine:
@@ -182,6 +183,10 @@ class Engine:
         # Decisions submitted to the event log and not yet written: a repeat of
         # one waits for its write instead of answering from memory.
         self._unwritten: dict[str, tuple[DecisionEvent, Ticket]] = {}
+        # Multi-process mode: event ids claimed by serving workers whose
+        # decisions are not read from their logs yet (see claim).
+        self._claims: OrderedDict[str, str] = OrderedDict()
+        self._claims_bytes = 0
         self.backlog = LearnBacklog(config.learner.max_backlog_bytes, config.learner.queue_size)
         self.learn_rate = RateMeter()  # examples learned per second, the last 10 s
         self._stop = threading.Event()
@@ -439,6 +444,7 @@ class Engine:
         a duplicate id (the first one logged wins)."""
         with self._lock:
             event_id = record["id"]
+            self._unclaim(event_id)
             if event_id in self.joiner or self.joiner.is_closed(event_id):
                 self.counts["duplicates"] = self.counts.get("duplicates", 0) + 1
                 return False
@@ -461,15 +467,45 @@ class Engine:
     def explain(self, event: DecisionEvent, top: int = 5) -> Explanation:
         return self.explainer.explain(self.surface(event.surface).serving, event, top)
 
-    def check_repeat(self, event_id: str) -> None:
-        """AlreadyJoined when a repeated event id's decision was already joined.
-
-        Multi-process mode: a serving worker remembers its recent decisions
-        for idempotent repeats, but only this engine knows whether one has
-        joined since; the worker asks on a repeat (never on a new id)."""
-        self._catch_up(event_id)
+    def claim(self, event_id: str, line: str) -> tuple[str, bool] | None:
+        """Multi-process mode: this engine owns the callers' event ids. A
+        serving worker claims one with the decision line it made, before
+        logging it: None when the id is new (the line is its decision now);
+        else the id's decision line and whether it is logged (pending here)
+        or only claimed, by a worker that may still be writing it (or never
+        will: it died, its disk was full), which the caller then writes
+        itself. AlreadyJoined once it has joined; PendingFull for a new id at
+        limits.max_pending_decisions. A claim lasts until its decision is read
+        from a worker's log (bounded in bytes, oldest dropped first)."""
         with self._lock:
-            self._lookup(event_id)
+            known = self._known(event_id)
+        if known is not None and not known[1]:  # perhaps logged since the logs were last read
+            self.catch_up()
+        with self._lock:
+            known = self._known(event_id)
+            if known is not None:
+                return known
+            check_pending(len(self.joiner) + len(self._claims), self.config.limits.max_pending_decisions,
+                          self.counts)
+            self._claims[event_id] = line
+            self._claims_bytes += len(line)
+            while self._claims_bytes > CLAIM_BYTES:
+                self._claims_bytes -= len(self._claims.popitem(last=False)[1])
+        return None
+
+    def _known(self, event_id: str) -> tuple[str, bool] | None:
+        """An id's pending (True) or claimed (False) decision line (under the lock)."""
+        found = self._lookup(event_id)
+        if found is not None:
+            return event_line(found[0]), True
+        claimed = self._claims.get(event_id)
+        return None if claimed is None else (claimed, False)
+
+    def _unclaim(self, event_id: str) -> None:
+        """A claimed decision is read from its log: pending now (under the lock)."""
+        line = self._claims.pop(event_id, None)
+        if line is not None:
+            self._claims_bytes -= len(line)
 
     def writable(self) -> bool:
         """Whether the event log takes writes; health says NOT_SERVING while
@@ -529,9 +565,11 @@ class Engine:
             raise AlreadyJoined(f"event '{event_id}' was already decided and joined; use a new event id")
         return None if existing is None else (existing, None)
 
-    def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None) -> str:
+    def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None,
+               timeout: float | None = None) -> str:
         """Log and join a reward (a value in the reward range, at a time between
-        its decision and now); returns the slot it joined."""
+        its decision and now); returns the slot it joined. (``timeout``: the
+        protocol's; nothing here waits on another process.)"""
         check_reward_value(value)
         now = self.clock()
         ts = now if at is None else at
@@ -550,7 +588,7 @@ class Engine:
         self.joiner.add_reward(event_id, slot, value, ts)
         self.counts["rewards"] += 1
 
-    def activate(self, event_id: str, at: float | None = None) -> None:
+    def activate(self, event_id: str, at: float | None = None, timeout: float | None = None) -> None:
         now = self.clock()
         ts = now if at is None else at
         self._catch_up(event_id)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from bandit.logformat.events import joined_from_dsjson, read_lines
 from bandit.features import Candidate, FeatureGroup, SlotSpec
 from bandit.decision import DecisionInput
 from server.client import PlacementClient, collection
@@ -49,6 +50,18 @@ def drive(client: PlacementClient, n: int, seed: int, mode: str | None = None) -
 def settle(server) -> None:
     """Close every pending join now and wait for the learner to publish it."""
     server.engine.settle(ahead=3600)
+
+
+def logged_decisions(data) -> list[dict]:
+    """Every decision record of every event log of a data directory (any topology)."""
+    return [obj for path in sorted((data / "events").rglob("*.jsonl"))
+            for _, obj in read_lines(path, strict=False) if obj.get("kind") == "decision"]
+
+
+def joined_items(data, surface: str = "default") -> list:
+    """The joined examples of a surface's joined log, in log order."""
+    return [joined_from_dsjson(obj) for path in sorted((data / "joined" / surface).glob("*.dsjson"))
+            for _, obj in read_lines(path, strict=False)]
 
 
 def plain_vw(settings, logs, model) -> None:

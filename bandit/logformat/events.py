@@ -174,41 +174,6 @@ def event_line(event: Event) -> str:
     return f'{head[:-1]},"candidates":[{candidates}]}}'
 
 
-_DECISION_HEAD = '{"kind":"decision","id":'
-_HEAD_DECODER = json.JSONDecoder()
-
-
-def decision_head(line: str) -> tuple[str, float] | None:
-    """(event id, time) of a decision line, read from its head without parsing
-    the rest (kilobytes of candidates); None for any other line. Relies on
-    :func:`event_line` writing ``kind``, ``id`` and ``ts`` first."""
-    if not line.startswith(_DECISION_HEAD):
-        return None
-    try:
-        event_id, end = _HEAD_DECODER.raw_decode(line, len(_DECISION_HEAD))
-        if not line.startswith(',"ts":', end):
-            return None
-        ts, _ = _HEAD_DECODER.raw_decode(line, end + 6)
-    except json.JSONDecodeError:
-        return None
-    return (event_id, float(ts)) if isinstance(event_id, str) and isinstance(ts, (int, float)) else None
-
-
-_UNSERVED_HEAD = '{"kind":"unserved","id":'
-
-
-def unserved_id(line: str) -> str | None:
-    """The event id an ``unserved`` marker line names (see :class:`UnservedEvent`),
-    None for any other line; like :func:`decision_head`, read from its head."""
-    if not line.startswith(_UNSERVED_HEAD):
-        return None
-    try:
-        event_id, _ = _HEAD_DECODER.raw_decode(line, len(_UNSERVED_HEAD))
-    except json.JSONDecodeError:
-        return None
-    return event_id if isinstance(event_id, str) else None
-
-
 _CANDIDATE_JSON: LRU[int, tuple[Candidate, str]] = LRU(4096)  # a few KB each
 
 
