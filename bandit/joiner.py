@@ -16,16 +16,24 @@ Rewards live in :data:`REWARD_RANGE`. Callers check a value at the door
 sum of in-range (or old, unchecked) observations can overflow what VW learns
 as a float32 cost. One bad item never takes down a join batch: it is counted
 (``stats.failed``), logged, and the others close.
+
+Subsampling (``sample_rate`` < 1): a closed decision is kept with that
+probability, drawn from a hash of its event id and ``sample_seed`` (so a
+decision joined again after a restart is kept or left out the same way), and
+a kept one carries ``pdrop = 1 - sample_rate`` (VW's DSJSON field: learning
+weights it by 1 / (1 - pdrop)). A left-out decision is counted
+(``stats.subsampled``) and never read back from its log.
 """
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import json
 import logging
 import math
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -99,6 +107,7 @@ class JoinStats:
     rejected_expired: int = 0
     failed: int = 0  # decisions that could not be joined (unreadable line, bad data); logged
     unserved_dropped: int = 0  # decisions whose caller never received them: not learned
+    subsampled: int = 0  # joined decisions left out of the joined log by sample_rate
 
     def unwritten(self, joined: JoinedEvent) -> None:
         """A joined event its writer could not write after all: failed, not joined."""
@@ -136,14 +145,27 @@ class _Pending:
 Captured = tuple[list[tuple[str, _Pending, bool, float, "str | LineRef | None", list]], list[str]]
 
 
+def kept(event_id: str, sample_rate: float, seed: int = 0) -> bool:
+    """Whether subsampling at ``sample_rate`` keeps this decision: a uniform
+    draw from a hash of the seed and the id, independent of the decision's
+    content and rewards (what makes the 1 / (1 - pdrop) weights unbiased)."""
+    if sample_rate >= 1.0:
+        return True
+    digest = hashlib.blake2b(f"{seed}:{event_id}".encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64 < sample_rate
+
+
 class Joiner:
     def __init__(self, window_seconds: float, aggregation: str = "sum", default_reward: float = 0.0,
-                 remember_closed: int = 200_000):
+                 remember_closed: int = 200_000, sample_rate: float = 1.0, sample_seed: int = 0):
         if aggregation not in AGGREGATIONS:
             raise ValueError(f"aggregation '{aggregation}' is not one of {', '.join(AGGREGATIONS)}")
         if window_seconds <= 0:
             raise ValueError("reward window must be positive")
         check_reward_value(default_reward)
+        if not 0.0 < sample_rate <= 1.0:
+            raise ValueError(f"sample rate {sample_rate!r} is not in (0, 1]")
+        self.sample_rate, self.sample_seed = sample_rate, sample_seed
         self.window = window_seconds
         self.aggregate = AGGREGATIONS[aggregation]
         self.default_reward = default_reward
@@ -200,11 +222,14 @@ class Joiner:
         self.stats.unserved_dropped += 1
         return True
 
-    def check_reward(self, event_id: str, slot_id: str) -> int:
-        """The slot index a reward would join, or the reason it cannot."""
+    def check_reward(self, event_id: str, slot_id: str, now: float | None = None) -> int:
+        """The slot index a reward would join, or the reason it cannot. With
+        ``now``, a decision whose window has passed is expired even if it is
+        not closed yet (its join may wait for room in the learner's backlog):
+        what joins never depends on when the join ran."""
         pending = self._pending.get(event_id)
-        if pending is None:
-            if event_id in self._closed:
+        if pending is None or (now is not None and now > pending.deadline):
+            if pending is not None or event_id in self._closed:
                 self.stats.rejected_expired += 1
                 raise ExpiredEvent(f"event '{event_id}' is past its reward window")
             self.stats.rejected_unknown += 1
@@ -238,10 +263,12 @@ class Joiner:
         k = self.check_reward(event_id, slot_id)
         self._pending[event_id].rewards[k].append((timestamp, value))
 
-    def check_activation(self, event_id: str) -> None:
+    def check_activation(self, event_id: str, now: float | None = None) -> None:
+        """Whether the decision can be activated (with ``now``: its window, the
+        activation's, has not passed; see :meth:`check_reward`)."""
         pending = self._pending.get(event_id)
-        if pending is None:
-            if event_id in self._closed:
+        if pending is None or (now is not None and now > pending.deadline):
+            if pending is not None or event_id in self._closed:
                 raise ExpiredEvent(f"event '{event_id}' is past its activation window")
             raise UnknownEvent(f"event '{event_id}' is unknown")
         if not pending.deferred:
@@ -259,15 +286,27 @@ class Joiner:
                 pending.deadline = deadline
                 heapq.heappush(self._deadlines, (deadline, event_id))
 
-    def close_due(self, now: float) -> list[JoinedEvent]:
-        """Emit every decision whose window has closed, oldest first."""
+    def close_due(self, now: float, limit: int | None = None) -> list[JoinedEvent]:
+        """Emit every decision whose window has closed (at most ``limit`` of
+        them: the rest stay pending for the next call), oldest first."""
         due: dict[str, None] = {}  # ordered, and each id once
-        while self._deadlines and self._deadlines[0][0] <= now:
+        while self._deadlines and self._deadlines[0][0] <= now and (limit is None or len(due) < limit):
             deadline, eid = heapq.heappop(self._deadlines)
             pending = self._pending.get(eid)
             if pending is not None and pending.deadline == deadline:
                 due[eid] = None
         return list(self._close(due))
+
+    def has_due(self, now: float) -> bool:
+        """Whether a decision's window has closed by ``now`` (stale deadline
+        entries are dropped on the way)."""
+        while self._deadlines:
+            deadline, eid = self._deadlines[0]
+            pending = self._pending.get(eid)
+            if pending is not None and pending.deadline == deadline:
+                return deadline <= now
+            heapq.heappop(self._deadlines)
+        return False
 
     def close_all(self) -> list[JoinedEvent]:
         self._deadlines.clear()
@@ -281,6 +320,9 @@ class Joiner:
             self.remember_closed(eid)
             if not pending.activated:
                 self.stats.unactivated_dropped += 1
+                continue
+            if not kept(eid, self.sample_rate, self.sample_seed):
+                self.stats.subsampled += 1
                 continue
             try:
                 joined = self._joined(pending)
@@ -300,7 +342,8 @@ class Joiner:
         self.stats.joined_with_reward += any(observed)
         self.stats.default_reward_applied += observed.count(False)
         observations = tuple(tuple(v for _, v in sorted(obs)) for obs in pending.rewards)
-        return JoinedEvent(event, tuple(rewards), tuple(observed), observations)
+        joined = JoinedEvent(event, tuple(rewards), tuple(observed), observations)
+        return replace(joined, pdrop=1.0 - self.sample_rate) if self.sample_rate < 1.0 else joined
 
     def locate(self, event_id: str, ref: LineRef) -> None:
         """The pending decision's line is now in a log at ``ref``: keep that

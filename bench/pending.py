@@ -2,8 +2,9 @@
 
 For the capacity model in /BENCHMARKS.md: the bytes of one decision line and
 of its joined line at a config (decided by a real Engine on a fresh data
-directory, the default settings), the memory of one item waiting in the learn
-queue (its joined event, rebuilt from the line, and its joined line), and the
+directory, the default settings), the memory of one item waiting in the
+learner's backlog (``server.learner.LearnItem``: its joined line and the
+decision's mode and time) against the size the backlog counts it at, and the
 memory one pending decision holds in
 the coordinator's Joiner while its reward window is open, kept as the position
 of its line in a log (``LineRef``), as the coordinator keeps workers'
@@ -23,11 +24,10 @@ import uuid
 from pathlib import Path
 
 
-def decision_lines(cands: int, slots: int, seed: int) -> tuple[str, int, float]:
+def decision_lines(cands: int, slots: int, seed: int) -> tuple[str, int, tuple[float, float]]:
     """One real decision line at the config, the bytes of its joined line, and
-    the memory of one item of the learn queue (the joined event, rebuilt from
-    the line as the joiner rebuilds it, and its joined line)."""
-    from bandit.logformat.events import joined_to_dsjson
+    (measured, counted) bytes of one item of the learner's backlog."""
+    from bandit.logformat.events import dumps, joined_to_dsjson
     from bench.inproc import EngineInProc
     from bench.workload import make_workload
 
@@ -37,27 +37,31 @@ def decision_lines(cands: int, slots: int, seed: int) -> tuple[str, int, float]:
         lines = [ln for p in logs for ln in p.read_text(errors="replace").splitlines() if '"decision"' in ln]
         line = lines[-1]
         event = engine.engine.joiner.get(json.loads(line)["id"])
-        joined = len(json.dumps(joined_to_dsjson(_joined(event))))
+        joined = len(dumps(joined_to_dsjson(_joined(event))))
         queued = learn_item_bytes(line, 500)
     finally:
         engine.close()
     return line, joined, queued
 
 
-def learn_item_bytes(line: str, n: int) -> float:
-    """Bytes per item waiting in the learn queue: (surface, JoinedEvent, line)."""
+def learn_item_bytes(line: str, n: int) -> tuple[float, float]:
+    """(measured, counted) bytes per item waiting in the learner's backlog, as
+    the join hands them over: a LearnItem per joined line, in a LearnBacklog."""
     from bandit.logformat.events import dumps, event_from_record, joined_to_dsjson
+    from server.learner import LearnBacklog, LearnItem
 
     texts = [line.replace(json.loads(line)["id"], uuid.uuid4().hex) for _ in range(n)]
+    backlog = LearnBacklog(1 << 40, n)
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    items = []
-    for text in texts:
+    for text in texts:  # what stays is the item: the rebuilt event is garbage once its line is written
         joined = _joined(event_from_record(json.loads(text)))
-        items.append(("default", joined, dumps(joined_to_dsjson(joined))))
+        d = joined.decision
+        backlog.put_many([LearnItem(d.surface, d.mode, d.timestamp, dumps(joined_to_dsjson(joined)))])
+    del joined, d
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
-    return (after - before) / n
+    return (after - before) / n, backlog.depth()[1] / n
 
 
 def _joined(event):
@@ -102,10 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     line, joined, queued = decision_lines(cands, slots, args.seed)
     per = pending_bytes(json.loads(line), args.pending)
     print("| config | decision line B | joined line B | pending decision in the Joiner (LineRef), B | pending measured "
-          "| learn-queue item, B |")
+          "| learner backlog item, B (counted as) |")
     print("|---|---:|---:|---:|---:|---:|")
     print(f"| {args.config} | {len(line.encode()) + 1:,} | {joined + 1:,} | {per:,.0f} | {args.pending:,} "
-          f"| {queued:,.0f} |")
+          f"| {queued[0]:,.0f} ({queued[1]:,.0f}) |")
     print(f"({time.monotonic() - t0:.0f} s)", file=sys.stderr)
     return 0
 

@@ -20,6 +20,8 @@ Example::
     publish_every_examples = 1000
     publish_every_seconds = 60
     keep_versions = 20
+    max_backlog_bytes = 134217728  # joined decisions waiting to be learned
+    sample_rate = 1.0         # share of joined decisions logged and learned
 
     [log]
     fsync = "batch"           # always | batch | never (see README: durability)
@@ -60,6 +62,9 @@ class JoinConfig:
     aggregation: str = "sum"
     default_reward: float = 0.0
     tick_seconds: float = 0.2
+    # How often the join loop writes DATA/checkpoint.json (what a restart
+    # resumes from); it goes on while joins wait for the learner.
+    checkpoint_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,21 @@ class LearnerConfig:
     publish_every_examples: int = 1000
     publish_every_seconds: float = 60.0
     keep_versions: int = 20
+    # Joined decisions waiting for the learner, at most this many bytes (their
+    # joined lines, ~15 KB each at 50 candidates x 3 slots) and items. When it
+    # is full the join waits (decisions stay pending, their rewards past the
+    # window refused as expired) and, once limits.max_pending_decisions are
+    # pending, Decide is refused RESOURCE_EXHAUSTED: back-pressure, nothing
+    # dropped. The way out is sample_rate.
+    max_backlog_bytes: int = 128 * 1024 * 1024
     queue_size: int = 100_000
+    # The share of joined decisions written to the joined log and learned,
+    # in (0, 1]; each kept line records pdrop = 1 - sample_rate, so VW (and
+    # the off-policy estimators) weight it by 1 / sample_rate. Drawn from a
+    # hash of sample_seed and the event id. Set it to about the learner's
+    # events/s over the decisions/s when the learner cannot keep up.
+    sample_rate: float = 1.0
+    sample_seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -101,6 +120,10 @@ class RequestLimits:
     # deadline is taken as not delivered (logged unserved, never learned): the
     # answer needs time to travel, and the server cannot see it arrive.
     deadline_margin_seconds: float = 0.001
+    # With workers: how long a call a worker passes to its coordinator
+    # (Reward, Activate, admin calls but model export/import) may take when
+    # its caller set no deadline (with one, the caller's time left).
+    forward_timeout_seconds: float = 10.0
     # explain=true: feature ablations per request (each one VW predict of a
     # slot), and explanations computed at once per serving process.
     explain_max_features: int = 48
@@ -163,8 +186,8 @@ class ServerConfig:
     def validate(self) -> "ServerConfig":
         if not (0 <= self.port <= 65535):
             raise ConfigError(f"port {self.port} is not in 0..65535")
-        if self.join.window_seconds <= 0:
-            raise ConfigError("join.window_seconds must be positive")
+        if self.join.window_seconds <= 0 or self.join.checkpoint_seconds <= 0:
+            raise ConfigError("join.window_seconds and join.checkpoint_seconds must be positive")
         if self.join.aggregation not in ("sum", "earliest", "max", "mean"):
             raise ConfigError(f"join.aggregation '{self.join.aggregation}' is not sum, earliest, max or mean")
         try:
@@ -175,6 +198,10 @@ class ServerConfig:
             raise ConfigError(f"log.fsync '{self.log.fsync}' is not one of {', '.join(FSYNC_POLICIES)}")
         if self.learner.publish_every_examples < 1 or self.learner.publish_every_seconds <= 0:
             raise ConfigError("learner.publish_every_examples and publish_every_seconds must be positive")
+        if self.learner.max_backlog_bytes < 1 or self.learner.queue_size < 1:
+            raise ConfigError("learner.max_backlog_bytes and learner.queue_size must be positive")
+        if not 0.0 < self.learner.sample_rate <= 1.0:
+            raise ConfigError(f"learner.sample_rate {self.learner.sample_rate!r} is not in (0, 1]")
         if self.threads < 1 or self.limits.max_streams < 1 or self.limits.stream_idle_seconds <= 0:
             raise ConfigError("threads, limits.max_streams and limits.stream_idle_seconds must be positive")
         if self.learner.keep_versions < 2:
@@ -182,6 +209,8 @@ class ServerConfig:
         limits = self.limits
         if not 0 <= limits.deadline_margin_seconds < 60:
             raise ConfigError("limits.deadline_margin_seconds must be in [0, 60)")
+        if not 0 < limits.forward_timeout_seconds <= 3600:
+            raise ConfigError("limits.forward_timeout_seconds must be in (0, 3600]")
         if limits.max_pending_decisions < 1 or limits.explain_max_concurrent < 0 or limits.explain_max_features < 0:
             raise ConfigError("limits.max_pending_decisions must be positive, limits.explain_max_features and "
                               "explain_max_concurrent not negative")

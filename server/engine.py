@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import itertools
 import logging
-import queue
 import threading
 import time
 import uuid
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -42,7 +41,7 @@ from server.config import ServerConfig
 from server.checkpoint import FILE_NAME as CHECKPOINT_FILE, read_checkpoint, write_checkpoint
 from server.eventlog import WORKER_DIRS, AppendLog, Position, Tailer, Ticket, position_of, private_dir
 from server.explain import Explanation, Explainer
-from server.learner import SurfaceModel
+from server.learner import LearnBacklog, LearnItem, RateMeter, SurfaceModel
 from server.stats import Stats, SurfaceStats
 from server.modelstore import ModelStore, VersionInfo, verify_vw_model
 
@@ -131,20 +130,19 @@ class Logged:
     error: JoinError | None = None
 
 
-CHECKPOINT_SECONDS = 5.0
 JOINED_MARKS = 10_000  # per surface: joined-log positions a checkpoint can resume learning from
+CLAIM_BYTES = 64 << 20  # claimed decisions not yet read from a worker's log: memory bound
 
 
 class Engine:
-    def __init__(self, config: ServerConfig, clock: Callable[[], float] = time.time,
-                 checkpoint_seconds: float = CHECKPOINT_SECONDS):
+    def __init__(self, config: ServerConfig, clock: Callable[[], float] = time.time):
         """Recovers from ``DATA/checkpoint.json`` and the logs' tails after it
         (everything, when there is no usable checkpoint), the decisions of
         serving workers' logs (``DATA/events/worker-*``) included, whatever
         topology wrote them."""
         self.config = config
         self.clock = clock
-        self.checkpoint_seconds = checkpoint_seconds
+        self.checkpoint_seconds = config.join.checkpoint_seconds
         # Multi-process mode (set by the coordinator): follow the workers' logs,
         # and read their newest decisions before calling a reward's event
         # unknown (they were logged before the client saw them).
@@ -159,7 +157,7 @@ class Engine:
         self.worker_logs = Tailer(data / "events", WORKER_DIRS)  # serving workers' decisions
         self._own_log = Tailer(data, "events")  # this engine's log, read back at recovery
         self.checkpoint_path = data / CHECKPOINT_FILE
-        self.joiner = Joiner(config.join.window_seconds, config.join.aggregation, config.join.default_reward)
+        self.joiner = self._new_joiner()
         self.surfaces: dict[str, SurfaceModel] = {}
         self.joined_logs: dict[str, AppendLog] = {}
         for name, sconf in config.surfaces.items():
@@ -185,10 +183,20 @@ class Engine:
         # Decisions submitted to the event log and not yet written: a repeat of
         # one waits for its write instead of answering from memory.
         self._unwritten: dict[str, tuple[DecisionEvent, Ticket]] = {}
-        self._learn_queue: queue.Queue[tuple[str, JoinedEvent, str] | None] = queue.Queue(config.learner.queue_size)
+        # Multi-process mode: event ids claimed by serving workers whose
+        # decisions are not read from their logs yet (see claim).
+        self._claims: OrderedDict[str, str] = OrderedDict()
+        self._claims_bytes = 0
+        self.backlog = LearnBacklog(config.learner.max_backlog_bytes, config.learner.queue_size)
+        self.learn_rate = RateMeter()  # examples learned per second, the last 10 s
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self._recover(read_checkpoint(self.checkpoint_path))
+
+    def _new_joiner(self) -> Joiner:
+        join, learner = self.config.join, self.config.learner
+        return Joiner(join.window_seconds, join.aggregation, join.default_reward,
+                      sample_rate=learner.sample_rate, sample_seed=learner.sample_seed)
 
     # --- lifecycle ----------------------------------------------------------
 
@@ -207,7 +215,7 @@ class Engine:
         for thread in self._threads:
             if thread.name == "joiner":
                 thread.join()
-        self._learn_queue.put(None)
+        self.backlog.close()
         for thread in self._threads:
             thread.join()
         for surface in self.surfaces.values():
@@ -228,8 +236,7 @@ class Engine:
                 marks = self._resume(checkpoint)
             except (KeyError, TypeError, ValueError, IndexError) as exc:
                 log.warning("checkpoint %s unusable (%r): reading the logs from their start", self.checkpoint_path, exc)
-                self.joiner = Joiner(self.config.join.window_seconds, self.config.join.aggregation,
-                                     self.config.join.default_reward)
+                self.joiner = self._new_joiner()
                 self.worker_logs.seek({d: (0, 0) for d in self.worker_logs.positions()})
                 self._own_log.seek({d: (0, 0) for d in self._own_log.positions()})
                 marks = {}
@@ -438,6 +445,7 @@ class Engine:
         a duplicate id (the first one logged wins)."""
         with self._lock:
             event_id = record["id"]
+            self._unclaim(event_id)
             if event_id in self.joiner or self.joiner.is_closed(event_id):
                 self.counts["duplicates"] = self.counts.get("duplicates", 0) + 1
                 return False
@@ -460,15 +468,45 @@ class Engine:
     def explain(self, event: DecisionEvent, top: int = 5) -> Explanation:
         return self.explainer.explain(self.surface(event.surface).serving, event, top)
 
-    def check_repeat(self, event_id: str) -> None:
-        """AlreadyJoined when a repeated event id's decision was already joined.
-
-        Multi-process mode: a serving worker remembers its recent decisions
-        for idempotent repeats, but only this engine knows whether one has
-        joined since; the worker asks on a repeat (never on a new id)."""
-        self._catch_up(event_id)
+    def claim(self, event_id: str, line: str) -> tuple[str, bool] | None:
+        """Multi-process mode: this engine owns the callers' event ids. A
+        serving worker claims one with the decision line it made, before
+        logging it: None when the id is new (the line is its decision now);
+        else the id's decision line and whether it is logged (pending here)
+        or only claimed, by a worker that may still be writing it (or never
+        will: it died, its disk was full), which the caller then writes
+        itself. AlreadyJoined once it has joined; PendingFull for a new id at
+        limits.max_pending_decisions. A claim lasts until its decision is read
+        from a worker's log (bounded in bytes, oldest dropped first)."""
         with self._lock:
-            self._lookup(event_id)
+            known = self._known(event_id)
+        if known is not None and not known[1]:  # perhaps logged since the logs were last read
+            self.catch_up()
+        with self._lock:
+            known = self._known(event_id)
+            if known is not None:
+                return known
+            check_pending(len(self.joiner) + len(self._claims), self.config.limits.max_pending_decisions,
+                          self.counts)
+            self._claims[event_id] = line
+            self._claims_bytes += len(line)
+            while self._claims_bytes > CLAIM_BYTES:
+                self._claims_bytes -= len(self._claims.popitem(last=False)[1])
+        return None
+
+    def _known(self, event_id: str) -> tuple[str, bool] | None:
+        """An id's pending (True) or claimed (False) decision line (under the lock)."""
+        found = self._lookup(event_id)
+        if found is not None:
+            return event_line(found[0]), True
+        claimed = self._claims.get(event_id)
+        return None if claimed is None else (claimed, False)
+
+    def _unclaim(self, event_id: str) -> None:
+        """A claimed decision is read from its log: pending now (under the lock)."""
+        line = self._claims.pop(event_id, None)
+        if line is not None:
+            self._claims_bytes -= len(line)
 
     def writable(self) -> bool:
         """Whether the event log takes writes; health says NOT_SERVING while
@@ -490,6 +528,7 @@ class Engine:
     def stats(self) -> Stats:
         """One snapshot for GetStats and the metrics (see :mod:`server.stats`)."""
         counts, js, now = self.totals(), self.joiner.stats, self.clock()
+        backlog_items, backlog_bytes = self.backlog.depth()
         surfaces = tuple(SurfaceStats(s.name, str(s.version), s.counters.decisions, s.examples_learned,
                                       s.counters.apprentice_decisions, s.counters.apprentice_agreements,
                                       max(0.0, now - s.last_learned_event_ts) if s.last_learned_event_ts else 0.0)
@@ -502,7 +541,10 @@ class Engine:
                      join_failed=js.failed, unserved_dropped=js.unserved_dropped,
                      rewards_rejected_unknown=js.rejected_unknown,
                      rewards_rejected_expired=js.rejected_expired, pending=self.pending(),
-                     learner_errors=self.learner_errors, catalog_version=self.catalog.version, surfaces=surfaces)
+                     learner_errors=self.learner_errors, catalog_version=self.catalog.version, surfaces=surfaces,
+                     learn_backlog_items=backlog_items, learn_backlog_bytes=backlog_bytes,
+                     learn_backlog_limit_bytes=self.backlog.max_bytes, learn_subsampled=js.subsampled,
+                     learner_events_per_second=self.learn_rate.rate())
 
     def _written(self, found: tuple[DecisionEvent, Ticket | None]) -> DecisionEvent:
         """Idempotency: a repeated id gets the original decision back, once it
@@ -524,15 +566,17 @@ class Engine:
             raise AlreadyJoined(f"event '{event_id}' was already decided and joined; use a new event id")
         return None if existing is None else (existing, None)
 
-    def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None) -> str:
+    def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None,
+               timeout: float | None = None) -> str:
         """Log and join a reward (a value in the reward range, at a time between
-        its decision and now); returns the slot it joined."""
+        its decision and now); returns the slot it joined. (``timeout``: the
+        protocol's; nothing here waits on another process.)"""
         check_reward_value(value)
         now = self.clock()
         ts = now if at is None else at
         self._catch_up(event_id)
         with self._lock:
-            k = self.joiner.check_reward(event_id, slot_id)
+            k = self.joiner.check_reward(event_id, slot_id, now)
             if at is not None:
                 self.joiner.check_time(event_id, at, now, "reward")
             slot = self.joiner.slot_id(event_id, k)
@@ -545,12 +589,12 @@ class Engine:
         self.joiner.add_reward(event_id, slot, value, ts)
         self.counts["rewards"] += 1
 
-    def activate(self, event_id: str, at: float | None = None) -> None:
+    def activate(self, event_id: str, at: float | None = None, timeout: float | None = None) -> None:
         now = self.clock()
         ts = now if at is None else at
         self._catch_up(event_id)
         with self._lock:
-            self.joiner.check_activation(event_id)
+            self.joiner.check_activation(event_id, now)
             if at is not None:
                 self.joiner.check_time(event_id, at, now, "activation")
             record = dumps(event_to_record(ActivationEvent(event_id, ts)))
@@ -583,20 +627,38 @@ class Engine:
         those the workers logged until now included); returns how many joined."""
         if self.follow_workers:
             self.catch_up()
+        at = self.clock() if now is None else now
+        total = 0
+        while (room := self.backlog.room()) > 0:  # else they wait, pending, for the learner
+            with self._lock:
+                self._settle()  # rewards and activations written so far count before their windows close
+                closed = self.joiner.close_due(at, limit=room)
+                self._write_joined(closed)
+                more = self.joiner.has_due(at)
+            total += len(closed)
+            if not more:
+                break
+        return total
+
+    def due(self, at: float) -> bool:
+        """Whether decisions whose window closed by ``at`` are still pending
+        (waiting for room in the learner's backlog)."""
         with self._lock:
-            self._settle()  # rewards and activations written so far count before their windows close
-            joined = [(item, line) for item in self.joiner.close_due(self.clock() if now is None else now)
-                      if (line := self._joined_line(item)) is not None]
-            by_surface: dict[str, list[str]] = {}
-            for item, line in joined:
-                by_surface.setdefault(item.decision.surface, []).append(line)
-            for name, surface_lines in by_surface.items():
-                self.joined_logs[name].append_many(surface_lines)
-                self._joined_lines[name] += len(surface_lines)
-                self._joined_marks[name].append((self._joined_lines[name], self.joined_logs[name].end()))
-        for item, line in joined:
-            self._learn_queue.put((item.decision.surface, item, line))
-        return len(joined)
+            return self.joiner.has_due(at)
+
+    def _write_joined(self, closed: list[JoinedEvent]) -> None:
+        """Append closed decisions to their joined logs, then hand them to the
+        learner (under the lock: the joined logs' order is the learning order)."""
+        joined = [LearnItem(item.decision.surface, item.decision.mode, item.decision.timestamp, line)
+                  for item in closed if (line := self._joined_line(item)) is not None]
+        by_surface: dict[str, list[str]] = {}
+        for item in joined:
+            by_surface.setdefault(item.surface, []).append(item.line)
+        for name, surface_lines in by_surface.items():
+            self.joined_logs[name].append_many(surface_lines)
+            self._joined_lines[name] += len(surface_lines)
+            self._joined_marks[name].append((self._joined_lines[name], self.joined_logs[name].end()))
+        self.backlog.put_many(joined)
 
     def _joined_line(self, item: JoinedEvent) -> str | None:
         """The joined log line of one closed decision, or None (counted and
@@ -624,16 +686,13 @@ class Engine:
 
     def _learn_loop(self) -> None:
         while True:
-            try:
-                item = self._learn_queue.get(timeout=self.config.join.tick_seconds)
-            except queue.Empty:
-                item = ()
-            if item is None:
+            item = self.backlog.get(timeout=self.config.join.tick_seconds)
+            if item is None and self.backlog.closed:
                 return
             try:
-                if item:
-                    name, joined, line = item
-                    self.surfaces[name].learn(joined, line)
+                if item is not None:
+                    self.surfaces[item.surface].learn_line(item.mode, item.timestamp, item.line)
+                    self.learn_rate.add()
                 for surface in self.surfaces.values():
                     if surface.publish_due():
                         surface.publish()
@@ -641,23 +700,26 @@ class Engine:
                 self.learner_errors += 1
                 log.exception("learning step failed; serving continues on the last good model")
             finally:
-                if item:
-                    self._learn_queue.task_done()
+                if item is not None:
+                    self.backlog.done()
 
     def wait_learned(self, timeout: float = 30.0) -> None:
         """Block until everything joined so far has been learned (tests, demo)."""
-        deadline = time.monotonic() + timeout
-        while self._learn_queue.unfinished_tasks:
-            if time.monotonic() > deadline:
-                raise TimeoutError("learner did not catch up")
-            time.sleep(0.01)
+        if not self.backlog.wait(lambda: self.backlog.unfinished == 0, timeout):
+            raise TimeoutError("learner did not catch up")
 
     def settle(self, ahead: float | None = None, timeout: float = 30.0) -> int:
         """Join every decision as if ``ahead`` seconds had passed (default: its
         whole reward window), learn all of it and publish a version: what the
         demo does once its audience has left, and tests before they look at a
-        model. Returns how many decisions joined."""
-        joined = self.join_now(now=self.clock() + (self.config.join.window_seconds if ahead is None else ahead))
+        model. Returns how many decisions joined (each waits for room in the
+        learner's backlog, as the join loop's do)."""
+        at = self.clock() + (self.config.join.window_seconds if ahead is None else ahead)
+        joined = self.join_now(now=at)
+        while self.due(at):
+            if not self.backlog.wait(lambda: self.backlog.room() > 0, timeout):
+                raise TimeoutError("learner did not make room")
+            joined += self.join_now(now=at)
         self.wait_learned(timeout)
         for surface in self.surfaces.values():
             surface.publish()

@@ -385,11 +385,6 @@ def read_log_dir(directory: Path, prefix: str = "events", ext: str = "jsonl") ->
 WORKER_DIRS = "worker-*"  # DATA/events/worker-K: one serving worker's decision log
 
 
-def worker_dirs(events_dir: Path) -> list[Path]:
-    """The serving workers' decision logs under ``DATA/events`` (any topology ever run)."""
-    return sorted(p for p in Path(events_dir).glob(WORKER_DIRS) if p.is_dir())
-
-
 Position = tuple[int, int]  # (segment number, byte offset): everything before it has been read
 CHUNK_BYTES = 16 << 20
 
@@ -469,25 +464,6 @@ def _chunks(path: Path, start: int) -> Iterator[tuple[int, bytes]]:
                 yield start, data[:cut]
                 start += cut
             carry = data[cut:]
-
-
-def tail_lines(directory: Path, max_bytes: int, prefix: str = "events", ext: str = "jsonl") -> Iterator[bytes]:
-    """The complete lines of a log directory, newest first, up to about
-    ``max_bytes`` read from its end (a worker's memory of recent decisions)."""
-    left = max_bytes
-    for path in reversed(segments(directory, prefix, ext)):
-        size = path.stat().st_size
-        start = max(0, size - left)
-        with open(path, "rb") as fh:
-            fh.seek(start)
-            data = fh.read(size - start)
-        left -= len(data)
-        lines = data.split(b"\n")[:-1]  # the last piece is a line being written (or nothing)
-        if start > 0:
-            lines = lines[1:]  # cut in the middle
-        yield from reversed(lines)
-        if left <= 0:
-            return
 
 
 def _records(path: Path, data: bytes, start: int) -> list[tuple[dict, LineRef]]:

@@ -12,8 +12,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from bandit.decision import DecisionInput, Mode
 from bandit.features import Candidate, SlotSpec
@@ -71,13 +73,18 @@ class SurfaceModel:
         """Learn one joined example (the next line of the joined log, given as
         ``line`` when at hand). The position advances even if VW fails on it,
         so a bad record is skipped once, not retried forever."""
+        self.learn_line(joined.decision.mode, joined.decision.timestamp,
+                        line or dumps(joined_to_dsjson(joined)))
+
+    def learn_line(self, mode: str, timestamp: float, line: str) -> None:
+        """:meth:`learn` from the line alone and the decision's mode and time."""
         with self._learn_lock:
             try:
-                if joined.decision.mode != Mode.LOGGING_ONLY.value:
-                    self._learner.learn_line(line or dumps(joined_to_dsjson(joined)))
+                if mode != Mode.LOGGING_ONLY.value:
+                    self._learner.learn_line(line)
                     self.examples_learned += 1
                     self._since_publish += 1
-                self.last_learned_event_ts = joined.decision.timestamp
+                self.last_learned_event_ts = timestamp
             finally:
                 self.joined_through += 1
 
@@ -144,3 +151,143 @@ class SurfaceModel:
         except (RuntimeError, ValueError) as exc:  # VW's errors are plain RuntimeErrors
             raise ModelStoreError(f"model does not load for surface {self.name}: {exc}") from None
         return learner, serving
+
+
+@dataclass(frozen=True)
+class LearnItem:
+    """One joined decision on its way to the learner: its joined-log line (what
+    is learned, with VW's own parser) and the two facts the learner needs
+    besides, not the rebuilt event (~5x the line's size at 50x3)."""
+
+    surface: str
+    mode: str
+    timestamp: float
+    line: str
+
+    @property
+    def size(self) -> int:
+        """Bytes it holds: the line (ASCII JSON, one byte a character) and the
+        objects around it."""
+        return len(self.line) + ITEM_OVERHEAD_BYTES
+
+
+ITEM_OVERHEAD_BYTES = 1100  # the rest of an item (python -m bench.pending: 976 B at 50x3, 1,096 B at 5x1)
+MAX_JOIN_STEP = 256  # decisions closed under one hold of the engine's lock
+
+
+class LearnBacklog:
+    """Joined decisions waiting for the learner, bounded in bytes (and items).
+
+    The join never blocks on it: it asks :meth:`room` how many more decisions
+    it may close and leaves the rest pending (their windows are over, their
+    rewards refused as expired, so the example is the same whenever it
+    joins); the join loop's checkpoints go on. The bound can be passed by at
+    most one join step of lines already counted in :meth:`room`'s estimate.
+    """
+
+    def __init__(self, max_bytes: int, max_items: int):
+        self.max_bytes, self.max_items = max_bytes, max_items
+        self._items: deque[LearnItem] = deque()
+        self._bytes = 0
+        self._unfinished = 0  # put and not yet learned (the one being learned included)
+        self._mean_size: float | None = None  # of the items seen (a moving mean); None: none yet
+        self._closed = False
+        self._cond = threading.Condition()
+
+    def room(self) -> int:
+        """How many more decisions fit (by the mean size of those seen; one
+        before any was seen), at least one while the backlog is under its
+        bounds, at most one join step."""
+        with self._cond:
+            if self._bytes >= self.max_bytes or len(self._items) >= self.max_items:
+                return 0
+            if self._mean_size is None:
+                return 1
+            fit = int((self.max_bytes - self._bytes) // self._mean_size)
+            return max(1, min(fit, self.max_items - len(self._items), MAX_JOIN_STEP))
+
+    def put_many(self, items: list[LearnItem]) -> None:
+        with self._cond:
+            for item in items:
+                size = item.size
+                self._items.append(item)
+                self._bytes += size
+                mean = self._mean_size
+                self._mean_size = float(size) if mean is None else mean + (size - mean) * 0.05
+            self._unfinished += len(items)
+            self._cond.notify_all()
+
+    def get(self, timeout: float) -> LearnItem | None:
+        """The oldest item, or None after ``timeout`` (or once closed and empty)."""
+        with self._cond:
+            if not self._items and not self._closed:
+                self._cond.wait(timeout)
+            if not self._items:
+                return None
+            item = self._items.popleft()
+            self._bytes -= item.size
+            self._cond.notify_all()
+            return item
+
+    def done(self) -> None:
+        """One item got by :meth:`get` is learned (or failed)."""
+        with self._cond:
+            self._unfinished -= 1
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """No more items: :meth:`get` returns None once the rest are taken."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def wait(self, until: Callable[[], bool], timeout: float) -> bool:
+        """Wait (at most ``timeout``) until ``until()`` holds; it is called
+        under the backlog's lock, after every change."""
+        with self._cond:
+            return self._cond.wait_for(until, timeout)
+
+    @property
+    def unfinished(self) -> int:
+        return self._unfinished
+
+    def depth(self) -> tuple[int, int]:
+        """(items, bytes) waiting: the gauges."""
+        with self._cond:
+            return len(self._items), self._bytes
+
+
+class RateMeter:
+    """Events per second over the last ``window`` seconds (the learner's
+    throughput gauge): counts in one-second buckets."""
+
+    def __init__(self, window: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.window, self.clock = window, clock
+        self._buckets: deque[list[float]] = deque()  # [second, count]
+        self._started = clock()
+        self._lock = threading.Lock()
+
+    def add(self, n: int = 1) -> None:
+        second = float(int(self.clock()))
+        with self._lock:
+            if self._buckets and self._buckets[-1][0] == second:
+                self._buckets[-1][1] += n
+            else:
+                self._buckets.append([second, float(n)])
+            self._expire()
+
+    def rate(self) -> float:
+        now = self.clock()
+        with self._lock:
+            self._expire()
+            span = min(self.window, now - self._started)
+            return sum(c for _, c in self._buckets) / span if span > 0 else 0.0
+
+    def _expire(self) -> None:
+        horizon = self.clock() - self.window
+        while self._buckets and self._buckets[0][0] + 1 <= horizon:
+            self._buckets.popleft()

@@ -39,6 +39,8 @@ class _EngineCollector:
             "placement_explain_ablations": ("Feature ablations computed for explain=true.", st.explain_ablations),
             "placement_explains_truncated": ("Explanations cut short by their bounds.", st.explains_truncated),
             "placement_learner_errors": ("Joined examples the learner could not learn.", st.learner_errors),
+            "placement_learn_subsampled": ("Joined decisions left out of the joined log and of learning by "
+                                           "learner.sample_rate.", st.learn_subsampled),
         }
         for name, (doc, value) in counters.items():
             yield CounterMetricFamily(name, doc, value=value)
@@ -48,6 +50,17 @@ class _EngineCollector:
         yield rejected
         yield GaugeMetricFamily("placement_pending_decisions", "Decisions waiting for their join.",
                                 value=st.pending)
+        gauges = {
+            "placement_learn_backlog_items": ("Joined decisions waiting for the learner.", st.learn_backlog_items),
+            "placement_learn_backlog_bytes": ("Bytes of the joined decisions waiting for the learner.",
+                                              st.learn_backlog_bytes),
+            "placement_learn_backlog_limit_bytes": ("learner.max_backlog_bytes: when the backlog is full, joins "
+                                                    "wait and decisions stay pending.", st.learn_backlog_limit_bytes),
+            "placement_learner_events_per_second": ("Examples learned per second, the last 10 s.",
+                                                    st.learner_events_per_second),
+        }
+        for name, (doc, value) in gauges.items():
+            yield GaugeMetricFamily(name, doc, value=value)
         version = GaugeMetricFamily("placement_model_version", "Serving model version.", labels=["surface"])
         learned = GaugeMetricFamily("placement_examples_learned", "Examples in the learner.", labels=["surface"])
         lag = GaugeMetricFamily("placement_learner_lag_seconds",

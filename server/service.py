@@ -115,6 +115,18 @@ def rpc(counts: Callable[[], dict[str, int]]):
 _rpc = rpc(lambda self: self.engine.counts)
 
 
+NO_DEADLINE_SECONDS = 1e9
+
+
+def caller_timeout(context: grpc.ServicerContext) -> float | None:
+    """The caller's time left, or None when it set no deadline (the default of
+    grpcio, grpc-go, grpc-java, grpc-js): what a call made on its behalf (a
+    worker's to its coordinator) may take. grpcio reports "no deadline" as
+    about 9e18 seconds, which passed on as a timeout overflows and expires at once."""
+    remaining = context.time_remaining()
+    return remaining if remaining is not None and remaining < NO_DEADLINE_SECONDS else None
+
+
 def _seconds(ts: Timestamp, present: bool) -> float | None:
     return ts.seconds + ts.nanos / 1e9 if present else None
 
@@ -344,7 +356,7 @@ class PlacementService(pb_grpc.PlacementServiceServicer):
             raise InvalidRequest(f"reward value {request.value} is not finite")
         check_reward_value(request.value)
         slot = self.engine.reward(request.event_id, request.slot_id, request.value,
-                                  _seconds(request.at, request.HasField("at")))
+                                  _seconds(request.at, request.HasField("at")), timeout=caller_timeout(context))
         return pb.RewardResponse(event_id=request.event_id, slot_id=slot)
 
     @_rpc
@@ -352,7 +364,8 @@ class PlacementService(pb_grpc.PlacementServiceServicer):
         if not request.event_id:
             raise InvalidRequest("event_id is required")
         _short("event_id", request.event_id, self.engine)
-        self.engine.activate(request.event_id, _seconds(request.at, request.HasField("at")))
+        self.engine.activate(request.event_id, _seconds(request.at, request.HasField("at")),
+                             timeout=caller_timeout(context))
         return pb.ActivateResponse(event_id=request.event_id)
 
 

@@ -42,3 +42,12 @@ class Stats:
     learner_errors: int
     catalog_version: int
     surfaces: tuple[SurfaceStats, ...]
+    # The learner's input (see LearnerConfig.max_backlog_bytes and sample_rate):
+    # joined decisions waiting to be learned, its bound, the decisions
+    # subsampling left out of the joined log, and examples learned per second
+    # over the last 10 s.
+    learn_backlog_items: int = 0
+    learn_backlog_bytes: int = 0
+    learn_backlog_limit_bytes: int = 0
+    learn_subsampled: int = 0
+    learner_events_per_second: float = 0.0

@@ -13,7 +13,12 @@ them, and admin calls, over a Unix socket in the data directory), joins,
 learns and publishes model versions. A reward can reach the coordinator before
 its tailer has read the decision; the decision was logged before the client
 saw it, so the coordinator reads the logs once more before calling an event
-unknown. Duplicated event ids across workers: the first one logged wins.
+unknown. It also owns the callers' event ids: a worker claims one before it
+logs a decision under it, so a Decide retried on any worker, or after any
+restart, gets the decision the id already has (the coordinator knows every
+pending one), and ALREADY_EXISTS once it has joined. A duplicate that reaches
+a log anyway (two workers writing a claimed decision) is joined once: the
+first one logged wins.
 """
 
 from __future__ import annotations
@@ -27,7 +32,6 @@ import socket
 import threading
 import time
 import uuid
-from collections import OrderedDict
 from concurrent import futures
 from dataclasses import replace
 from pathlib import Path
@@ -36,31 +40,59 @@ from typing import Callable
 import grpc
 
 from bandit.catalog import Catalog
-from bandit.logformat.events import (DecisionEvent, UnservedEvent, decision_head, dumps, event_from_record,
-                                     event_line, event_to_record, unserved_id)
+from bandit.logformat.events import DecisionEvent, UnservedEvent, dumps, event_from_record, event_line, event_to_record
 from bandit.decision import Mode
 from bandit.policy import Policy
 from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc
 from server.app import admin_auth, start_server
+from server.claims import CLAIM, ClaimBatcher, Relayed, Verdict, answer_claims
 from server.config import ServerConfig
 from server.engine import DecideCall, Engine, caller_gone, check_pending, lookup_surface, make_decision
-from server.eventlog import AppendLog, Ticket, tail_lines, worker_dirs
+from server.eventlog import AppendLog, Ticket
 from server.explain import Explainer, Explanation
 from server.interceptors import AuthInterceptor, MalformedRequestInterceptor, read_token
 from server.stats import Stats
 from server.metrics import Metrics
 from server.modelstore import ModelStore
-from server.service import PlacementAdmin, PlacementService, stats_from_pb, rpc
+from server.service import PlacementAdmin, PlacementService, caller_timeout, stats_from_pb
 from server.sharedcounts import FILE_NAME as COUNTS_FILE, SharedCounts, read_counts, reset_counts
 
 log = logging.getLogger(__name__)
 
 REFRESH_SECONDS = 0.2
 TAIL_SECONDS = 0.02
-REPEAT_CHECK_SECONDS = 5.0
-NO_DEADLINE_SECONDS = 1e9
-CHECK_REPEAT = "/placement.internal.Coordination/CheckRepeat"
+CLAIM_SECONDS = 5.0
+# A worker's link to its coordinator reconnects within 0.5 s of a restart
+# (grpc's default backoff grows to 120 s): until it does, Reward, Activate and
+# Decides with an event id are UNAVAILABLE.
+COORDINATOR_CHANNEL = [("grpc.initial_reconnect_backoff_ms", 100), ("grpc.max_reconnect_backoff_ms", 500)]
+
+
+def coordinator_away(event_id: str, err: grpc.RpcError) -> Relayed:
+    """A caller's event id could not be claimed: nothing decided or logged."""
+    return Relayed(grpc.StatusCode.UNAVAILABLE,
+                   f"event '{event_id}' not decided: the coordinator, which keeps a caller's event ids unique "
+                   f"across workers, did not answer ({err.code().name}); nothing was logged, retry with the same "
+                   "event id (a Decide without an event id needs no coordinator)")
+
+
+def forward_timeout(context: grpc.ServicerContext, bound: float) -> tuple[float, bool]:
+    """How long a call passed to the coordinator for this caller may take: its
+    time left, else ``bound`` (limits.forward_timeout_seconds); and whether
+    the bound it is."""
+    left = caller_timeout(context)
+    return (bound, True) if left is None else (left, False)
+
+
+def relayed(err: grpc.RpcError, bounded: bool, bound: float) -> Relayed | grpc.RpcError:
+    """The coordinator's failure as this worker answers it: as given, except
+    that a call the caller set no deadline for, cut at ``bound``, says so."""
+    if bounded and err.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return Relayed(grpc.StatusCode.DEADLINE_EXCEEDED,
+                       f"the coordinator did not answer within limits.forward_timeout_seconds ({bound:g} s, the "
+                       "bound for a call without a deadline); it may still take effect")
+    return err
 
 
 def worker_log_dir(data_dir: Path, name: str | int) -> Path:
@@ -148,7 +180,6 @@ class WorkerEngine:
     admin calls go to the coordinator."""
 
     def __init__(self, config: ServerConfig, index: int | str, coordinator: grpc.Channel,
-                 remember_bytes: int = 32 << 20,
                  metadata: tuple[tuple[str, str], ...] = ()):
         data = Path(config.data_dir)
         self.config, self.index = config, index
@@ -164,14 +195,10 @@ class WorkerEngine:
         self.explainer = Explainer(config.limits.explain_max_features, config.limits.explain_max_concurrent)
         self._service = pb_grpc.PlacementServiceStub(coordinator)
         self._admin = pb_grpc.PlacementAdminStub(coordinator)
-        self._check_repeat = coordinator.unary_unary(CHECK_REPEAT)
-        # Recent decisions for idempotent repeats, bounded in bytes (lines carry
-        # every candidate's features, so a count bound would not bound memory).
-        self._recent: OrderedDict[str, str] = OrderedDict()
-        self._recent_bytes = 0
-        self._remember_bytes = remember_bytes
-        self._remember_logged(data / "events")
-        self._unwritten: dict[str, Ticket] = {}  # decisions submitted to the log, not yet written
+        self._claims = ClaimBatcher(coordinator.unary_unary(CLAIM), CLAIM_SECONDS, metadata)
+        # Decisions submitted to this worker's log, not yet written: a
+        # concurrent call with the same id waits for the write.
+        self._unwritten: dict[str, tuple[DecisionEvent, Ticket]] = {}
         self._pending_path = pending_path(data)
         self.coordinator_pending = 0  # the coordinator's pending decisions, read every refresh
         self._lock = threading.Lock()
@@ -181,33 +208,6 @@ class WorkerEngine:
     @property
     def catalog(self) -> Catalog:
         return self._catalog.get()
-
-    def _remember_logged(self, events_dir: Path) -> None:
-        """Start remembering the newest decisions already logged, by any
-        worker or topology before this one (each log's tail, within the memory
-        bound): a client that retries a Decide after a crash or restart gets the
-        decision it was given and that is learned, not a fresh draw. An id
-        logged twice is remembered as logged first (the one the coordinator joins)."""
-        newest: dict[str, tuple[float, str]] = {}
-        for directory in (events_dir, *worker_dirs(events_dir)):
-            unserved: set[str] = set()  # marked after their decision, in the same log: read first
-            for raw in tail_lines(directory, self._remember_bytes):
-                line = raw.decode("utf-8", errors="replace")
-                head = decision_head(line)
-                if head is None:
-                    gone = unserved_id(line)
-                    if gone is not None:
-                        unserved.add(gone)
-                elif head[0] in unserved:
-                    unserved.discard(head[0])  # never served: a retry is decided afresh
-                elif head[0] not in newest or head[1] <= newest[head[0]][0]:
-                    newest[head[0]] = (head[1], line)
-        for event_id, (_, line) in sorted(newest.items(), key=lambda item: item[1][0], reverse=True):
-            if self._recent_bytes + len(line) > self._remember_bytes:
-                break
-            self._recent[event_id] = line
-            self._recent_bytes += len(line)
-        self._recent = OrderedDict(reversed(self._recent.items()))  # oldest first: evicted first
 
     def start(self) -> None:
         self._thread.start()
@@ -226,7 +226,7 @@ class WorkerEngine:
 
     def stats(self) -> Stats:
         """The coordinator's snapshot: it counts every worker."""
-        return stats_from_pb(self._admin.GetStats(pb.StatsRequest(), timeout=30, metadata=self.metadata))
+        return stats_from_pb(self._forward(self._admin.GetStats, pb.StatsRequest(), None))
 
     def _refresh_loop(self) -> None:
         """Load what changed while no request came (requests check for themselves)."""
@@ -251,109 +251,106 @@ class WorkerEngine:
         return lookup_surface(self.surfaces, name)
 
     def decide(self, call: DecideCall, wanted: Callable[[], bool] | None = None) -> DecisionEvent:
-        """As :meth:`Engine.decide`; an unserved marker goes to this worker's
-        log, after its decision, for the coordinator to drop it."""
+        """As :meth:`Engine.decide`. A caller's event id is claimed at the
+        coordinator first (it owns them: a retry reaching another worker, or
+        this one after a restart, gets the decision the id already has; see
+        :meth:`Engine.claim`); a generated id is new and asks nobody. An
+        unserved marker goes to this worker's log, after its decision, for the
+        coordinator to drop it."""
         surface = self.surface(call.surface)
         event_id = call.event_id or uuid.uuid4().hex
         with self._lock:
-            remembered = self._remembered(event_id)
-        if remembered is not None:
-            return self._repeat(event_id, *remembered)
-        check_pending(self.coordinator_pending + len(self._unwritten), self.config.limits.max_pending_decisions,
-                      self.counts)
+            inflight = self._unwritten.get(event_id)
+        if inflight is not None:  # a concurrent call with this id, on this worker
+            return self._written(inflight)
+        if not call.event_id:  # a caller's id is checked by the coordinator, with its claim
+            check_pending(self.coordinator_pending + len(self._unwritten), self.config.limits.max_pending_decisions,
+                          self.counts)
         event = make_decision(call, event_id, surface, self.catalog, time.time())
-        line = event_line(event)
+        line, ours = event_line(event), True
+        if call.event_id:
+            known = self._claim(event_id, line)
+            if known is not None:
+                line, logged = known
+                event, ours = event_from_record(json.loads(line)), False
+                if logged:
+                    return event
+                # Claimed by another worker that may still be writing it (or
+                # died before it could): written here too, so that what this
+                # caller is told is durable; the coordinator joins one copy.
         with self._lock:
-            remembered = self._remembered(event_id)
-            if remembered is None:
+            inflight = self._unwritten.get(event_id)
+            if inflight is None:
                 ticket = self.events.submit(line)
-                self._unwritten[event_id] = ticket
-                self._remember(event_id, line)
-        if remembered is not None:  # a concurrent call with the same id won
-            return self._repeat(event_id, *remembered)
+                self._unwritten[event_id] = (event, ticket)
+        if inflight is not None:
+            return self._written(inflight)
         try:
             self.events.wait(ticket)
         finally:
-            with self._lock:  # memory follows the disk: a decision not logged is forgotten
+            with self._lock:
                 del self._unwritten[event_id]
-                if ticket.error is not None:
-                    self._forget(event_id, line)
-        if wanted is not None and not wanted():
-            self._unserved(event_id, line)
+        if ours and wanted is not None and not wanted():  # another's decision may have reached its caller
+            self._unserved(event_id)
             raise caller_gone(event_id)
         return event
 
-    def _forget(self, event_id: str, line: str) -> None:
-        """(under the lock)"""
-        if self._recent.get(event_id) is line:
-            self._recent_bytes -= len(self._recent.pop(event_id))
+    def _claim(self, event_id: str, line: str) -> Verdict:
+        """The coordinator's verdict on a caller's event id (see :meth:`Engine.claim`)."""
+        try:
+            return self._claims.claim(event_id, line)
+        except Relayed:
+            raise  # the coordinator's refusal (ALREADY_EXISTS, RESOURCE_EXHAUSTED), as it gave it
+        except grpc.RpcError as err:
+            raise coordinator_away(event_id, err) from None
 
-    def _unserved(self, event_id: str, line: str) -> None:
+    def _written(self, inflight: tuple[DecisionEvent, Ticket]) -> DecisionEvent:
+        """A decision being written by a concurrent call: once it is in the log
+        (LogUnwritable if it never got there)."""
+        event, ticket = inflight
+        self.events.wait(ticket)
+        return event
+
+    def _unserved(self, event_id: str) -> None:
         marker = dumps(event_to_record(UnservedEvent(event_id, time.time())))
         try:
             self.events.wait(self.events.submit(marker))
         except OSError as exc:
             log.error("worker %s: event '%s' could not be marked unserved: %r", self.index, event_id, exc)
-            return
-        with self._lock:  # a retry with the id is decided afresh, as from one process
-            self._forget(event_id, line)
-
-    def _remembered(self, event_id: str) -> tuple[str, Ticket | None] | None:
-        """A recent decision's line, with its ticket while it is being written (under the lock)."""
-        line = self._recent.get(event_id)
-        return None if line is None else (line, self._unwritten.get(event_id))
-
-    def _remember(self, event_id: str, line: str) -> None:
-        self._recent[event_id] = line
-        self._recent_bytes += len(line)
-        while self._recent_bytes > self._remember_bytes:
-            self._recent_bytes -= len(self._recent.popitem(last=False)[1])
-
-    def _repeat(self, event_id: str, line: str, ticket: Ticket | None = None) -> DecisionEvent:
-        """A repeated id gets its original decision back while it is pending
-        and once it is in the log (a repeat of one being written waits for the
-        write: LogUnwritable if it never got there); whether it has joined
-        since only the coordinator knows (ALREADY_EXISTS, as from one process).
-        Asked on repeats only, never on a new id."""
-        if ticket is not None:
-            self.events.wait(ticket)
-        try:
-            self._check_repeat(event_id.encode(), timeout=REPEAT_CHECK_SECONDS, metadata=self.metadata)
-        except grpc.RpcError as err:
-            if err.code() == grpc.StatusCode.ALREADY_EXISTS:
-                raise
-            log.warning("worker %s: coordinator did not answer for repeated event %s (%s); answering from memory",
-                        self.index, event_id, err.code())
-        return event_from_record(json.loads(line))
 
     def explain(self, event: DecisionEvent, top: int = 5) -> Explanation:
         return self.explainer.explain(self.surface(event.surface).serving, event, top)
 
-    def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None) -> str:
+    def reward(self, event_id: str, slot_id: str, value: float, at: float | None = None,
+               timeout: float | None = None) -> str:
+        """Forwarded to the coordinator, for the caller's time left (``timeout``;
+        None: limits.forward_timeout_seconds)."""
         request = pb.RewardRequest(event_id=event_id, slot_id=slot_id, value=value)
         if at is not None:
             request.at.FromNanoseconds(int(at * 1e9))
-        return self._service.Reward(request, timeout=30, metadata=self.metadata).slot_id
+        return self._forward(self._service.Reward, request, timeout).slot_id
 
-    def activate(self, event_id: str, at: float | None = None) -> None:
+    def activate(self, event_id: str, at: float | None = None, timeout: float | None = None) -> None:
+        """As :meth:`reward`."""
         request = pb.ActivateRequest(event_id=event_id)
         if at is not None:
             request.at.FromNanoseconds(int(at * 1e9))
-        self._service.Activate(request, timeout=30, metadata=self.metadata)
+        self._forward(self._service.Activate, request, timeout)
+
+    def _forward(self, method, request, timeout: float | None):
+        bound = self.config.limits.forward_timeout_seconds
+        try:
+            return method(request, timeout=bound if timeout is None else timeout, metadata=self.metadata)
+        except grpc.RpcError as err:
+            raise relayed(err, timeout is None, bound) from None
 
 
-def _caller_timeout(context: grpc.ServicerContext) -> float | None:
-    """The caller's time left, or None when it set no deadline (the default of
-    grpcio, grpc-go, grpc-java, grpc-js). grpcio reports "no deadline" as about
-    9e18 seconds, which passed on as a timeout overflows and expires at once."""
-    remaining = context.time_remaining()
-    return remaining if remaining is not None and remaining < NO_DEADLINE_SECONDS else None
-
-
-def _forward_admin(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] = ()) -> grpc.GenericRpcHandler:
+def _forward_admin(channel: grpc.Channel, bound: float,
+                   metadata: tuple[tuple[str, str], ...] = ()) -> grpc.GenericRpcHandler:
     """PlacementAdmin as raw bytes passed to the coordinator (auth was checked
-    here), with the caller's deadline if it has one; a caller that cancels or
-    goes away cancels the forwarded call."""
+    here), for the caller's time left, else ``bound`` (limits.forward_timeout_seconds;
+    a model's export or import, as long as it takes); a caller that cancels
+    or goes away cancels the forwarded call."""
     service = pb.DESCRIPTOR.services_by_name["PlacementAdmin"]
     handlers = {}
     for method in service.methods:
@@ -366,24 +363,26 @@ def _forward_admin(channel: grpc.Channel, metadata: tuple[tuple[str, str], ...] 
                 _forward_unary(channel.stream_unary(path), metadata))
         else:
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-                _forward_unary(channel.unary_unary(path), metadata))
+                _forward_unary(channel.unary_unary(path), metadata, bound))
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
-def _forward_unary(call, metadata: tuple[tuple[str, str], ...]):
+def _forward_unary(call, metadata: tuple[tuple[str, str], ...], bound: float | None = None):
     def forward(request, context):
-        future = call.future(request, timeout=_caller_timeout(context), metadata=metadata)
+        timeout, bounded = forward_timeout(context, bound) if bound is not None else (caller_timeout(context), False)
+        future = call.future(request, timeout=timeout, metadata=metadata)
         context.add_callback(future.cancel)
         try:
             return future.result()
         except grpc.RpcError as err:
-            context.abort(err.code(), err.details())
+            failed = relayed(err, bounded, bound)
+            context.abort(failed.code(), failed.details())
     return forward
 
 
 def _forward_stream(call, metadata: tuple[tuple[str, str], ...]):
     def forward(request, context):
-        responses = call(request, timeout=_caller_timeout(context), metadata=metadata)
+        responses = call(request, timeout=caller_timeout(context), metadata=metadata)
         context.add_callback(responses.cancel)
         try:
             yield from responses
@@ -395,9 +394,10 @@ def _forward_stream(call, metadata: tuple[tuple[str, str], ...]):
 def _worker_main(config: ServerConfig, index: int, ready: mp.Event) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when workers stop
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s worker-{index} %(levelname)s %(message)s")
-    channel = grpc.insecure_channel(f"unix:{socket_path(config.data_dir)}")
+    channel = grpc.insecure_channel(f"unix:{socket_path(config.data_dir)}", options=COORDINATOR_CHANNEL)
     engine = WorkerEngine(config, index, channel)
-    running = start_server(config, engine, admin_handler=_forward_admin(channel), reuse_port=True)
+    forward = _forward_admin(channel, config.limits.forward_timeout_seconds)
+    running = start_server(config, engine, admin_handler=forward, reuse_port=True)
     ready.set()
     done = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: done.set())
@@ -414,10 +414,12 @@ def run_remote_worker(config: ServerConfig, name: str, coordinator: str,
                       credentials: grpc.ChannelCredentials | None = None, token: str | None = None):
     """A serving worker on any host: shares the data directory (shared storage)
     and reaches the coordinator over the network. Returns the running server."""
-    channel = grpc.secure_channel(coordinator, credentials) if credentials else grpc.insecure_channel(coordinator)
+    channel = (grpc.secure_channel(coordinator, credentials, options=COORDINATOR_CHANNEL) if credentials
+               else grpc.insecure_channel(coordinator, options=COORDINATOR_CHANNEL))
     metadata = (("authorization", f"Bearer {token}"),) if token else ()
     engine = WorkerEngine(config, name, channel, metadata=metadata)
-    return start_server(config, engine, admin_handler=_forward_admin(channel, metadata), reuse_port=True)
+    forward = _forward_admin(channel, config.limits.forward_timeout_seconds, metadata)
+    return start_server(config, engine, admin_handler=forward, reuse_port=True)
 
 
 # --- coordinator ----------------------------------------------------------------
@@ -527,22 +529,10 @@ class Coordinator:
         return all(p.is_alive() for p in self._procs)
 
 
-class _Coordination:
-    """The coordinator's answers to its workers (not part of the public API)."""
-
-    def __init__(self, engine: Engine):
-        self.engine = engine
-
-    @rpc(lambda self: self.engine.counts)
-    def check_repeat(self, request: bytes, context: grpc.ServicerContext) -> bytes:
-        """Empty while the event is pending or unknown; ALREADY_EXISTS once joined."""
-        self.engine.check_repeat(request.decode())
-        return b""
-
-
 def _coordination_handler(engine: Engine) -> grpc.GenericRpcHandler:
-    service, method = CHECK_REPEAT.strip("/").split("/")
-    handler = grpc.unary_unary_rpc_method_handler(_Coordination(engine).check_repeat)  # bytes in, bytes out
+    """The coordinator's answers to its workers (not part of the public API)."""
+    service, method = CLAIM.strip("/").split("/")
+    handler = grpc.unary_unary_rpc_method_handler(lambda request, _: answer_claims(engine, request))  # bytes
     return grpc.method_handlers_generic_handler(service, {method: handler})
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+from bandit.logformat.events import joined_from_dsjson, read_lines
 from bandit.features import Candidate, FeatureGroup, SlotSpec
 from bandit.decision import DecisionInput
 from server.client import PlacementClient, collection
@@ -49,3 +50,41 @@ def drive(client: PlacementClient, n: int, seed: int, mode: str | None = None) -
 def settle(server) -> None:
     """Close every pending join now and wait for the learner to publish it."""
     server.engine.settle(ahead=3600)
+
+
+def logged_decisions(data) -> list[dict]:
+    """Every decision record of every event log of a data directory (any topology)."""
+    return [obj for path in sorted((data / "events").rglob("*.jsonl"))
+            for _, obj in read_lines(path, strict=False) if obj.get("kind") == "decision"]
+
+
+def joined_items(data, surface: str = "default") -> list:
+    """The joined examples of a surface's joined log, in log order."""
+    return [joined_from_dsjson(obj) for path in sorted((data / "joined" / surface).glob("*.dsjson"))
+            for _, obj in read_lines(path, strict=False)]
+
+
+def plain_vw(settings, logs, model) -> None:
+    """Train ``python -m vowpalwabbit --dsjson`` (the server's VW arguments) on
+    joined logs into ``model``: what an analyst retrains offline."""
+    import subprocess
+    import sys
+
+    from bandit.vwargs import vw_arguments
+
+    run = subprocess.run([sys.executable, "-m", "vowpalwabbit", *vw_arguments(settings, dsjson=True).split(),
+                          *[a for log in logs for a in ("-d", str(log))], "-f", str(model)],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+
+
+def assert_same_model(a, b) -> None:
+    """Two policies give every slot of every segment the same distribution."""
+    import pytest
+
+    for seg in SEGMENTS:
+        inp = decision_input(seg)
+        for k in range(len(inp.slots)):
+            pa = dict(a.slot_distribution(inp, k, range(len(inp.candidates))))
+            pb = dict(b.slot_distribution(inp, k, range(len(inp.candidates))))
+            assert pa == pytest.approx(pb, abs=1e-6)

@@ -50,3 +50,19 @@ def serve(data: Path, config: Path, workers: int, health_timeout: float = 30) ->
     with grpc.insecure_channel(target) as channel:
         health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=health_timeout)
     return proc, target
+
+
+def config_toml(window_seconds: float, publish_every_examples: int, publish_every_seconds: float) -> str:
+    """A configuration file's text for tests of real servers: the reward window
+    and how often the learner publishes (joins checked every 0.05 s)."""
+    return (f"[join]\nwindow_seconds = {window_seconds}\ntick_seconds = 0.05\n"
+            f"[learner]\npublish_every_examples = {publish_every_examples}\n"
+            f"publish_every_seconds = {publish_every_seconds}\n")
+
+
+SLOTS = ["homepage", "email"]  # the two slots churn tests decide
+
+
+def churn_context(n: int) -> dict:
+    """The context of a churn test's n-th decision (a retry sends the same)."""
+    return {"u": {"seg": "abc"[n % 3], "n": float(n % 7)}}

@@ -99,7 +99,8 @@ epsilon = 0.2
     for text, message in (('[log]\nfsync = "sometimes"\n', "fsync"),
                           ('[surfaces.default]\nmode = "yolo"\n', "mode"),
                           ('[surfaces.default.learning.exploration]\nalgorithm = "magic"\n', "magic"),
-                          ('port = 70000\n', "port")):
+                          ('port = 70000\n', "port"),
+                          ('[limits]\nforward_timeout_seconds = 0\n', "limits.forward_timeout_seconds")):
         path.write_text(text)
         with pytest.raises(ConfigError, match=message):
             load_config(path)

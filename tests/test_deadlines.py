@@ -24,7 +24,11 @@ def _records(data) -> list[dict]:
 
 
 def test_decisions_past_their_deadline_are_marked_unserved_and_never_learned(start_topology, tmp_path):
-    server = start_topology(limits={"deadline_margin_seconds": MARGIN})
+    # A long window: the unserved marker follows its decision by a few ms, but on a
+    # loaded machine a 0.5 s window could close the join between the two (settle
+    # joins everything at the end anyway).
+    server = start_topology(limits={"deadline_margin_seconds": MARGIN},
+                            join={"window_seconds": 60, "tick_seconds": 0.02})
     received, refused = set(), {}
     with PlacementClient(server.target) as client:
         for i in range(60):

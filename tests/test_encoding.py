@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import math
 import random
-import subprocess
-import sys
 from dataclasses import replace
 
 import pytest
@@ -21,7 +19,7 @@ from bandit.policy import LogLearner, Policy
 from bandit.vwargs import CB_TYPES, EXPLORERS, Exploration, LearningSettings, SettingsError, vw_arguments
 from vowpalwabbit import pyvw
 
-from helpers import SEGMENTS, click_probability, decision_input
+from helpers import SEGMENTS, assert_same_model, click_probability, decision_input, plain_vw
 
 
 def _joined_events(n: int, seed: int) -> list[JoinedEvent]:
@@ -69,19 +67,37 @@ def test_plain_vw_on_the_joined_log_learns_the_servers_model(tmp_path):
     events = _joined_events(300, seed=4)
     log = tmp_path / "joined.dsjson"
     log.write_text("".join(dumps(joined_to_dsjson(j)) + "\n" for j in events))
-    run = subprocess.run([sys.executable, "-m", "vowpalwabbit", *vw_arguments(settings, dsjson=True).split(),
-                          "-d", str(log), "-f", str(tmp_path / "plain.vw")], capture_output=True, text=True, timeout=120)
-    assert run.returncode == 0, run.stderr
+    plain_vw(settings, [log], tmp_path / "plain.vw")
     policy = Policy(settings)
     for joined in events:
         policy.learn(joined.decision.inp, joined.decision.choices, joined.rewards)
-    plain = Policy(settings, model_path=tmp_path / "plain.vw")
-    for seg in SEGMENTS:
-        inp = decision_input(seg)
-        for k in range(len(inp.slots)):
-            a = dict(policy.slot_distribution(inp, k, range(len(inp.candidates))))
-            b = dict(plain.slot_distribution(inp, k, range(len(inp.candidates))))
-            assert a == pytest.approx(b, abs=1e-6)
+    assert_same_model(policy, Policy(settings, model_path=tmp_path / "plain.vw"))
+
+
+def test_plain_vw_on_a_subsampled_joined_log_learns_the_servers_model(tmp_path):
+    """Lines kept by subsampling carry VW's ``pdrop``: the server's learner
+    (LogLearner, VW's DSJSON parser) and plain VW on the file both weight them
+    by 1 / (1 - pdrop) under --ccb_explore_adf, so they learn the same model,
+    and not the model of the same lines without pdrop (the weight reaches
+    learning)."""
+    settings = LearningSettings()
+    events = [replace(j, pdrop=0.75) for j in _joined_events(200, seed=6)]
+    log = tmp_path / "joined.dsjson"
+    log.write_text("".join(dumps(joined_to_dsjson(j)) + "\n" for j in events))
+    assert all(json.loads(line)["pdrop"] == 0.75 for line in log.read_text().splitlines())
+    plain_vw(settings, [log], tmp_path / "plain.vw")
+    server, unweighted = LogLearner(settings), LogLearner(settings)
+    for joined in events:
+        server.learn_line(dumps(joined_to_dsjson(joined)))
+        unweighted.learn_line(dumps(joined_to_dsjson(replace(joined, pdrop=0.0))))
+    server.save(tmp_path / "server.vw")
+    unweighted.save(tmp_path / "unweighted.vw")
+    assert_same_model(Policy(settings, model_path=tmp_path / "server.vw"),
+                      Policy(settings, model_path=tmp_path / "plain.vw"))
+    with pytest.raises(AssertionError):
+        assert_same_model(Policy(settings, model_path=tmp_path / "server.vw"),
+                          Policy(settings, model_path=tmp_path / "unweighted.vw"))
+    assert joined_from_dsjson(json.loads(log.read_text().splitlines()[0])).pdrop == 0.75
 
 
 def _eligible_event(seed: int) -> JoinedEvent:

@@ -135,3 +135,53 @@ def test_a_capture_is_the_snapshot_of_its_moment_whatever_changes_after(tmp_path
     j.close_due(10)
     assert json.loads(json.dumps(j.snapshot_of(captured))) == before
     assert json.loads(json.dumps(j.snapshot())) != before
+
+
+def test_subsampling_keeps_a_seeded_share_with_its_pdrop_and_counts_the_rest():
+    closed = {}
+    for seed in (0, 1):
+        j = Joiner(10, sample_rate=0.3, sample_seed=seed)
+        for i in range(2000):
+            j.add_decision(decision(f"e{i}", 0))
+        kept = j.close_due(10)
+        closed[seed] = {k.decision.event_id for k in kept}
+        assert len(kept) + j.stats.subsampled == 2000 and j.stats.joined == len(kept)
+        assert 0.3 * 2000 - 4 * 20.5 < len(kept) < 0.3 * 2000 + 4 * 20.5  # Binomial(2000, 0.3): sd 20.5
+        assert all(k.pdrop == pytest.approx(0.7) for k in kept)
+    again = Joiner(10, sample_rate=0.3, sample_seed=0)  # a restart joins the same decisions again
+    for i in range(2000):
+        again.add_decision(decision(f"e{i}", 0))
+    assert {k.decision.event_id for k in again.close_due(10)} == closed[0]
+    assert closed[0] != closed[1]
+
+
+def test_without_subsampling_nothing_is_left_out_and_no_pdrop_is_written():
+    j = Joiner(10)
+    for i in range(50):
+        j.add_decision(decision(f"e{i}", 0))
+    kept = j.close_due(10)
+    assert len(kept) == 50 and j.stats.subsampled == 0 and all(k.pdrop == 0.0 for k in kept)
+    with pytest.raises(ValueError, match="sample rate"):
+        Joiner(10, sample_rate=0.0)
+
+
+def test_close_due_takes_at_most_limit_oldest_first_and_the_rest_stay_due():
+    j = Joiner(10)
+    for i in range(5):
+        j.add_decision(decision(f"e{i}", i))
+    assert [k.decision.event_id for k in j.close_due(100, limit=2)] == ["e0", "e1"]
+    assert j.has_due(100) and len(j) == 3
+    assert [k.decision.event_id for k in j.close_due(100)] == ["e2", "e3", "e4"]
+    assert not j.has_due(100)
+
+
+def test_a_reward_or_activation_after_the_window_is_expired_even_before_the_join():
+    j = Joiner(10)
+    j.add_decision(decision("e", 0))
+    j.add_decision(decision("d", 0, deferred=True))
+    assert j.check_reward("e", "homepage", now=10) == 0
+    with pytest.raises(ExpiredEvent, match="past its reward window"):
+        j.check_reward("e", "homepage", now=10.5)
+    with pytest.raises(ExpiredEvent, match="past its activation window"):
+        j.check_activation("d", now=10.5)
+    assert j.stats.rejected_expired == 1 and "e" in j

@@ -11,29 +11,17 @@ import subprocess
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import grpc
 import pytest
 
-from bandit.logformat.events import joined_from_dsjson, read_lines
 from server.client import PlacementClient, collection
 
-from placement_process import serve, stop
+from helpers import joined_items, logged_decisions
+from placement_process import SLOTS, churn_context, config_toml, serve, stop
 
-CONFIG = """
-[join]
-window_seconds = 15.0
-tick_seconds = 0.05
-[learner]
-publish_every_examples = 40
-publish_every_seconds = 0.3
-"""
-SLOTS = ["homepage", "email"]
+CONFIG = config_toml(15.0, 40, 0.3)
 
-
-def _context(n: int) -> dict:
-    return {"u": {"seg": "abc"[n % 3]}}
 
 
 def _traffic(target: str, seed: int, halt: threading.Event, acked: dict) -> None:
@@ -43,7 +31,7 @@ def _traffic(target: str, seed: int, halt: threading.Event, acked: dict) -> None
         while not halt.is_set():
             event_id = f"w{seed}-{n}"
             try:
-                result = client.decide(_context(n), SLOTS, event_id=event_id)
+                result = client.decide(churn_context(n), SLOTS, event_id=event_id)
                 acked["decisions"][event_id] = [(s.slot_id, s.collection_id) for s in result.slots]
                 if n % 2:
                     client.reward(event_id, 1.0, slot_id="homepage")
@@ -51,15 +39,6 @@ def _traffic(target: str, seed: int, halt: threading.Event, acked: dict) -> None
             except grpc.RpcError:
                 return  # the server was killed under us
             n += 1
-
-
-def _events(data: Path) -> list[dict]:
-    return [obj for path in sorted((data / "events").rglob("*.jsonl")) for _, obj in read_lines(path, strict=False)]
-
-
-def _joined(data: Path) -> list:
-    return [joined_from_dsjson(obj) for path in sorted((data / "joined" / "default").glob("*.dsjson"))
-            for _, obj in read_lines(path, strict=False)]
 
 
 def _load_then_kill(target: str, proc: subprocess.Popen, seconds: float) -> dict:
@@ -102,7 +81,7 @@ def test_worker_count_change_after_sigkill_loses_nothing(tmp_path, before, after
             answered = 0
             for eid in sorted(acked["decisions"])[::5]:  # the client retries: same id, same request
                 try:
-                    result = client.decide(_context(int(eid.split("-")[1])), SLOTS, event_id=eid)
+                    result = client.decide(churn_context(int(eid.split("-")[1])), SLOTS, event_id=eid)
                 except grpc.RpcError as err:  # joined already (a slow restart outlived its window)
                     assert err.code() == grpc.StatusCode.ALREADY_EXISTS, (eid, err.details())
                     continue
@@ -124,11 +103,11 @@ def test_worker_count_change_after_sigkill_loses_nothing(tmp_path, before, after
         code = stop(proc)
     assert code == 0
 
-    logged = Counter(e["id"] for e in _events(data) if e["kind"] == "decision")
+    logged = Counter(e["id"] for e in logged_decisions(data))
     assert set(acked["decisions"]) <= set(logged)
     assert [eid for eid, n in logged.items() if n > 1] == [], "a retried decision was logged again"
     joined = {}
-    for item in _joined(data):
+    for item in joined_items(data):
         assert item.decision.event_id not in joined, f"{item.decision.event_id} joined twice"
         joined[item.decision.event_id] = item
     missing = set(acked["decisions"]) - set(joined)

@@ -110,6 +110,11 @@ class JoinedEvent:
     rewards: tuple[float, ...]
     observed: tuple[bool, ...]
     observations: tuple[tuple[float, ...], ...] = field(default=())
+    # The probability that a decision like this one was left out of the joined
+    # log (``learner.sample_rate`` < 1): VW's DSJSON ``pdrop``. VW weights a
+    # kept example by 1 / (1 - pdrop), and so do the off-policy estimators,
+    # so learning and evaluation on the kept lines stay unbiased.
+    pdrop: float = 0.0
 
 
 # --- event log records ------------------------------------------------------
@@ -173,41 +178,6 @@ def event_line(event: Event) -> str:
     head = dumps(record)
     candidates = ",".join(_candidate_json(c) for c in event.inp.candidates)
     return f'{head[:-1]},"choices":{choices}{chosen_only},"candidates":[{candidates}]}}'
-
-
-_DECISION_HEAD = '{"kind":"decision","id":'
-_HEAD_DECODER = json.JSONDecoder()
-
-
-def decision_head(line: str) -> tuple[str, float] | None:
-    """(event id, time) of a decision line, read from its head without parsing
-    the rest (kilobytes of candidates); None for any other line. Relies on
-    :func:`event_line` writing ``kind``, ``id`` and ``ts`` first."""
-    if not line.startswith(_DECISION_HEAD):
-        return None
-    try:
-        event_id, end = _HEAD_DECODER.raw_decode(line, len(_DECISION_HEAD))
-        if not line.startswith(',"ts":', end):
-            return None
-        ts, _ = _HEAD_DECODER.raw_decode(line, end + 6)
-    except json.JSONDecodeError:
-        return None
-    return (event_id, float(ts)) if isinstance(event_id, str) and isinstance(ts, (int, float)) else None
-
-
-_UNSERVED_HEAD = '{"kind":"unserved","id":'
-
-
-def unserved_id(line: str) -> str | None:
-    """The event id an ``unserved`` marker line names (see :class:`UnservedEvent`),
-    None for any other line; like :func:`decision_head`, read from its head."""
-    if not line.startswith(_UNSERVED_HEAD):
-        return None
-    try:
-        event_id, _ = _HEAD_DECODER.raw_decode(line, len(_UNSERVED_HEAD))
-    except json.JSONDecodeError:
-        return None
-    return event_id if isinstance(event_id, str) else None
 
 
 _CANDIDATE_JSON: LRU[int, tuple[Candidate, str]] = LRU(4096)  # a few KB each
@@ -312,6 +282,8 @@ def joined_to_dsjson(joined: JoinedEvent) -> dict[str, Any]:
         "_defaults": [s.default_collection for s in inp.slots],
         "c": c, "_outcomes": outcomes,
     }
+    if joined.pdrop:
+        line["pdrop"] = joined.pdrop
     if d.chosen_only:  # VW ignores it; _a/_p then hold the chosen action alone
         line[CHOSEN_ONLY] = True
     if served != tuple(range(len(served))):
@@ -392,7 +364,16 @@ def _ccb_joined(obj, c, context, candidates) -> JoinedEvent:
     decision = DecisionEvent(str(obj.get("EventId", "")), _timestamp(obj), obj.get("_surface", "default"),
                              obj.get("_mode", "online"), str(obj.get("_model", "")), inp, choices,
                              chosen_only=bool(obj.get(CHOSEN_ONLY, False)))
-    return JoinedEvent(decision, tuple(rewards), tuple(observed), tuple(observations))
+    return JoinedEvent(decision, tuple(rewards), tuple(observed), tuple(observations), _pdrop(obj))
+
+
+def _pdrop(obj: Mapping[str, Any]) -> float:
+    """The line's drop probability (VW's ``pdrop``, 0 when absent), in [0, 1)
+    as VW requires: a kept line cannot have been certain to be dropped."""
+    pdrop = float(obj.get("pdrop", 0.0))
+    if not 0.0 <= pdrop < 1.0:
+        raise ValueError(f"pdrop {pdrop!r} is not in [0, 1)")
+    return pdrop
 
 
 def _permutation(raw: Any, n: int) -> tuple[int, ...]:
@@ -414,7 +395,7 @@ def _cb_joined(obj, context, candidates) -> JoinedEvent:
     inp = DecisionInput(context, (slot,), candidates)
     decision = DecisionEvent(str(obj.get("EventId", "")), _timestamp(obj), obj.get("_surface", "default"),
                              obj.get("_mode", "online"), str(obj.get("_model", "")), inp, (choice,))
-    return JoinedEvent(decision, (-float(obj.get("_label_cost", 0.0)),), (True,), ((),))
+    return JoinedEvent(decision, (-float(obj.get("_label_cost", 0.0)),), (True,), ((),), _pdrop(obj))
 
 
 def _timestamp(obj: Mapping[str, Any]) -> float:

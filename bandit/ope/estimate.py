@@ -169,3 +169,29 @@ def make_estimate(
     contributions = base + lin.sum(axis=-2)
     value = base.mean(axis=-1) + ratio.sum(axis=-1)
     return Estimate(name, scalar(value), contributions, base, num, den, weights)
+
+
+def subsampled(est: Estimate, pdrop: ArrayLike | None) -> Estimate:
+    """The estimate over the full log from one computed on a subsampled log
+    whose row i was kept with probability 1 - pdrop[i] (the joined log's
+    ``pdrop``, see ``learner.sample_rate``).
+
+    Each row weighs 1 / (1 - pdrop) (Horvitz-Thompson), normalised by the
+    weights' sum (Hajek: the full log's size is not known from the kept rows):
+    the mean term becomes the ratio sum(s base) / sum(s), and every ratio term
+    sum(s num) / sum(s den). Unbiased (consistent for the ratios) whatever
+    pdrop each row had, provided the drop did not depend on the row's reward,
+    as a hash of the event id does not. Rows all kept with pdrop 0: ``est``
+    itself, unchanged; one constant pdrop: the same value."""
+    if pdrop is None:
+        return est
+    p = np.asarray(pdrop, dtype=float)
+    if not p.any():
+        return est
+    if p.shape[-1] != est.n or (p < 0).any() or (p >= 1).any():
+        raise ValueError(f"pdrop must be {est.n} values in [0, 1)")
+    s = np.broadcast_to(1.0 / (1.0 - p), est.base.shape)
+    num = np.concatenate([(s * est.base)[..., None, :], s[..., None, :] * est.num], axis=-2)
+    den = np.concatenate([s[..., None, :], s[..., None, :] * est.den], axis=-2)
+    weights = None if est.weights is None else est.weights * s / s.mean(axis=-1, keepdims=True)
+    return make_estimate(est.name, np.zeros(est.base.shape), num, den, weights)

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from bandit.ope.slate import SLATE_ESTIMATORS
-from bandit.ope.estimate import EstimationRefused, Estimate, RefusalReason, make_estimate
+from bandit.ope.estimate import EstimationRefused, Estimate, RefusalReason, make_estimate, subsampled
 from bandit.ope.estimators import OffPolicyEstimator, importance_weights, make_estimator
 from bandit.ope.diagnostics import diagnose
 from bandit.ope.page import page_estimate, per_slot_estimate
@@ -84,6 +84,7 @@ class _Scope:
         rows = np.flatnonzero(log.present[:, k]) if k is not None else slice(None)
         pick = (lambda a: a[rows, k]) if k is not None else (lambda a: a)
         self.k = k
+        self.pdrop = log.pdrop[rows] if log.pdrop.size else None  # subsampled rows weigh 1 / (1 - pdrop)
         self.slots = [_Scope(log, dist, q, j) for j in range(log.shape[1])] if k is None and log.positional else []
         self.rows = [np.flatnonzero(log.present[:, j]) for j in range(log.shape[1])] if self.slots else []
         self.n = log.n
@@ -92,10 +93,10 @@ class _Scope:
 
     def estimate(self, estimator: OffPolicyEstimator) -> Estimate:
         if self.k is not None:
-            return estimator.estimate(**self.arrays)
+            return subsampled(estimator.estimate(**self.arrays), self.pdrop)
         if self.slots:
             return sum_of_slots([s.estimate(estimator) for s in self.slots], self.rows, self.n)
-        return page_estimate(per_slot_estimate(estimator, **self.arrays))
+        return subsampled(page_estimate(per_slot_estimate(estimator, **self.arrays)), self.pdrop)
 
 
 def sum_of_slots(parts: list[Estimate], rows: list[np.ndarray], n: int) -> Estimate:
@@ -345,7 +346,8 @@ def slate_estimate(log: ReplayLog, dist: np.ndarray, name: str) -> Estimate:
     probabilities of the logged slate (exact for SIPS; IIPS/PI treat them as
     marginals -- exact when slots are chosen independently)."""
     target_pscore = np.take_along_axis(dist, log.action[..., None], axis=-1)[..., 0]
-    return SLATE_ESTIMATORS[name](reward=log.reward, pscore=log.pscore, target_pscore=target_pscore)
+    est = SLATE_ESTIMATORS[name](reward=log.reward, pscore=log.pscore, target_pscore=target_pscore)
+    return subsampled(est, log.pdrop if log.pdrop.size else None)
 
 
 def _reward_bound(log: ReplayLog, cfg: EstimationConfig) -> tuple[float | None, str]:

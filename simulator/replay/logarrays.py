@@ -52,6 +52,9 @@ class ReplayLog:
     column: list[list[int]] = field(default_factory=list)
     # torn lines (a crash mid-write) the reader skipped, with file and line
     skipped: SkippedLines = field(default_factory=SkippedLines)
+    # (n,) each event's drop probability under subsampling (the joined line's
+    # pdrop; empty or zeros: a full log); estimates weight by 1 / (1 - pdrop)
+    pdrop: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def positional(self) -> bool:
@@ -90,8 +93,9 @@ class ReplayLog:
         for i, joined in enumerate(events):
             allowed_all.append(_fill_event(i, joined, columns[i], reward, action, pscore, mask, present, logged))
         chosen_only = np.array([e.decision.chosen_only for e in events], dtype=bool)
+        pdrop = np.array([e.pdrop for e in events], dtype=float)
         return cls(events, allowed_all, reward, action, pscore, mask, present, logged, labels, list(sources),
-                   chosen_only, columns)
+                   chosen_only, columns, pdrop=pdrop)
 
     def by_choice(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(action, reward, present) indexed by each event's own choice order

@@ -302,7 +302,7 @@ class SurfaceStats(_message.Message):
     def __init__(self, surface: _Optional[str] = ..., model_version: _Optional[str] = ..., decisions: _Optional[int] = ..., examples_learned: _Optional[int] = ..., apprentice_decisions: _Optional[int] = ..., apprentice_agreements: _Optional[int] = ..., learner_lag_seconds: _Optional[float] = ..., model_version_number: _Optional[int] = ...) -> None: ...
 
 class Stats(_message.Message):
-    __slots__ = ("decisions", "rewards", "activations", "joined", "joined_with_reward", "default_reward_applied", "unactivated_dropped", "rewards_rejected_unknown", "rewards_rejected_expired", "pending", "bad_requests", "surfaces", "catalog_version", "learner_errors", "unserved_dropped", "pending_refused", "explain_ablations", "explains_truncated")
+    __slots__ = ("decisions", "rewards", "activations", "joined", "joined_with_reward", "default_reward_applied", "unactivated_dropped", "rewards_rejected_unknown", "rewards_rejected_expired", "pending", "bad_requests", "surfaces", "catalog_version", "learner_errors", "unserved_dropped", "pending_refused", "explain_ablations", "explains_truncated", "learn_backlog_items", "learn_backlog_bytes", "learn_backlog_limit_bytes", "learn_subsampled", "learner_events_per_second")
     DECISIONS_FIELD_NUMBER: _ClassVar[int]
     REWARDS_FIELD_NUMBER: _ClassVar[int]
     ACTIVATIONS_FIELD_NUMBER: _ClassVar[int]
@@ -321,6 +321,11 @@ class Stats(_message.Message):
     PENDING_REFUSED_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_ABLATIONS_FIELD_NUMBER: _ClassVar[int]
     EXPLAINS_TRUNCATED_FIELD_NUMBER: _ClassVar[int]
+    LEARN_BACKLOG_ITEMS_FIELD_NUMBER: _ClassVar[int]
+    LEARN_BACKLOG_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LEARN_BACKLOG_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LEARN_SUBSAMPLED_FIELD_NUMBER: _ClassVar[int]
+    LEARNER_EVENTS_PER_SECOND_FIELD_NUMBER: _ClassVar[int]
     decisions: int
     rewards: int
     activations: int
@@ -339,4 +344,9 @@ class Stats(_message.Message):
     pending_refused: int
     explain_ablations: int
     explains_truncated: int
-    def __init__(self, decisions: _Optional[int] = ..., rewards: _Optional[int] = ..., activations: _Optional[int] = ..., joined: _Optional[int] = ..., joined_with_reward: _Optional[int] = ..., default_reward_applied: _Optional[int] = ..., unactivated_dropped: _Optional[int] = ..., rewards_rejected_unknown: _Optional[int] = ..., rewards_rejected_expired: _Optional[int] = ..., pending: _Optional[int] = ..., bad_requests: _Optional[int] = ..., surfaces: _Optional[_Iterable[_Union[SurfaceStats, _Mapping]]] = ..., catalog_version: _Optional[int] = ..., learner_errors: _Optional[int] = ..., unserved_dropped: _Optional[int] = ..., pending_refused: _Optional[int] = ..., explain_ablations: _Optional[int] = ..., explains_truncated: _Optional[int] = ...) -> None: ...
+    learn_backlog_items: int
+    learn_backlog_bytes: int
+    learn_backlog_limit_bytes: int
+    learn_subsampled: int
+    learner_events_per_second: float
+    def __init__(self, decisions: _Optional[int] = ..., rewards: _Optional[int] = ..., activations: _Optional[int] = ..., joined: _Optional[int] = ..., joined_with_reward: _Optional[int] = ..., default_reward_applied: _Optional[int] = ..., unactivated_dropped: _Optional[int] = ..., rewards_rejected_unknown: _Optional[int] = ..., rewards_rejected_expired: _Optional[int] = ..., pending: _Optional[int] = ..., bad_requests: _Optional[int] = ..., surfaces: _Optional[_Iterable[_Union[SurfaceStats, _Mapping]]] = ..., catalog_version: _Optional[int] = ..., learner_errors: _Optional[int] = ..., unserved_dropped: _Optional[int] = ..., pending_refused: _Optional[int] = ..., explain_ablations: _Optional[int] = ..., explains_truncated: _Optional[int] = ..., learn_backlog_items: _Optional[int] = ..., learn_backlog_bytes: _Optional[int] = ..., learn_backlog_limit_bytes: _Optional[int] = ..., learn_subsampled: _Optional[int] = ..., learner_events_per_second: _Optional[float] = ...) -> None: ...

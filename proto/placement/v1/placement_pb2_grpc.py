@@ -75,7 +75,9 @@ class PlacementServiceServicer:
         ALREADY_EXISTS      event_id reused after its decision was joined
         UNAVAILABLE         the decision could not be logged (a full disk):
         nothing of it was kept, retry with the same event id
-        (health is NOT_SERVING meanwhile)
+        (health is NOT_SERVING meanwhile); with workers,
+        also: event_id set and the coordinator unreachable
+        (restarting), nothing decided, retry with that id
         DEADLINE_EXCEEDED   the caller's deadline passed while deciding: the
         decision is logged as unserved and never learned
         RESOURCE_EXHAUSTED  limits.max_pending_decisions decisions are waiting
@@ -122,7 +124,12 @@ class PlacementServiceServicer:
         NOT_FOUND           unknown event id
         FAILED_PRECONDITION the decision's reward window has closed
         UNAVAILABLE         it could not be logged (a full disk): nothing was
-        joined, retry
+        joined, retry; with workers, also: the coordinator
+        (which joins) is unreachable, nothing was joined
+        DEADLINE_EXCEEDED   with workers: the coordinator did not answer within
+        the caller's deadline, or, without one, within
+        limits.forward_timeout_seconds (default 10 s; the
+        message names it); it may still take effect
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,7 +142,8 @@ class PlacementServiceServicer:
         FAILED_PRECONDITION not decided with deferred_activation; past the
         activation window
         UNAVAILABLE         it could not be logged (a full disk): nothing was
-        joined, retry
+        joined, retry; and as Reward
+        DEADLINE_EXCEEDED   as Reward
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
