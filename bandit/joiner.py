@@ -141,6 +141,10 @@ class _Pending:
         return event
 
 
+# Joiner.capture: (id, record, activated, deadline, line, rewards) per pending decision, closed ids.
+Captured = tuple[list[tuple[str, _Pending, bool, float, "str | LineRef | None", list]], list[str]]
+
+
 def kept(event_id: str, sample_rate: float, seed: int = 0) -> bool:
     """Whether subsampling at ``sample_rate`` keeps this decision: a uniform
     draw from a hash of the seed and the id, independent of the decision's
@@ -352,16 +356,33 @@ class Joiner:
         """Everything pending and the ids closed lately, as JSON-ready values
         (a checkpoint): each decision by where its line is (or the line itself
         while it is not written yet), with its rewards and activation."""
+        return self.snapshot_of(self.capture())
+
+    def capture(self) -> "Captured":
+        """What :meth:`snapshot_of` makes a snapshot of, taken as cheaply as
+        possible: the caller holds the lock that keeps the joiner consistent
+        with the log positions it checkpoints, and every decide waits for that
+        lock (building the snapshot under it took 12 ms at 2,000 pending
+        decisions and 114 ms at 8,000 on a loaded 2-core machine). What a
+        pending record changes later (activation, deadline, line, rewards) is
+        taken now; the rest of it never changes."""
+        return ([(eid, p, p.activated, p.deadline, p.line, [list(r) for r in p.rewards] if any(p.rewards) else ())
+                 for eid, p in self._pending.items()], list(self._closed))
+
+    def snapshot_of(self, captured: "Captured") -> dict:
+        """:meth:`snapshot` from a :meth:`capture` (no lock needed)."""
+        pending, closed = captured
         items = []
-        for eid, p in self._pending.items():
+        for eid, p, activated, deadline, line, rewards in pending:
             item = {"id": eid, "slots": list(p.slot_ids), "ts": p.decided_at, "deferred": p.deferred,
-                    "activated": p.activated, "opened": p.deadline - self.window, "rewards": p.rewards}
-            if isinstance(p.line, LineRef):
-                item["ref"] = [str(p.line.path), p.line.offset, p.line.length]
+                    "activated": activated, "opened": deadline - self.window,
+                    "rewards": rewards or [[] for _ in p.slot_ids]}
+            if isinstance(line, LineRef):
+                item["ref"] = [str(line.path), line.offset, line.length]
             else:
-                item["line"] = p.line if p.line is not None else dumps(event_to_record(p.event()))
+                item["line"] = line if line is not None else dumps(event_to_record(p.event()))
             items.append(item)
-        return {"pending": items, "closed": list(self._closed)}
+        return {"pending": items, "closed": closed}
 
     def restore(self, snapshot: dict) -> None:
         """Resume from :meth:`snapshot` (before anything else is added)."""

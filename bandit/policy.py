@@ -187,16 +187,18 @@ class Policy:
             raise NoEligibleCandidate(f"slot '{inp.slots[len(inp.candidates)].id}' has no eligible collection left")
         seeds = slot_seeds(event_id, len(inp.slots))
         pdfs, _ = self._predict(head, [slot_line(inp, k, seed=seed) for k, seed in enumerate(seeds)])
-        if not all(_usable(pdf) for pdf in pdfs if pdf):
+        masses = [_mass(pdf) if pdf else 0.0 for pdf in pdfs]
+        if any(m is None for m in masses):
             return _uniform_decision(inp, event_id)
         decision = Decision()
-        for slot, pdf in zip(inp.slots, pdfs):
-            ranking = _ranked(pdf, slot)
-            action = pdf[0][0]  # VW's draw (cb_sample puts it first)
-            probability = dict(ranking).get(action)
-            if probability is None:  # drawn with no mass: VW's float fallback at the end of the pdf
+        for slot, pdf, total in zip(inp.slots, pdfs, masses):
+            if not pdf:
+                raise NoEligibleCandidate(f"slot '{slot.id}' has no eligible collection left")
+            action, mass = pdf[0]  # VW's draw (cb_sample puts it first)
+            if not mass > 0:  # drawn with no mass: VW's float fallback at the end of the pdf
                 return _uniform_decision(inp, event_id)
-            decision.choices.append(SlotChoice(slot.id, action, probability, tuple(ranking), ranking[0][0]))
+            ranking = _by_probability(pdf, total)
+            decision.choices.append(SlotChoice(slot.id, action, mass / total, tuple(ranking), ranking[0][0]))
         return decision
 
     def _apprentice(self, inp: DecisionInput, head: list[str]) -> Decision:
@@ -303,11 +305,20 @@ def _baseline(inp: DecisionInput, slot: SlotSpec, allowed: list[int]) -> int:
     return allowed[0]
 
 
-def _usable(pdf: Sequence[tuple[int, float]]) -> bool:
-    """False when the model's scores overflowed (features near float32's
-    limits): NaN or no probability mass."""
-    total = math.fsum(p for _, p in pdf)
-    return math.isfinite(total) and total > 0 and all(p >= 0 for _, p in pdf)
+def _mass(pdf: Sequence[tuple[int, float]]) -> float | None:
+    """The distribution's total, what VW normalises by; None when the model's
+    scores overflowed (features near float32's limits): NaN or no probability
+    mass. (A NaN or infinite entry makes the sum non-finite, so the rest of
+    the checks see finite numbers only.)"""
+    total = math.fsum(map(itemgetter(1), pdf))
+    return total if math.isfinite(total) and total > 0 and min(pdf, key=itemgetter(1))[1] >= 0 else None
+
+
+def _by_probability(pdf: Sequence[tuple[int, float]], total: float) -> list[tuple[int, float]]:
+    """The collections with mass, normalised by ``total``, by probability, ties by index."""
+    ranking = sorted([(a, p / total) for a, p in pdf if p > 0])
+    ranking.sort(key=itemgetter(1), reverse=True)  # stable: ties stay by index
+    return ranking
 
 
 _uniform_fallbacks = itertools.count(1)
@@ -336,8 +347,7 @@ def _ranked(pdf: Sequence[tuple[int, float]], slot: SlotSpec) -> list[tuple[int,
     uniform over its collections when the model gave no usable one."""
     if not pdf:
         raise NoEligibleCandidate(f"slot '{slot.id}' has no eligible collection left")
-    if not _usable(pdf):
+    total = _mass(pdf)
+    if total is None:
         return [(a, 1.0 / len(pdf)) for a in sorted(a for a, _ in pdf)]
-    total = math.fsum(p for _, p in pdf)
-    by_index = sorted((a, p / total) for a, p in pdf if p > 0)
-    return sorted(by_index, key=itemgetter(1), reverse=True)  # stable: ties stay by index
+    return _by_probability(pdf, total)

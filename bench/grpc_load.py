@@ -61,6 +61,7 @@ class Server:
     """``placement serve`` on a free loopback port with a fresh data directory."""
 
     cwd: Path | None = None  # the child's working directory (None: ours)
+    env: dict[str, str] | None = None  # the child's environment (None: ours)
 
     def __init__(self, workers: int | None, gc_off: bool = False, extra_args: tuple[str, ...] = ()):
         self.dir = Path(tempfile.mkdtemp(prefix="bench-serve-"))
@@ -82,7 +83,8 @@ class Server:
     def _start(self) -> None:
         cmd = self.command
         self._stderr = open(self.dir / "serve.stderr", "wb")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=self.cwd)
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=self._stderr, cwd=self.cwd,
+                                     env=self.env)
         self._wait_ready()
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
@@ -335,7 +337,7 @@ def measure_server(payload: bytes, slots: int, workers: int | None, clients: int
         gen = LoadGenerator(server.target, payload, clients)
         out = {"command": " ".join(server.command), "request_bytes": len(payload), "response_bytes": len(response),
                "response": response,  # the caller keeps it for G; not JSON
-               "max": _closed_loop(gen, server, clients, concurrency, max_seconds, warmup), "latency": []}
+               "max": closed_loop(gen, server, clients, concurrency, max_seconds, warmup), "latency": []}
         max_rate = out["max"]["rate"]
         log(f"    D max {max_rate:8.1f}/s  ({clients}x{concurrency} in flight, "
             f"server {out['max']['server_cores']:.2f} cores)")
@@ -363,7 +365,7 @@ def measure_server(payload: bytes, slots: int, workers: int | None, clients: int
         server.stop()
 
 
-def _closed_loop(gen: LoadGenerator, server: Server, clients: int, concurrency: int, seconds: float,
+def closed_loop(gen: LoadGenerator, server: Server, clients: int, concurrency: int, seconds: float,
                  warmup: float) -> dict:
     """Max throughput: ``concurrency`` calls in flight per client process."""
     lead = 2.0  # time for spawned clients to start and connect
@@ -388,7 +390,7 @@ def measure_ceiling(payload: bytes, response: bytes, slots: int, interceptors: b
         if server.check(payload, slots) != response:
             raise RuntimeError("the trivial server did not answer its fixed response")
         gen = LoadGenerator(server.target, payload, clients)
-        out = _closed_loop(gen, server, clients, concurrency, seconds, warmup)
+        out = closed_loop(gen, server, clients, concurrency, seconds, warmup)
         log(f"    G ({'interceptors on' if interceptors else 'interceptors off'}) {out['rate']:8.1f}/s  "
             f"(server {out['server_cores']:.2f} cores, {out['per_cpu_second']:.0f} calls per CPU-second)")
         return out

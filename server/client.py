@@ -96,12 +96,13 @@ def slot(id: str, features: Features | None = None, default_collection: str = ""
 
 def decide_request(context: Features | None, slots: Sequence[pb.Slot | str], candidates: Sequence[pb.Collection | str] = (),
                    *, event_id: str = "", surface: str = "", mode: str | None = None, deferred: bool = False,
-                   explain: bool = False, at: datetime | float | None = None) -> pb.DecideRequest:
+                   explain: bool = False, at: datetime | float | None = None,
+                   max_ranking: int = 0) -> pb.DecideRequest:
     req = pb.DecideRequest(
         event_id=event_id, surface=surface, context=feature_groups(context),
         slots=[s if isinstance(s, pb.Slot) else slot(s) for s in slots],
         candidates=[c if isinstance(c, pb.Collection) else pb.Collection(id=c) for c in candidates],
-        mode=MODES[mode], deferred_activation=deferred, explain=explain)
+        mode=MODES[mode], deferred_activation=deferred, explain=explain, max_ranking=max_ranking)
     if at is not None:
         req.at.CopyFrom(_stamp(at))
     return req

@@ -318,8 +318,9 @@ class Engine:
                 own = self.events.barrier()
                 self._settle()  # every line before ``own`` is in memory now
                 workers = self.worker_logs.positions()
-                snapshot = self.joiner.snapshot()
+                captured = self.joiner.capture()  # the rest outside the lock every decide waits for
                 marks = {name: list(m) for name, m in self._joined_marks.items()}
+            snapshot = self.joiner.snapshot_of(captured)
             data = Path(self.config.data_dir)
             events = {str(path.relative_to(data)): list(at) for path, at in workers.items()}
             events["events"] = list(own)
@@ -366,7 +367,7 @@ class Engine:
         line = event_line(event)
         with self._lock:
             found = self._lookup(event_id)
-            if found is None:  # queued in log order; written by the log's writer
+            if found is None:  # queued in log order; written by the first of its batch to wait
                 logged = self._submit(line, lambda ticket: self._decided(event, line, ticket), locate=True)
                 self._unwritten[event_id] = (event, logged.ticket)
         if found is not None:  # a concurrent call with the same id won

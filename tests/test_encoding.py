@@ -8,6 +8,7 @@ import random
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from bandit.decision import SlotChoice
 from bandit.learning_order import learning_order, served_order
@@ -200,6 +201,37 @@ def test_event_line_is_the_record_and_reads_back():
         line = event_line(event)
         assert json.loads(line) == json.loads(dumps(event_to_record(event)))
         assert event_from_record(json.loads(line)) == event
+
+
+# JSON-like values as records hold them: any text (lone surrogates too, as a
+# surrogateescape'd line gives), ints beyond 64 bits, finite floats of every size.
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=False, allow_infinity=False),
+                     st.text(st.characters(min_codepoint=0, max_codepoint=0x10FFFF)), st.just("null"))
+_values = st.recursive(_scalars, lambda inner: st.one_of(st.lists(inner, max_size=5),
+                                                         st.dictionaries(st.text(max_size=8), inner, max_size=5)),
+                       max_leaves=20)
+
+
+@given(_values)
+@settings(max_examples=300, deadline=None)
+def test_dumps_writes_the_values_json_writes(value):
+    """The log's encoder (orjson, json.dumps where orjson differs) writes
+    exactly the JSON values json.dumps writes: one compact line."""
+    line = dumps(value)
+    assert "\n" not in line and json.loads(line) == json.loads(json.dumps(value))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_dumps_refuses_nan_and_infinities_wherever_they_are(bad):
+    """orjson alone would write them as null: a line that reads back as
+    something else. With other nulls in the record, and without."""
+    for record in ({"p": bad}, {"rank": [[0, 0.5], [1, bad]]}, {"eligible": [None], "p": [bad]}):
+        with pytest.raises(ValueError):
+            dumps(record)
+    event = _joined_events(1, seed=4)[0].decision
+    choice = replace(event.choices[0], ranking=((event.choices[0].action, bad),))
+    with pytest.raises(ValueError):
+        event_line(replace(event, choices=(choice, *event.choices[1:])))
 
 
 def _as_vw_sees(groups):

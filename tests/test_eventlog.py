@@ -33,6 +33,75 @@ def test_group_commit_keeps_submission_order_across_threads(tmp_path):
     assert len(written) == 800
 
 
+def test_a_caller_alone_writes_its_own_line_without_a_writer_thread(tmp_path):
+    """Group commit without a hand-off: the line is in the file when wait
+    returns, written by the waiting thread itself (no thread is started)."""
+    log = AppendLog(tmp_path, "events", fsync="always")
+    threads = threading.active_count()
+    for i in range(3):
+        log.wait(log.submit(json.dumps({"i": i})))
+        assert [r["i"] for r in read_log_dir(tmp_path)] == list(range(i + 1))
+    assert threading.active_count() == threads
+    log.close()
+
+
+def test_lines_queued_during_a_write_go_in_the_next_one_and_every_waiter_returns(tmp_path):
+    """While one caller's write is stuck (the disk lock held), the others
+    queue and wait; once it ends, one of them writes all of theirs, in
+    submission order, and each returns only after its line is in the file."""
+    log = AppendLog(tmp_path, "events")
+    order = threading.Lock()
+    returned: list[int] = []
+
+    def caller(i: int) -> None:
+        with order:
+            ticket = log.submit(json.dumps({"i": i}))
+        log.wait(ticket)
+        assert i in [r["i"] for r in read_log_dir(tmp_path)]
+        returned.append(i)
+
+    with log._lock:  # the first write blocks here, holding nothing the others need to queue
+        first = threading.Thread(target=caller, args=(0,))
+        first.start()
+        while not log._writing:
+            threading.Event().wait(0.001)
+        others = [threading.Thread(target=caller, args=(i,)) for i in range(1, 6)]
+        for t in others:
+            t.start()
+        while len(log._queue) < 5:
+            threading.Event().wait(0.001)
+        assert returned == []
+    for t in [first, *others]:
+        t.join(timeout=30)
+    assert sorted(returned) == list(range(6))
+    assert [r["i"] for r in read_log_dir(tmp_path)] == list(range(6))
+    log.barrier()
+    log.close()
+
+
+def test_a_line_nobody_waits_for_is_written_by_the_next_barrier(tmp_path):
+    log = AppendLog(tmp_path, "events")
+    log.submit('{"a":1}')
+    log.barrier()
+    assert list(read_log_dir(tmp_path)) == [{"a": 1}]
+    log.close()
+
+
+@pytest.mark.parametrize("fsync", ["batch", "always", "never"])
+def test_batch_fsync_is_the_logs_own_thread_never_a_callers(tmp_path, fsync):
+    """fsync="batch": a caller's line is in the file when wait returns and the
+    fsync is left to the log's own thread (stopped by close); "always" and
+    "never" start none."""
+    before = set(threading.enumerate())  # other tests' logs may still have theirs
+    log = AppendLog(tmp_path, "events", fsync=fsync, batch_seconds=0.01)
+    log.wait(log.submit('{"a":1}'))
+    assert list(read_log_dir(tmp_path)) == [{"a": 1}]
+    syncers = [t for t in set(threading.enumerate()) - before if t.name == "events-fsync"]
+    assert len(syncers) == (fsync == "batch")
+    log.close()
+    assert not any(t.is_alive() for t in syncers)
+
+
 def test_backlog_is_bounded(tmp_path):
     log = AppendLog(tmp_path, "events", max_pending=5)
     with log._lock:  # the disk is stuck: the writer cannot write, but may hold one batch (<= 5)

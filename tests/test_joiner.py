@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from bandit.decision import SlotChoice
@@ -110,6 +112,29 @@ def test_aggregates_are_clipped_into_the_reward_range():
     assert joined.rewards[:2] == (REWARD_RANGE[1], REWARD_RANGE[0])
     with pytest.raises(RewardOutOfRange, match="outside the reward range"):
         Joiner(10, default_reward=1e7)
+
+
+def test_a_capture_is_the_snapshot_of_its_moment_whatever_changes_after(tmp_path):
+    """A checkpoint captures under the engine's lock and builds the snapshot
+    after releasing it (and writes it later still): rewards, activations, line
+    locations and closes that come meanwhile must not leak into it (a restart
+    replays them from the log after the checkpoint's position: they would
+    count twice). The snapshot taken under the lock before shared its reward
+    lists with the joiner, so a reward could leak in before it was written."""
+    j = Joiner(10)
+    j.add_decision(decision("a", 0), line='{"kind":"decision"}')
+    j.add_decision(decision("d", 1, deferred=True))
+    j.add_reward("a", "homepage", 1.0, 2)
+    before = json.loads(json.dumps(j.snapshot()))  # as written then
+    captured = j.capture()
+    j.add_reward("a", "homepage", 0.5, 3)
+    j.add_reward("a", "email", 1.0, 3)
+    j.activate("d", 4)
+    j.locate("a", LineRef(tmp_path / "events-000001.jsonl", 0, 19))
+    j.add_decision(decision("b", 2))
+    j.close_due(10)
+    assert json.loads(json.dumps(j.snapshot_of(captured))) == before
+    assert json.loads(json.dumps(j.snapshot())) != before
 
 
 def test_subsampling_keeps_a_seeded_share_with_its_pdrop_and_counts_the_rest():

@@ -84,3 +84,26 @@ def test_a_request_candidate_window_must_be_a_window(shared_client):
         {}, ["homepage"], [collection("rq-bad-slot", {"c": {"x": 1.0}}, eligible_slots=["_label"])],
         event_id=uuid.uuid4().hex))
     assert err.code() == CODE.INVALID_ARGUMENT and "eligible slot" in err.details(), err.details()
+
+
+def test_a_repeated_candidate_list_follows_the_catalog_and_is_checked_every_time(server):
+    """The same list of ids, request after request (what the server keeps
+    converted), offers what the catalog holds at each call: a collection
+    made ineligible is not offered, a deleted one is NOT_FOUND; a list
+    refused once (duplicate ids) is refused every time."""
+    ids = ["list-a", "list-b", "list-c"]
+    with PlacementClient(server.target) as client:
+        client.put_collections([collection(i, {"c": {"x": float(n)}}) for n, i in enumerate(ids)])
+        for _ in range(3):
+            assert _offered(client, ["homepage"], ids) == [set(ids)]
+        client.put_collections([collection("list-a", {"c": {"x": 0.0}}, eligible_slots=["email"])])
+        for _ in range(3):
+            assert _offered(client, ["homepage"], ids) == [{"list-b", "list-c"}]
+        client.delete_collection("list-c")
+        for _ in range(3):
+            err = _refused(client, decide_request({}, ["homepage"], ids, event_id=uuid.uuid4().hex))
+            assert err.code() == CODE.NOT_FOUND and "list-c" in err.details(), err.details()
+        twice = [collection("rq-twice", {"c": {"x": 1.0}}), collection("rq-twice", {"c": {"x": 1.0}})]
+        for _ in range(3):
+            err = _refused(client, decide_request({}, ["homepage"], twice, event_id=uuid.uuid4().hex))
+            assert err.code() == CODE.INVALID_ARGUMENT and "duplicate collection ids" in err.details()

@@ -29,6 +29,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
+import orjson
+
 from bandit.features import (
     ACTION,
     CONTEXT,
@@ -164,14 +166,18 @@ def event_line(event: Event) -> str:
     """The event's log line: ``dumps(event_to_record(event))`` (a test checks),
     with each candidate's part encoded once per candidate object. A decision
     names up to hundreds of candidates, and the same objects (the catalog's,
-    the server's known request candidates) come back request after request."""
+    the server's known request candidates) come back request after request.
+    The choices (every slot's ranking: most of the line) are encoded apart
+    from the head, whose ``eligible`` nulls would send it the slow way (see dumps)."""
     if not isinstance(event, DecisionEvent):
         return dumps(event_to_record(event))
     record = event_to_record(replace(event, inp=replace(event.inp, candidates=())))
     del record["candidates"]
+    choices = dumps(record.pop("choices"))
+    chosen_only = ',"chosen_only":true' if record.pop("chosen_only", False) else ""
     head = dumps(record)
     candidates = ",".join(_candidate_json(c) for c in event.inp.candidates)
-    return f'{head[:-1]},"candidates":[{candidates}]}}'
+    return f'{head[:-1]},"choices":{choices}{chosen_only},"candidates":[{candidates}]}}'
 
 
 _CANDIDATE_JSON: LRU[int, tuple[Candidate, str]] = LRU(4096)  # a few KB each
@@ -210,8 +216,22 @@ def event_from_record(rec: Mapping[str, Any]) -> Event:
                          inp, choices, bool(rec.get("deferred", False)), bool(rec.get("chosen_only", False)))
 
 
-def dumps(record: Mapping[str, Any]) -> str:
-    """One log line (no newline); NaN is refused, never written."""
+def dumps(record: Any) -> str:
+    """One log line (no newline); NaN is refused, never written.
+
+    orjson (~10x faster than json at a decision's 150 ranking pairs) writes
+    the same JSON values (numbers in their shortest round-trip form, strings
+    as UTF-8 rather than ``\\u`` escapes, which every reader, VW's DSJSON
+    parser included, reads alike), but writes NaN and infinities as null. So
+    output holding a null, and what orjson refuses (a lone surrogate from a
+    surrogateescape'd line, an int beyond 64 bits), take ``json.dumps``,
+    which refuses NaN and escapes the rest as before."""
+    try:
+        out = orjson.dumps(record)
+    except TypeError:  # orjson.JSONEncodeError
+        out = b"null"
+    if b"null" not in out:
+        return out.decode("utf-8")
     return json.dumps(record, separators=(",", ":"), allow_nan=False)
 
 

@@ -66,7 +66,7 @@ class Slot(_message.Message):
     def __init__(self, id: _Optional[str] = ..., groups: _Optional[_Iterable[_Union[FeatureGroup, _Mapping]]] = ..., default_collection: _Optional[str] = ...) -> None: ...
 
 class DecideRequest(_message.Message):
-    __slots__ = ("event_id", "surface", "context", "slots", "candidates", "mode", "deferred_activation", "explain", "at")
+    __slots__ = ("event_id", "surface", "context", "slots", "candidates", "mode", "deferred_activation", "explain", "at", "max_ranking")
     EVENT_ID_FIELD_NUMBER: _ClassVar[int]
     SURFACE_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class DecideRequest(_message.Message):
     DEFERRED_ACTIVATION_FIELD_NUMBER: _ClassVar[int]
     EXPLAIN_FIELD_NUMBER: _ClassVar[int]
     AT_FIELD_NUMBER: _ClassVar[int]
+    MAX_RANKING_FIELD_NUMBER: _ClassVar[int]
     event_id: str
     surface: str
     context: _containers.RepeatedCompositeFieldContainer[FeatureGroup]
@@ -85,7 +86,8 @@ class DecideRequest(_message.Message):
     deferred_activation: bool
     explain: bool
     at: _timestamp_pb2.Timestamp
-    def __init__(self, event_id: _Optional[str] = ..., surface: _Optional[str] = ..., context: _Optional[_Iterable[_Union[FeatureGroup, _Mapping]]] = ..., slots: _Optional[_Iterable[_Union[Slot, _Mapping]]] = ..., candidates: _Optional[_Iterable[_Union[Collection, _Mapping]]] = ..., mode: _Optional[_Union[Mode, str]] = ..., deferred_activation: _Optional[bool] = ..., explain: _Optional[bool] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    max_ranking: int
+    def __init__(self, event_id: _Optional[str] = ..., surface: _Optional[str] = ..., context: _Optional[_Iterable[_Union[FeatureGroup, _Mapping]]] = ..., slots: _Optional[_Iterable[_Union[Slot, _Mapping]]] = ..., candidates: _Optional[_Iterable[_Union[Collection, _Mapping]]] = ..., mode: _Optional[_Union[Mode, str]] = ..., deferred_activation: _Optional[bool] = ..., explain: _Optional[bool] = ..., at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., max_ranking: _Optional[int] = ...) -> None: ...
 
 class RankedCollection(_message.Message):
     __slots__ = ("collection_id", "probability")
