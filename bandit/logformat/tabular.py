@@ -994,7 +994,7 @@ def _all_numeric(cells: Any) -> bool:
     if not (pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type)):
         return all(_numeric_cell(v) for v in cells.to_pylist() if v is not None)
     _, ok = vz.strict_numbers(cells)
-    present = np.asarray(cells.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+    present = vz.mask_of(cells.is_valid())
     doubtful = np.flatnonzero(present & ~ok)
     return all(_numeric_cell(cells[int(i)].as_py()) for i in doubtful)  # stops at the first word
 
@@ -1032,8 +1032,8 @@ class _Columns:
             answers, codes = self.by_distinct(column, row_level)
             return vz.floats(answers, codes)
         if pa.types.is_integer(cells.type) or pa.types.is_floating(cells.type):
-            values = np.asarray(pc.cast(cells, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
-            ok = np.asarray(cells.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+            values = np.asarray(vz.numpy_of(pc.cast(cells, pa.float64()), np.nan), dtype=np.float64)
+            ok = vz.mask_of(cells.is_valid())
         elif pa.types.is_string(cells.type) or pa.types.is_large_string(cells.type):
             values, ok = vz.strict_numbers(cells)
         else:
@@ -1066,10 +1066,11 @@ class _Columns:
         value exactly halfway is left to the row-level code)."""
         import pyarrow as pa
         import pyarrow.compute as pc
+        from bandit.logformat import vectorised as vz
 
         ticks = pc.cast(cells, pa.int64())
-        ok = np.asarray(ticks.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
-        raw = np.asarray(pc.fill_null(ticks, 0).to_numpy(zero_copy_only=False), dtype=np.int64)
+        ok = vz.mask_of(ticks.is_valid())
+        raw = np.asarray(vz.numpy_of(ticks), dtype=np.int64)
         if cells.type.unit == "ns":
             ok &= raw % 1000 != 500
             us = (raw + 500) // 1000
@@ -1084,10 +1085,10 @@ class _Columns:
         where that form was found (other cells are left to the row-level parser)."""
         import pandas as pd
         import pyarrow.compute as pc
+        from bandit.logformat import vectorised as vz
 
         plain = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}:\d{2}(\.\d{1,6})?(Z|[+-]\d{2}:\d{2})?$"
-        ok = np.asarray(pc.fill_null(pc.match_substring_regex(cells, plain), False).to_numpy(zero_copy_only=False),
-                        dtype=bool)
+        ok = vz.mask_of(pc.match_substring_regex(cells, plain))
         text = pd.Series(np.asarray(cells.to_numpy(zero_copy_only=False), dtype=object))
         stamps = pd.to_datetime(text.where(ok, "1970-01-01T00:00:00Z"), format="ISO8601", utc=True, errors="coerce")
         us = stamps.to_numpy(dtype="datetime64[us]").astype(np.int64)
@@ -1134,9 +1135,9 @@ class _Columns:
         if not numeric or pc.count_distinct(cells, mode="all").as_py() <= DISTINCT_LIMIT:
             answers, codes = self.by_distinct(col.column, member)
             return vz.strings(answers, codes, lambda a: a)
-        present = np.asarray(cells.is_valid().to_numpy(zero_copy_only=False), dtype=bool)
+        present = vz.mask_of(cells.is_valid())
         if pa.types.is_integer(cells.type) or pa.types.is_floating(cells.type):
-            values = np.asarray(pc.cast(cells, pa.float64()).to_numpy(zero_copy_only=False), dtype=np.float64)
+            values = np.asarray(vz.numpy_of(pc.cast(cells, pa.float64()), np.nan), dtype=np.float64)
             ok = np.ones(self.n, dtype=bool)
         else:
             values, ok = vz.strict_numbers(cells)
@@ -1205,7 +1206,7 @@ def _fast_chunk(batch: Any, converter: _Converter, first_number: int, rejects: "
     if m.event:
         ids = _event_ids(batch.column(m.event))
         safe = pc.fill_null(pc.match_substring_regex(ids, _SAFE_ID), False)
-        cols.mark(np.asarray(safe.to_numpy(zero_copy_only=False), dtype=bool))
+        cols.mark(vz.mask_of(safe))
         event = pc.if_else(safe, ids, "")
     else:
         event = pc.binary_join_element_wise("row-", pc.cast(pa.array(cols.numbers), pa.string()), "")

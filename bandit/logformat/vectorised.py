@@ -33,8 +33,8 @@ def json_floats(values: np.ndarray) -> pa.Array:
     text ``json.dumps`` writes for a finite float)."""
     x = np.asarray(values, dtype=np.float64)
     negative_zero = (x == 0) & np.signbit(x)  # np.unique would merge -0.0 into 0.0
-    uniq, inverse = np.unique(np.where(negative_zero, np.nan, x), return_inverse=True)
-    if uniq.size <= max(1024, x.size // 8):  # few distinct values: repr each once
+    if pc.count_distinct(pa.array(x)).as_py() <= max(1024, x.size // 8):  # few distinct values: repr each once
+        uniq, inverse = np.unique(np.where(negative_zero, np.nan, x), return_inverse=True)
         text = ["-0.0" if v != v else repr(float(v)) for v in uniq]  # NaN stands for -0.0 here
         return pa.array(text, pa.string()).take(pa.array(inverse.ravel()))
     out = pc.cast(pa.array(x), pa.string())
@@ -61,19 +61,30 @@ def iso_millis(ts: np.ndarray) -> tuple[pa.Array, np.ndarray]:
     whole = np.floor(safe)
     us = np.round((safe - whole) * 1e6)  # half to even, as datetime.fromtimestamp rounds
     ms = whole.astype(np.int64) * 1000 + (us.astype(np.int64) // 1000)
-    stamps = pa.array(ms, pa.timestamp("ms", tz="UTC"))
-    return pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%SZ"), ok
+    day, rest = np.divmod(ms, 86_400_000)
+    days, which = np.unique(day, return_inverse=True)  # a log spans few days: format each date once
+    dates = pc.strftime(pa.array(days * 86_400_000, pa.timestamp("ms", tz="UTC")), format="%Y-%m-%dT")
+    parts = [dates.take(pa.array(which.ravel()))]
+    for unit, width, sep in ((3_600_000, 2, ":"), (60_000, 2, ":"), (1000, 2, "."), (1, 3, "Z")):
+        count, rest = np.divmod(rest, unit)
+        parts += [pc.utf8_lpad(pc.cast(pa.array(count), pa.string()), width, "0"), sep]
+    return pc.binary_join_element_wise(*parts, ""), ok
 
 
 def strict_numbers(cells: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-    """(values, ok) for a string column: ok where the cell is a plain decimal
-    number (after trimming spaces), which Arrow and Python read to the same
-    double; other cells are left to the row-level parser."""
+    """(values, ok) for a string column: ok where the cell is a finite number
+    Arrow reads (all cells, or else those of the plain decimal form after
+    trimming spaces), which Python's float() reads to the same double; other
+    cells are left to the row-level parser."""
+    try:  # the common case: Arrow reads every cell (what it reads, float() reads the same)
+        values = np.asarray(numpy_of(pc.cast(cells, pa.float64()), np.nan), dtype=np.float64)
+        return values, mask_of(cells.is_valid()) & np.isfinite(values)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
     text = pc.utf8_trim_whitespace(cells)
     ok = pc.fill_null(pc.match_substring_regex(text, NUMBER_PATTERN), False)
-    ok_np = np.asarray(ok.to_numpy(zero_copy_only=False), dtype=bool)
-    values = pc.cast(pc.if_else(ok, text, "0"), pa.float64()).to_numpy(zero_copy_only=False)
-    return np.asarray(values, dtype=np.float64), ok_np
+    values = numpy_of(pc.cast(pc.if_else(ok, text, "0"), pa.float64()))
+    return np.asarray(values, dtype=np.float64), mask_of(ok)
 
 
 def as_values(column: pa.Array) -> list[Any]:
@@ -96,15 +107,20 @@ def by_distinct(column: pa.Array, fn: Callable[[Any], Any]) -> tuple[list[Any], 
             answers.append(fn(value))
         except Exception as exc:  # the row-level parser's error: that row goes the slow way
             answers.append(exc)
-    codes = encoded.indices.to_numpy(zero_copy_only=False)
-    if encoded.null_count:  # a null cell: its answer is fn(None), appended last
-        try:
-            answers.append(fn(None))
-        except Exception as exc:
-            answers.append(exc)
-        codes = np.where(np.asarray(encoded.indices.is_null().to_numpy(zero_copy_only=False)), len(answers) - 1,
-                         codes)
-    return answers, np.asarray(codes, dtype=np.int64)
+    return answers, numpy_of(encoded.indices).astype(np.int64)  # nulls are a dictionary entry
+
+
+def numpy_of(column: pa.Array, fill: Any = 0) -> np.ndarray:
+    """A numeric column as numpy, nulls as ``fill`` (Arrow's own conversion
+    of a column with a validity bitmap goes through Python objects: slow)."""
+    if column.null_count:
+        column = pc.fill_null(column, fill)
+    return column.to_numpy(zero_copy_only=False)
+
+
+def mask_of(column: pa.Array) -> np.ndarray:
+    """A boolean column as a numpy mask (nulls False)."""
+    return np.asarray(numpy_of(column, False), dtype=bool)
 
 
 def good(answers: Sequence[Any], codes: np.ndarray) -> np.ndarray:
