@@ -56,8 +56,59 @@ class ProgressiveTask:
         return self.spec.kind in ("vw", "model")
 
 
+def builtin_distributions(log: ReplayLog, spec: TargetSpec) -> np.ndarray | None:
+    """A built-in target's distributions (n, K, A) a column at a time, equal to
+    what its :class:`simulator.replay.targets.Target` gives event by event
+    (tests compare); None for the targets that need the events."""
+    if spec.kind == "uniform":
+        return log.mask / log.mask.sum(axis=-1, keepdims=True)
+    if spec.kind == "logged":
+        return _logged(log)
+    if spec.kind == "baseline":
+        return _baseline(log)
+    return None
+
+
+def _logged(log: ReplayLog) -> np.ndarray:
+    """The logged ranking; where only the chosen propensity p is known (the
+    ``Logged`` target's stand-in, which every estimator needing more refuses):
+    p on the chosen collection, 1 - p spread over the other available ones."""
+    dist = np.array(log.logged_dist)
+    i = np.flatnonzero(log.chosen_only)
+    if i.size:
+        mask = log.mask[i]
+        chosen = np.zeros(mask.shape, dtype=bool)
+        np.put_along_axis(chosen, log.action[i][..., None], True, axis=-1)
+        others = mask & ~chosen
+        m = others.sum(axis=-1, keepdims=True)
+        p = log.pscore[i][..., None]
+        spread = np.where(m > 0, (1 - p) / np.maximum(m, 1), 0.0)
+        dist[i] = np.where(chosen, np.where(m > 0, p, 1.0), np.where(others, spread, 0.0))
+    return dist
+
+
+def _baseline(log: ReplayLog) -> np.ndarray:
+    """The slot's default collection where available, else the first available."""
+    first = np.array([row[0] if row else 0 for row in log.allowed_lists], dtype=np.int64)
+    firsts = np.zeros(log.shape[:2], dtype=np.int64)
+    i, j = np.nonzero(log.allowed_code >= 0)
+    firsts[i, log.choice_column[i, j]] = first[log.allowed_code[i, j]]
+    d = log.default_index
+    usable = (d >= 0) & np.take_along_axis(log.mask, np.maximum(d, 0)[..., None], axis=-1)[..., 0]
+    pick = np.where(usable, d, firsts)
+    dist = np.zeros(log.shape)
+    np.put_along_axis(dist, pick[..., None], 1.0, axis=-1)
+    return dist
+
+
 def run_task(task: ProgressiveTask, log: ReplayLog, progress: Progress | None = None) -> np.ndarray:
     """The target's distributions over the log (module-level: fan-out calls it)."""
+    if task.transform is None:
+        dist = builtin_distributions(log, task.spec)
+        if dist is not None:
+            if progress:
+                progress(log.n)
+            return dist
     events = log.events if task.transform is None else [task.transform(e) for e in log.events]
     target = make_target(task.spec)
     try:
