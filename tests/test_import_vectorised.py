@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 import bandit.logformat.tabular as tabular
+from bandit.logformat import columnar
 from bandit.logformat.events import iso, read_joined
 from bandit.logformat.tabular import build_mapping, import_log
 from bandit.logformat.vectorised import iso_millis, json_floats
@@ -66,10 +67,20 @@ def _both(tmp_path: Path, src: Path, chunk_rows: int, **mapping: str | bool) -> 
         outs.append((out.read_bytes(), rej.read_bytes(), summary.rows_written, summary.rows_rejected,
                      dict(summary.by_kind)))
         assert (summary.rows_vectorised > summary.rows_written // 2) == vectorised
+        _copy_is_what_the_log_says(out)
     assert outs[0][0] == outs[1][0]  # the same lines, byte for byte
     assert outs[0][1:] == outs[1][1:]  # the same rejections and counts
     assert outs[0][3] > 0 and outs[0][2] > 0
     return tmp_path / "out-True.json", tmp_path / "rej-True.csv"
+
+
+def _copy_is_what_the_log_says(out: Path) -> None:
+    """The columnar copy import wrote equals the rows read back from the log's lines."""
+    copy = columnar.current_copy(out)
+    assert copy is not None
+    table, skipped = columnar.read_copy(copy)
+    assert skipped == []
+    assert table.cast(columnar.SCHEMA).equals(columnar.table_from_events(list(read_joined([out]))))
 
 
 @pytest.fixture

@@ -741,14 +741,16 @@ def _choice(row: _Row, index: Mapping[str, int], available: Sequence[int]) -> Sl
 
 def import_log(source: Path, out: Path, mapping: ColumnMap, *, rejects_path: Path | None = None,
                chunk_rows: int = 50_000, sample: int = 100, progress: Progress | None = None,
-               vectorised: bool = True) -> ImportSummary:
+               vectorised: bool = True, columnar_copy: bool = True) -> ImportSummary:
     """Convert ``source`` into a joined DSJSON log at ``out`` (gzip if it ends in
     ``.gz``). The output appears atomically and only when at least one decision
     was written. MappingError when the input is unusable.
 
     The common mapping (one row per decision) is converted a column at a time
     (the vectorised path, ~100x the row-level speed); ``vectorised=False``
-    forces the row-level path, which writes the same bytes (tests compare)."""
+    forces the row-level path, which writes the same bytes (tests compare).
+    With ``columnar_copy`` the log's columnar copy (what ``placement replay``
+    loads, :mod:`bandit.logformat.columnar`) is written next to it."""
     source, out = Path(source), Path(out)
     mapping.validate()
     available = table_columns(source)
@@ -763,15 +765,15 @@ def import_log(source: Path, out: Path, mapping: ColumnMap, *, rejects_path: Pat
         summary = None
         if vectorised:
             try:
-                summary = _write(tmp, rejects_path, out, lambda fh, rejects, summary: _fast_import(
+                summary = _write(tmp, rejects_path, out, columnar_copy, lambda fh, rejects, summary: _fast_import(
                     source, mapping, catalog, chunk_rows, fh, rejects, summary, sample, progress))
             except _NotVectorised:
                 summary = None
         if summary is None:
-            summary = _write(tmp, rejects_path, out, lambda fh, rejects, summary: _row_import(
+            summary = _write(tmp, rejects_path, out, columnar_copy, lambda fh, rejects, summary: _row_import(
                 source, mapping, catalog, chunk_rows, fh, rejects, summary, sample, progress))
         if summary.decisions_written:
-            os.replace(tmp, out)
+            os.replace(tmp, out)  # keeps size and mtime: the copy's stamp stays true
     finally:
         tmp.unlink(missing_ok=True)
     if progress:
@@ -779,17 +781,74 @@ def import_log(source: Path, out: Path, mapping: ColumnMap, *, rejects_path: Pat
     return summary
 
 
-def _write(tmp: Path, rejects_path: Path | None, out: Path,
-           body: Callable[[TextIO, "_RejectWriter", ImportSummary], _Scan]) -> ImportSummary:
-    """Run one conversion into fresh output and rejection files."""
+def _write(tmp: Path, rejects_path: Path | None, out: Path, copy: bool,
+           body: Callable[["_Output", "_RejectWriter", ImportSummary], _Scan]) -> ImportSummary:
+    """Run one conversion into fresh output, copy and rejection files."""
     summary = ImportSummary(output=out)
-    with _open_text(tmp) as fh, _RejectWriter(rejects_path) as rejects:
-        body(fh, rejects, summary)
+    writer = None
+    if copy:
+        from bandit.logformat import columnar
+        writer = columnar.Writer(columnar.copy_path(out))
+    stamp = None
+    try:
+        with _open_text(tmp) as fh, _RejectWriter(rejects_path) as rejects:
+            output = _Output(fh, writer)
+            body(output, rejects, summary)
+            output.flush()
+        if writer is not None and summary.decisions_written:
+            from bandit.logformat import columnar
+            st = tmp.stat()
+            stamp = columnar.source_stamp(tmp) if st.st_size else None
+    finally:
+        if writer is not None:
+            writer.close(stamp)
     return summary
 
 
+class _Output:
+    """Where written decisions go: the DSJSON lines and, if one is written,
+    the columnar copy (in the same order). A line written one at a time is
+    copied as :func:`bandit.logformat.events.joined_from_dsjson` reads it
+    back, so the copy holds what the log says (times in milliseconds)."""
+
+    BATCH = 10_000
+
+    def __init__(self, fh: TextIO, copy: Any):
+        self.fh, self.copy = fh, copy
+        self.pending: list[str] = []
+
+    def line(self, text: str) -> None:
+        self.fh.write(text + "\n")
+        if self.copy is not None:
+            self.pending.append(text)
+            if len(self.pending) >= self.BATCH:
+                self.flush()
+
+    def block(self, data: memoryview, table: Any) -> None:
+        """Lines already joined (with their newlines) and their copy rows."""
+        self.flush()
+        self.fh.flush()
+        self.fh.buffer.write(data)  # type: ignore[attr-defined]
+        if self.copy is not None:
+            self.copy.write(table)
+
+    def flush(self) -> None:
+        if self.copy is not None and self.pending:
+            self.copy.write(_copy_rows(self.pending))
+        self.pending = []
+
+
+def _copy_rows(lines: Sequence[str]) -> Any:
+    """Columnar rows of joined lines, as a reader of the log sees them."""
+    import json
+
+    from bandit.logformat import columnar
+    from bandit.logformat.events import joined_from_dsjson
+    return columnar.table_from_events([joined_from_dsjson(json.loads(t)) for t in lines])
+
+
 def _row_import(source: Path, mapping: ColumnMap, catalog: Mapping[str, Candidate], chunk_rows: int,
-                fh: TextIO, rejects: "_RejectWriter", summary: ImportSummary, sample: int,
+                fh: "_Output", rejects: "_RejectWriter", summary: ImportSummary, sample: int,
                 progress: Progress | None) -> _Scan:
     """Both passes row by row: any mapping, events over several rows."""
     scan = _scan(source, mapping, chunk_rows, progress)
@@ -808,11 +867,11 @@ def _row_import(source: Path, mapping: ColumnMap, catalog: Mapping[str, Candidat
     return scan
 
 
-def _emit(converter: _Converter, rows: list[_Row], fh: TextIO, rejects: "_RejectWriter",
+def _emit(converter: _Converter, rows: list[_Row], out: _Output, rejects: "_RejectWriter",
           summary: ImportSummary, sample: int) -> None:
     line = _record(converter, rows, rejects, summary, sample)
     if line is not None:
-        fh.write(line + "\n")
+        out.line(line)
 
 
 def _record(converter: _Converter, rows: list[_Row], rejects: "_RejectWriter", summary: ImportSummary,
@@ -1188,8 +1247,9 @@ def _templates(converter: _Converter, combos: Sequence[tuple[str, str]]) -> tupl
 
 
 def _fast_chunk(batch: Any, converter: _Converter, first_number: int, rejects: "_RejectWriter",
-                summary: ImportSummary, sample: int) -> memoryview:
-    """The lines of one batch, in row order (rejected rows recorded)."""
+                summary: ImportSummary, sample: int, copy: bool) -> tuple[memoryview, Any]:
+    """The lines of one batch, in row order (rejected rows recorded), and
+    their columnar copy rows (None unless ``copy``)."""
     import pyarrow as pa
     import pyarrow.compute as pc
     from bandit.logformat import vectorised as vz
@@ -1216,7 +1276,8 @@ def _fast_chunk(batch: Any, converter: _Converter, first_number: int, rejects: "
                              (lambda v: -v) if m.reward_is_cost else (lambda v: v))
     low, high = REWARD_RANGE
     cols.mark((reward >= low) & (reward <= high))
-    ts_text, ts_ok = vz.iso_millis(cols.timestamps())
+    times = cols.timestamps()
+    ts_text, ts_ok = vz.iso_millis(times)
     cols.mark(ts_ok)
     context = cols.context()
     fast = ~cols.slow
@@ -1255,11 +1316,45 @@ def _fast_chunk(batch: Any, converter: _Converter, first_number: int, rejects: "
                 texts.append(text + "\n")
         if texts:
             lines = pc.replace_with_mask(lines, pa.array(written), pa.array(texts, pa.string()))
-    return vz.lines_bytes(lines)
+    table = None
+    if copy:
+        extra = (np.flatnonzero(written), [t[:-1] for t in texts]) if slow_rows.size else (np.zeros(0, int), [])
+        table = _chunk_copy(converter, fast, combos, combo_codes, event, times, slots, slot_codes, p, reward, extra)
+    return vz.lines_bytes(lines), table
+
+
+def _chunk_copy(converter: _Converter, fast: np.ndarray, combos: Sequence[tuple[str, str]], combo_codes: np.ndarray,
+                event: Any, times: np.ndarray, slots: Sequence[Any], slot_codes: np.ndarray, p: np.ndarray,
+                reward: np.ndarray, extra: tuple[np.ndarray, list[str]]) -> Any:
+    """Columnar copy rows of a batch's written decisions, in row order: the
+    vectorised ones from their cells (times as the log's milliseconds), the
+    others from their lines."""
+    import pyarrow as pa
+    from bandit.logformat import columnar
+    from bandit.logformat import vectorised as vz
+
+    rows = np.flatnonzero(fast)
+    sets = [converter._candidates([_Row(0, "", slot=slot, action=action)])[0] for slot, action in combos]
+    served = np.array([ids.index(action) for ids, (_, action) in zip(sets, combos)], dtype=np.int64)
+    listed = pa.array([columnar.SEPARATOR.join(ids) for ids in sets], pa.string())
+    every = pa.array([columnar.SEPARATOR.join(map(str, range(len(ids)))) for ids in sets], pa.string())
+    code = pa.array(combo_codes[rows])
+    ms, _ = vz.millis(times[rows])
+    table = columnar.table_from_columns(
+        event_id=event.take(pa.array(rows)), timestamp=(ms * 1000) / 1e6, choice=np.zeros(rows.size, np.int16),
+        slot_id=vz.strings(list(slots), slot_codes, lambda a: a).take(pa.array(rows)), default_collection="",
+        action=served[combo_codes[rows]], probability=p[rows], reward=reward[rows],
+        observed=np.ones(rows.size, bool), chosen_only=np.ones(rows.size, bool),
+        candidates=listed.take(code), allowed=every.take(code), ranking_action=None, ranking_prob=None)
+    where, texts = extra
+    if not texts:
+        return table
+    table = pa.concat_tables([table, _copy_rows(texts)])
+    return table.take(pa.array(np.argsort(np.concatenate([rows, where]), kind="stable")))
 
 
 def _fast_import(source: Path, mapping: ColumnMap, catalog: Mapping[str, Candidate], chunk_rows: int,
-                 fh: TextIO, rejects: "_RejectWriter", summary: ImportSummary, sample: int,
+                 out: _Output, rejects: "_RejectWriter", summary: ImportSummary, sample: int,
                  progress: Progress | None) -> _Scan:
     """Both passes a column at a time; :class:`_NotVectorised` when the file
     needs the row-level path (the caller starts again with fresh files)."""
@@ -1270,9 +1365,8 @@ def _fast_import(source: Path, mapping: ColumnMap, catalog: Mapping[str, Candida
     converter = _Converter(mapping, scan, catalog)
     summary.rows_read = scan.rows
     done = 0
-    fh.flush()
     for batch in _arrow_batches(source, mapping.columns(), chunk_rows):
-        fh.buffer.write(_fast_chunk(batch, converter, done + 1, rejects, summary, sample))  # type: ignore[attr-defined]
+        out.block(*_fast_chunk(batch, converter, done + 1, rejects, summary, sample, out.copy is not None))
         done += batch.num_rows
         if progress:
             progress(done, scan.rows)

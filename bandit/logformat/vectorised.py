@@ -51,16 +51,24 @@ def json_floats(values: np.ndarray) -> pa.Array:
     return out
 
 
-def iso_millis(ts: np.ndarray) -> tuple[pa.Array, np.ndarray]:
-    """:func:`bandit.logformat.events.iso` of each epoch time (UTC, truncated to
-    milliseconds after rounding to microseconds, as ``datetime`` does) and a
-    mask of the values it can write (years 1..9999)."""
+def millis(ts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Epoch milliseconds :func:`bandit.logformat.events.iso` writes for each
+    time (rounded to microseconds, as ``datetime`` does, then truncated), and
+    where it can (years 1..9999). ``ms * 1000 / 1e6`` is then what
+    :func:`bandit.logformat.events.parse_iso` reads back."""
     t = np.asarray(ts, dtype=np.float64)
     ok = np.isfinite(t) & (t > EPOCH_RANGE[0]) & (t < EPOCH_RANGE[1])
     safe = np.where(ok, t, 0.0)
     whole = np.floor(safe)
     us = np.round((safe - whole) * 1e6)  # half to even, as datetime.fromtimestamp rounds
-    ms = whole.astype(np.int64) * 1000 + (us.astype(np.int64) // 1000)
+    return whole.astype(np.int64) * 1000 + (us.astype(np.int64) // 1000), ok
+
+
+def iso_millis(ts: np.ndarray) -> tuple[pa.Array, np.ndarray]:
+    """:func:`bandit.logformat.events.iso` of each epoch time (UTC, truncated to
+    milliseconds after rounding to microseconds, as ``datetime`` does) and a
+    mask of the values it can write (years 1..9999)."""
+    ms, ok = millis(ts)
     day, rest = np.divmod(ms, 86_400_000)
     days, which = np.unique(day, return_inverse=True)  # a log spans few days: format each date once
     dates = pc.strftime(pa.array(days * 86_400_000, pa.timestamp("ms", tz="UTC")), format="%Y-%m-%dT")
