@@ -17,6 +17,7 @@ from simulator.replay.options import EstimationConfig, ReplayOptions
 from simulator.replay.pipeline import run_replay
 from simulator.replay.progressive import builtin_distributions, target_distributions
 from simulator.replay.targets import make_target, parse_policy
+from simulator.specs import TargetError
 
 from replay_world import fixed_target, make_events, write_log, write_probs
 
@@ -75,6 +76,27 @@ def test_builtin_targets_as_arrays_equal_the_event_by_event_targets(logged: tupl
         fast = builtin_distributions(log, spec)
         slow = target_distributions(log, make_target(spec))
         assert fast is not None and np.array_equal(fast, slow), name
+
+
+def test_external_probabilities_as_arrays_equal_the_event_by_event_target(logged: tuple[Path, Path, list]) -> None:
+    _, probs, events = logged
+    log = ReplayLog.from_events(events)
+    spec = parse_policy(f"probs:{probs}")
+    fast = builtin_distributions(log, spec)
+    assert fast is not None
+    np.testing.assert_allclose(fast, target_distributions(log, make_target(spec)), rtol=0, atol=1e-15)
+
+
+def test_a_faulty_probabilities_file_still_names_file_and_line(logged: tuple[Path, Path, list],
+                                                               tmp_path: Path) -> None:
+    _, probs, events = logged
+    lines = probs.read_text().splitlines()
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text("\n".join(lines[:7] + [lines[7].replace("0.", "-0.", 1)] + lines[8:]) + "\n")
+    log = ReplayLog.from_events(events)
+    assert builtin_distributions(log, parse_policy(f"probs:{bad}")) is None  # not plainly right
+    with pytest.raises(TargetError, match=f"{bad}:8"):
+        target_distributions(log, make_target(parse_policy(f"probs:{bad}")))
 
 
 def test_events_are_read_lazily_and_match(logged: tuple[Path, Path, list]) -> None:

@@ -61,6 +61,8 @@ class ReplayLog:
     choice_column: np.ndarray  # (n, J) column of each event's j-th choice, -1 padded
     allowed_code: np.ndarray  # (n, J) index into allowed_lists, -1 padded
     allowed_lists: list[list[int]]
+    slot_id_code: np.ndarray  # (n, K) index into slot_ids of each choice's own slot id, -1 padded
+    slot_ids: list[str]
     sources: list[str] = field(default_factory=list)
     # (n,) events whose log carries only the chosen actions' propensities
     chosen_only: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
@@ -221,9 +223,12 @@ class _Rows:
         collection, ids = _collections(cand_lists, event_cands, a_max)
         default_index = self.defaults(i, k, cand_lists, cand_code, (n, k_max))
         event_ids = np.asarray(_np(self.t["event_id"], ""), dtype=object)[self.starts][self.order]
+        slot_names, slot_code = self.strings("slot_id")
+        slot_id_code = np.full((n, k_max), -1, dtype=np.int64)
+        slot_id_code[i, k] = slot_code
         return ReplayLog(reward, acts, pscore, mask, present, logged, labels, event_ids, self.timestamps, observed,
-                         collection, ids, default_index, choice_column, code_of, allowed_lists, list(sources),
-                         chosen_only, loader=loader)
+                         collection, ids, default_index, choice_column, code_of, allowed_lists, slot_id_code,
+                         slot_names, list(sources), chosen_only, loader=loader)
 
     def slot_columns(self) -> tuple[list[str], np.ndarray]:
         """Slot labels and each row's column: one column per slot id (integer

@@ -27,7 +27,7 @@ from simulator.replay.importance import feature_importance
 from simulator.replay.logarrays import ReplayLog, load_log, log_summary
 from simulator.replay.options import ESTIMATOR_PARAMS, EstimationConfig, ReplayOptions
 from simulator.replay.progress import ProgressSink
-from simulator.replay.progressive import ProgressiveTask, run_targets
+from simulator.replay.progressive import ProgressiveTask, events_known, run_targets
 from simulator.replay.reward_model import fit_reward_model
 from simulator.replay.search import search_settings
 from simulator.replay.summary import summarize
@@ -43,7 +43,8 @@ def build_targets(log: ReplayLog, policies: Sequence[str]) -> list[TargetSpec]:
         spec = parse_policy(text)
         if spec.kind == "probs":
             assert spec.path is not None
-            ExternalProbabilities(spec.path).check_events({e.decision.event_id for e in log.events})
+            if not events_known(log, spec.path):  # or unreadable as columns: the line-by-line check names it
+                ExternalProbabilities(spec.path).check_events(set(log.event_ids))
         if spec.label in labels:
             raise TargetError(f"policy '{text}' is given twice")
         labels.add(spec.label)

@@ -9,14 +9,15 @@ not seen yet (progressive validation). Many targets run at once through
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from bandit.logformat.events import JoinedEvent
 from simulator import fanout
 from simulator.replay.logarrays import ReplayLog, as_row
-from simulator.replay.targets import Target, TargetSpec, make_target
+from simulator.replay.targets import PROB_TOLERANCE, Target, TargetSpec, make_target
 
 Progress = Callable[[int], None]
 
@@ -66,7 +67,95 @@ def builtin_distributions(log: ReplayLog, spec: TargetSpec) -> np.ndarray | None
         return _logged(log)
     if spec.kind == "baseline":
         return _baseline(log)
+    if spec.kind == "probs" and spec.path is not None:
+        return external_distributions(log, spec.path)
     return None
+
+
+def external_distributions(log: ReplayLog, path: Path) -> np.ndarray | None:
+    """A probabilities file (:class:`simulator.replay.targets.ExternalProbabilities`'
+    format) read and matched to the log a column at a time; None when any line
+    is not plainly right (then the event-by-event target reads it and names
+    the file, line and problem)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.json as pajson
+
+    try:
+        table = pajson.read_json(path)
+        probs = table.column("probabilities").combine_chunks()
+        ids = [table.column(name).combine_chunks() for name in ("event_id", "slot_id")]
+    except (KeyError, pa.ArrowInvalid, OSError):
+        return None
+    if not pa.types.is_struct(probs.type) or probs.null_count or any(
+            not pa.types.is_string(c.type) or c.null_count for c in ids):
+        return None
+    names = [probs.type.field(f).name for f in range(probs.type.num_fields)]
+    if any(not (pa.types.is_floating(f.type) or pa.types.is_integer(f.type)) for f in probs.type):
+        return None
+    values = np.column_stack([_numbers(probs.field(f)) for f in range(len(names))])  # NaN: not given
+    given = ~np.isnan(values)
+    total = np.where(given, values, 0.0).sum(axis=1)
+    if ((values < 0) | np.isinf(values)).any() or (~given.any(axis=1)).any() or \
+            (np.abs(total - 1.0) > PROB_TOLERANCE).any():
+        return None
+    lines = pd.DataFrame({"event_id": ids[0].to_numpy(zero_copy_only=False),
+                          "slot_id": ids[1].to_numpy(zero_copy_only=False), "line": np.arange(len(values))})
+    if lines.duplicated(["event_id", "slot_id"]).any() or not lines["event_id"].isin(log.event_ids).all():
+        return None
+    i, k = np.nonzero(log.present)
+    rows = pd.DataFrame({"event_id": log.event_ids[i], "slot_id": np.asarray(log.slot_ids, dtype=object)[
+        log.slot_id_code[i, k]], "i": i, "k": k})
+    matched = rows.merge(lines, on=["event_id", "slot_id"], how="left")
+    if matched["line"].isna().any():
+        return None
+    i, k = matched["i"].to_numpy(), matched["k"].to_numpy()
+    line = matched["line"].to_numpy().astype(np.int64)
+    dist = np.zeros(log.shape)
+    dist[:, :, 0] = 1.0
+    dist[i, k] = 0.0
+    index = {cid: g for g, cid in enumerate(log.collection_ids)}
+    for f, cid in enumerate(names):
+        here = given[line, f]
+        if not here.any():
+            continue
+        g = index.get(cid, -2)
+        a = np.argmax(log.collection[i] == g, axis=1)
+        found = log.collection[i, a] == g
+        if not found[here].all():
+            return None  # a collection that is not a candidate of its event
+        p = values[line, f]
+        usable = here & log.mask[i, k, a]
+        if (here & ~usable & (p > 0)).any():
+            return None  # probability on a collection the slot could not show
+        dist[i[usable], k[usable], a[usable]] += p[usable]
+    total = dist[i, k].sum(axis=-1)
+    if (total <= 0).any():
+        return None
+    dist[i, k] /= total[:, None]
+    return dist
+
+
+def events_known(log: ReplayLog, path: Path) -> bool:
+    """Every line of a probabilities file is about an event of the log (read
+    as columns; False also when the file cannot be read so)."""
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.json as pajson
+
+    try:
+        column = pajson.read_json(path).column("event_id").combine_chunks()
+    except (KeyError, pa.ArrowInvalid, OSError):
+        return False
+    if not pa.types.is_string(column.type) or column.null_count:
+        return False
+    return bool(pd.Series(column.to_numpy(zero_copy_only=False)).isin(log.event_ids).all())
+
+
+def _numbers(column: Any) -> np.ndarray:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    return pc.fill_null(pc.cast(column, pa.float64()), np.nan).to_numpy(zero_copy_only=False)
 
 
 def _logged(log: ReplayLog) -> np.ndarray:
