@@ -57,6 +57,9 @@ class ProgressiveTask:
         return self.spec.kind in ("vw", "model")
 
 
+COLUMN_TARGETS = ("uniform", "logged", "baseline", "probs")  # kinds builtin_distributions can compute
+
+
 def builtin_distributions(log: ReplayLog, spec: TargetSpec) -> np.ndarray | None:
     """A built-in target's distributions (n, K, A) a column at a time, equal to
     what its :class:`simulator.replay.targets.Target` gives event by event
