@@ -52,7 +52,7 @@ class ReplayLog:
     present: np.ndarray  # (n, K) bool
     logged_dist: np.ndarray  # (n, K, A) the logging policy's ranking; NaN where unknown (chosen_only)
     slot_labels: list[str]
-    event_ids: np.ndarray  # (n,) str
+    event_id_column: pa.Array  # (n,) the event ids (see event_ids)
     timestamps: np.ndarray  # (n,)
     observed: np.ndarray  # (n, K) a reward came (padded slots: True)
     collection: np.ndarray  # (n, A) index into collection_ids of each candidate, -1 padded
@@ -101,7 +101,12 @@ class ReplayLog:
 
     @property
     def n(self) -> int:
-        return len(self.event_ids)
+        return len(self.event_id_column)
+
+    @cached_property
+    def event_ids(self) -> np.ndarray:
+        """(n,) the event ids as Python strings."""
+        return np.asarray(self.event_id_column.to_pylist(), dtype=object)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -222,7 +227,9 @@ class _Rows:
         code_of[i, self.j] = allowed_code
         collection, ids = _collections(cand_lists, event_cands, a_max)
         default_index = self.defaults(i, k, cand_lists, cand_code, (n, k_max))
-        event_ids = np.asarray(_np(self.t["event_id"], ""), dtype=object)[self.starts][self.order]
+        ids_column = self.t["event_id"]
+        ids_column = ids_column.combine_chunks() if isinstance(ids_column, pa.ChunkedArray) else ids_column
+        event_ids = ids_column.take(pa.array(self.starts[self.order]))
         slot_names, slot_code = self.strings("slot_id")
         slot_id_code = np.full((n, k_max), -1, dtype=np.int64)
         slot_id_code[i, k] = slot_code

@@ -8,6 +8,7 @@ not seen yet (progressive validation). Many targets run at once through
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -80,12 +81,11 @@ def external_distributions(log: ReplayLog, path: Path) -> np.ndarray | None:
     format) read and matched to the log a column at a time; None when any line
     is not plainly right (then the event-by-event target reads it and names
     the file, line and problem)."""
-    import pandas as pd
     import pyarrow as pa
-    import pyarrow.json as pajson
+    import pyarrow.compute as pc
 
     try:
-        table = pajson.read_json(path)
+        table = _probabilities_table(path)
         probs = table.column("probabilities").combine_chunks()
         ids = [table.column(name).combine_chunks() for name in ("event_id", "slot_id")]
     except (KeyError, pa.ArrowInvalid, OSError):
@@ -102,18 +102,18 @@ def external_distributions(log: ReplayLog, path: Path) -> np.ndarray | None:
     if ((values < 0) | np.isinf(values)).any() or (~given.any(axis=1)).any() or \
             (np.abs(total - 1.0) > PROB_TOLERANCE).any():
         return None
-    lines = pd.DataFrame({"event_id": ids[0].to_numpy(zero_copy_only=False),
-                          "slot_id": ids[1].to_numpy(zero_copy_only=False), "line": np.arange(len(values))})
-    if lines.duplicated(["event_id", "slot_id"]).any() or not lines["event_id"].isin(log.event_ids).all():
-        return None
+    if any(pc.any(pc.match_substring(c, "\x1f")).as_py() for c in ids):
+        return None  # the separator of the keys below
+    keys = pc.binary_join_element_wise(ids[0], ids[1], "\x1f")  # (event, slot): unit separator between
+    if pc.count_distinct(keys).as_py() < len(keys) or not pc.all(pc.is_in(ids[0], log.event_id_column)).as_py():
+        return None  # a line given twice or about an event the log does not have
     i, k = np.nonzero(log.present)
-    rows = pd.DataFrame({"event_id": log.event_ids[i], "slot_id": np.asarray(log.slot_ids, dtype=object)[
-        log.slot_id_code[i, k]], "i": i, "k": k})
-    matched = rows.merge(lines, on=["event_id", "slot_id"], how="left")
-    if matched["line"].isna().any():
-        return None
-    i, k = matched["i"].to_numpy(), matched["k"].to_numpy()
-    line = matched["line"].to_numpy().astype(np.int64)
+    slot_names = pa.array(log.slot_ids, pa.string()).take(pa.array(log.slot_id_code[i, k]))
+    wanted = pc.binary_join_element_wise(log.event_id_column.take(pa.array(i)), slot_names, "\x1f")
+    found = pc.index_in(wanted, value_set=keys)
+    if found.null_count:
+        return None  # a decision the file gives no probabilities for
+    line = found.to_numpy(zero_copy_only=False).astype(np.int64)
     dist = np.zeros(log.shape)
     dist[:, :, 0] = 1.0
     dist[i, k] = 0.0
@@ -139,20 +139,31 @@ def external_distributions(log: ReplayLog, path: Path) -> np.ndarray | None:
     return dist
 
 
+def _probabilities_table(path: Path) -> Any:
+    """A probabilities file as a table (read once per replay: checked, then used)."""
+    st = Path(path).stat()
+    return _read_json(str(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _read_json(path: str, size: int, mtime_ns: int) -> Any:
+    import pyarrow.json as pajson
+    return pajson.read_json(path)
+
+
 def events_known(log: ReplayLog, path: Path) -> bool:
     """Every line of a probabilities file is about an event of the log (read
     as columns; False also when the file cannot be read so)."""
-    import pandas as pd
     import pyarrow as pa
-    import pyarrow.json as pajson
+    import pyarrow.compute as pc
 
     try:
-        column = pajson.read_json(path).column("event_id").combine_chunks()
+        column = _probabilities_table(path).column("event_id").combine_chunks()
     except (KeyError, pa.ArrowInvalid, OSError):
         return False
     if not pa.types.is_string(column.type) or column.null_count:
         return False
-    return bool(pd.Series(column.to_numpy(zero_copy_only=False)).isin(log.event_ids).all())
+    return bool(pc.all(pc.is_in(column, log.event_id_column)).as_py())
 
 
 def _numbers(column: Any) -> np.ndarray:
