@@ -17,7 +17,8 @@
    ``obp.ope`` IPS and SNIPS (``InverseProbabilityWeighting``,
    ``SelfNormalizedInverseProbabilityWeighting``) with normal intervals
    (``estimate_interval``, which bootstraps: ``n_bootstrap_samples`` 10).
-   The values are compared with ours: obp's is the mean over all rows, ours
+   Ours runs twice: with the three targets, and with obp's two (uniform,
+   probs) for the side-by-side. The values are compared with ours: obp's is the mean over all rows, ours
    per position (the page is their sum), so ours weighted by each position's
    rows is shown beside it.
 
@@ -149,7 +150,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     rep = timed([*cli, "replay", str(out), "-p", "uniform", "-p", "logged", "-p", f"probs:{paths['probs']}", *est,
                  "--slate", "none", "--interval", "normal", "-q", "-j", str(result)])
     log(f"  {rep['wall_s']:.1f} s wall, {rep['cpu_s']:.1f} s CPU, {rep['max_rss_mb']:.0f} MB")
-    rows = [{"what": "placement import", **imp}, {"what": "placement replay", **rep}]
+    rows = [{"what": "placement import", **imp}, {"what": "placement replay (uniform, logged, probs)", **rep}]
+    log("replay, obp's two targets ...")
+    pair = timed([*cli, "replay", str(out), "-p", "uniform", "-p", f"probs:{paths['probs']}", *est,
+                  "--slate", "none", "--interval", "normal", "-q", "-j", str(result) + ".pair"])
+    rows.append({"what": "placement replay (uniform, probs: obp's pair)", **pair})
+    log(f"  {pair['wall_s']:.1f} s wall, {pair['cpu_s']:.1f} s CPU")
     info["ours"] = ours_values(result)
     if not args.no_obp:
         log("obp ...")

@@ -106,3 +106,22 @@ def test_events_are_read_lazily_and_match(logged: tuple[Path, Path, list]) -> No
     assert log._events is None  # nothing needed the features yet
     assert [e.decision.event_id for e in log.events] == list(log.event_ids)
     assert log.n == len(events)
+
+
+def test_logged_target_of_a_chosen_only_log_as_arrays(tmp_path: Path) -> None:
+    """An imported single-choice log (only the chosen propensity): the array
+    ``logged`` target equals the event-by-event stand-in, positions and all."""
+    from bandit.logformat.tabular import build_mapping, import_log
+
+    rng = np.random.default_rng(2)
+    rows = [f"{rng.integers(0, 3)},{'abcd'[rng.integers(0, 4)]},{rng.uniform(0.1, 1):.3f},{rng.integers(0, 2)},"
+            f"{1 + rng.integers(0, 3)}" for _ in range(400)]
+    src = tmp_path / "log.csv"
+    src.write_text("\n".join(["x,item,p,click,pos", *rows]) + "\n")
+    out = tmp_path / "log.json"
+    import_log(src, out, build_mapping(None, action="item", reward="click", propensity="p", context="x", slot="pos"))
+    log = load_log([out])
+    assert log.chosen_only.all() and log.shape[1] == 3
+    for name in ("logged", "uniform", "baseline"):
+        spec = parse_policy(name)
+        assert np.array_equal(builtin_distributions(log, spec), target_distributions(log, make_target(spec))), name

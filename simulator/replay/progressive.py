@@ -176,17 +176,20 @@ def _logged(log: ReplayLog) -> np.ndarray:
     """The logged ranking; where only the chosen propensity p is known (the
     ``Logged`` target's stand-in, which every estimator needing more refuses):
     p on the chosen collection, 1 - p spread over the other available ones."""
-    dist = np.array(log.logged_dist)
     i = np.flatnonzero(log.chosen_only)
-    if i.size:
-        mask = log.mask[i]
-        chosen = np.zeros(mask.shape, dtype=bool)
-        np.put_along_axis(chosen, log.action[i][..., None], True, axis=-1)
-        others = mask & ~chosen
-        m = others.sum(axis=-1, keepdims=True)
-        p = log.pscore[i][..., None]
-        spread = np.where(m > 0, (1 - p) / np.maximum(m, 1), 0.0)
-        dist[i] = np.where(chosen, np.where(m > 0, p, 1.0), np.where(others, spread, 0.0))
+    if not i.size:
+        return np.array(log.logged_dist)
+    dist = np.array(log.logged_dist) if i.size < log.n else np.empty(log.shape)
+    mask = log.mask[i] if i.size < log.n else log.mask
+    chosen = np.zeros(mask.shape, dtype=bool)
+    np.put_along_axis(chosen, log.action[i][..., None], True, axis=-1)
+    others = mask & ~chosen
+    m = others.sum(axis=-1)
+    p = log.pscore[i]
+    spread = (1 - p) / np.maximum(m, 1)
+    part = others * spread[..., None]
+    np.putmask(part, chosen, np.where(m > 0, p, 1.0)[..., None] * np.ones(mask.shape[-1]))
+    dist[i] = part
     return dist
 
 
