@@ -13,7 +13,8 @@
    not read from the columnar copy; see BENCHMARKS.md).
 4. obp, same data, end to end in one process: read the Parquet (pandas), build
    obp's arrays (``action_dist`` (n, A, positions) for uniform and for the
-   probabilities target, read from the same JSON lines with pandas), and run
+   probabilities target, read from the same JSON lines with pyarrow.json --
+   pandas.read_json does not fit 10M lines in memory), and run
    ``obp.ope`` IPS and SNIPS (``InverseProbabilityWeighting``,
    ``SelfNormalizedInverseProbabilityWeighting``) with normal intervals
    (``estimate_interval``, which bootstraps: ``n_bootstrap_samples`` 10).
@@ -68,12 +69,15 @@ def data(args: argparse.Namespace) -> dict[str, Path]:
         table = pd.read_parquet(paths["parquet"], columns=["pos"])
         p = target_probs(args.collections)
         body = json.dumps({str(a): float(p[a]) for a in range(args.collections)})
-        ids = pc.binary_join_element_wise('{"event_id":"row-', pc.cast(pa.array(np.arange(1, args.rows + 1)),
-                                                                        pa.string()),
-                                          '","slot_id":"', pc.cast(pa.array(table["pos"].to_numpy()), pa.string()),
-                                          '","probabilities":' + body + "}\n", "")
+        pos = table["pos"].to_numpy()
         with open(paths["probs"], "wb") as fh:
-            fh.write(lines_bytes(ids))
+            for start in range(0, args.rows, 1_000_000):  # an Arrow string array holds at most 2 GB
+                stop = min(args.rows, start + 1_000_000)
+                ids = pc.binary_join_element_wise(
+                    '{"event_id":"row-', pc.cast(pa.array(np.arange(start + 1, stop + 1)), pa.string()),
+                    '","slot_id":"', pc.cast(pa.array(pos[start:stop]), pa.string()),
+                    '","probabilities":' + body + "}\n", "")
+                fh.write(lines_bytes(ids))
     return paths
 
 
@@ -99,9 +103,9 @@ df = pd.read_parquet(src, columns=["item", "pscore", "click", "pos"])
 action = df["item"].astype(int).to_numpy(); reward = df["click"].to_numpy(float)
 pscore = df["pscore"].to_numpy(float); position = df["pos"].to_numpy() - 1
 n = len(df)
-t = pd.read_json(probs, lines=True)
-wide = pd.json_normalize(t["probabilities"])  # one column per collection
-fixed = wide[[str(a) for a in range(n_col)]].to_numpy(float)
+import pyarrow.json as pajson  # pandas.read_json holds every line as Python objects: 10M lines do not fit
+wide = pajson.read_json(probs).column("probabilities").combine_chunks()
+fixed = np.column_stack([wide.field(str(a)).to_numpy(zero_copy_only=False) for a in range(n_col)]).astype(float)
 loaded = time.perf_counter() - t0
 res = {"load_s": loaded}
 for name, per_row in (("uniform", np.full((n, n_col), 1.0 / n_col)), ("probs", fixed)):
@@ -140,6 +144,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "collections": args.collections, "positions": args.positions, "seed": args.seed,
             "estimators": args.estimators}
     cli = [sys.executable, "-m", "placement_cli"]
+    if args.obp_only:  # ours measured before (its results file is reused for the values)
+        return obp_only(args, paths, info)
     log(f"import {args.rows:,} rows ...")
     imp = timed([*cli, "import", str(paths["parquet"]), "--out", str(out), "--action", "item", "--reward", "click",
                  "--propensity", "pscore", "--timestamp", "ts", "--slot", "pos", "--context", CONTEXT])
@@ -169,6 +175,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return {"machine": info, "rows": rows}
 
 
+def obp_only(args: argparse.Namespace, paths: dict[str, Path], info: dict[str, Any]) -> dict[str, Any]:
+    result = CACHE / f"volume-{args.rows}.results.json"
+    info["ours"] = ours_values(result) if result.is_file() else {}
+    obp_out = CACHE / f"volume-{args.rows}.obp.json"
+    ob = timed([sys.executable, "-c", OBP, str(paths["parquet"]), str(paths["probs"]), str(args.collections),
+                str(args.positions), str(obp_out)])
+    info["obp"] = json.loads(obp_out.read_text())
+    info["loadavg_end"] = os.getloadavg()
+    return {"machine": info, "rows": [{"what": "obp (load + IPS/SNIPS)", **ob}]}
+
+
 def markdown(res: dict[str, Any]) -> str:
     m = res["machine"]
     out = [f"{m['rows']:,} decisions ({m['positions']} positions x {m['collections']} collections, 10 context "
@@ -193,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--estimators", default="ips,snips")
     p.add_argument("--no-obp", action="store_true")
+    p.add_argument("--obp-only", action="store_true", help="only the obp step (ours from an earlier run's results)")
     p.add_argument("--json-out", type=Path, default=RESULTS / "replay_volume.json")
     args = p.parse_args(argv)
     return publish(run(args), args.json_out, markdown)

@@ -118,15 +118,18 @@ def external_distributions(log: ReplayLog, path: Path) -> np.ndarray | None:
     dist[:, :, 0] = 1.0
     dist[i, k] = 0.0
     index = {cid: g for g, cid in enumerate(log.collection_ids)}
+    where = np.full((len(i), len(log.collection_ids) + 1), -1, dtype=np.int64)  # [row, collection] -> candidate
+    cands = log.collection[i]
+    r, a_all = np.nonzero(cands >= 0)
+    where[r, cands[r, a_all]] = a_all
     for f, cid in enumerate(names):
         here = given[line, f]
         if not here.any():
             continue
-        g = index.get(cid, -2)
-        a = np.argmax(log.collection[i] == g, axis=1)
-        found = log.collection[i, a] == g
-        if not found[here].all():
+        a = where[:, index.get(cid, len(log.collection_ids))]
+        if (a[here] < 0).any():
             return None  # a collection that is not a candidate of its event
+        a = np.maximum(a, 0)
         p = values[line, f]
         usable = here & log.mask[i, k, a]
         if (here & ~usable & (p > 0)).any():
