@@ -46,6 +46,12 @@ Conventions (also shown by ``placement import --help``):
   Rows of one decision must agree on their context.
 * **Timestamps** are ISO-8601 strings (naive ones are UTC), epoch seconds, or
   Parquet timestamps. Without a timestamp column decisions get epoch 0.
+* **Speed.** One row per decision (no candidate or distribution column,
+  event ids unique if any) is converted a column at a time with Arrow, any
+  row with a cell the column code cannot vouch for through the row-level
+  code: the same bytes and messages (tests compare), ~100x faster.
+  The log's columnar copy (:mod:`bandit.logformat.columnar`) is written
+  next to it.
 * **Memory.** The file is read twice in chunks: a first pass over the action,
   event-id and type-inferred context columns (collection set, rows per event,
   column types), then the conversion pass. Only the per-event row counts and
