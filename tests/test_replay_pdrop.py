@@ -10,6 +10,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from bandit.logformat import columnar
+
 from bandit.ope.estimate import subsampled
 from bandit.ope.estimators import inverse_probability_weighting
 from bandit.ope.intervals import bootstrap_interval, normal_interval
@@ -92,8 +94,11 @@ def test_without_the_weights_the_same_rows_are_biased(runs, estimator):
 def test_the_log_reader_carries_pdrop_and_a_full_log_is_unchanged(tmp_path):
     events = make_events(300, seed=5)
     kept = _subsample(events, 5)
-    log = load_log([write_log(tmp_path / "kept.dsjson", kept)])
+    path = write_log(tmp_path / "kept.dsjson", kept)
+    log = load_log([path])
     assert log.pdrop.tolist() == pytest.approx([e.pdrop for e in sorted(kept, key=lambda e: e.decision.timestamp)])
+    assert columnar.current_copy(path) is not None  # the first read wrote the columnar copy ...
+    assert load_log([path]).pdrop.tolist() == log.pdrop.tolist()  # ... and it carries pdrop
     full = load_log([write_log(tmp_path / "full.dsjson", events)])
     assert not full.pdrop.any()
     est = inverse_probability_weighting(reward=full.reward[:, 0], action=full.action[:, 0],

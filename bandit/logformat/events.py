@@ -237,6 +237,9 @@ def dumps(record: Any) -> str:
 
 # --- joined log: VW DSJSON (ccb) --------------------------------------------
 
+EPOCH_RANGE = (-62135596800.0, 253402300799.0)  # epoch seconds :func:`iso` can write (years 1..9999)
+
+
 def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 

@@ -68,7 +68,8 @@ def import_log(
     chunk_rows: int = typer.Option(50_000, min=1, help="Rows read per chunk; bounds memory on large files."),
 ) -> None:
     """Convert tabular logged bandit data into the joined log that `placement replay`
-    and plain VW (--dsjson --ccb_explore_adf) read. Every bad row is reported with
+    and plain VW (--dsjson --ccb_explore_adf) read, with its columnar copy
+    (OUT.columnar.parquet, what replay loads fast). Every bad row is reported with
     its row number (1 = first data row) and reason; a multi-slot decision with a
     bad row is rejected whole. Exit 0 when something was written (even with
     rejects), 2 when the input is unusable or every row was rejected."""

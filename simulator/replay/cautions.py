@@ -95,12 +95,7 @@ def _disagreements(estimates: Sequence[dict[str, Any]]) -> list[Warning]:
 def collection_index(log: ReplayLog) -> tuple[np.ndarray, list[str]]:
     """(n, A) global collection index of each event's candidate (-1 padded)
     and the collection ids: candidate indices are per event, ids are not."""
-    ids: dict[str, int] = {}
-    out = np.full((log.n, log.shape[2]), -1, dtype=np.int64)
-    for i, joined in enumerate(log.events):
-        cands = joined.decision.inp.candidates
-        out[i, :len(cands)] = [ids.setdefault(c.id, len(ids)) for c in cands]
-    return out, list(ids)
+    return log.collection, log.collection_ids
 
 
 def _extrapolation(log: ReplayLog, dist: np.ndarray) -> list[Warning]:

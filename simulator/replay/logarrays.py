@@ -9,13 +9,16 @@ propensity is conditioned on.
 from __future__ import annotations
 
 import math
-from collections import Counter
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
+from bandit.logformat import columnar
 from bandit.logformat.events import JoinedEvent, LogFormatError, SkippedLines, read_joined
 from simulator.specs import TargetError
 
@@ -35,10 +38,13 @@ class ReplayLog:
     Events without a slot are padded there: reward 0, action 0, propensity
     1, mask only action 0, and every target is one-hot there -- weight 1 and
     reward 0, so a padded slot adds exactly nothing to a page value.
+
+    Built from the columnar rows (:mod:`bandit.logformat.columnar`), a column
+    at a time; the joined events themselves (features, for VW targets and the
+    reward model) are read from the DSJSON log only when something asks for
+    :attr:`events`.
     """
 
-    events: list[JoinedEvent]
-    allowed: list[list[list[int]]]  # [event][slot] candidate indices available
     reward: np.ndarray  # (n, K)
     action: np.ndarray  # (n, K) int
     pscore: np.ndarray  # (n, K) NaN where missing
@@ -46,15 +52,49 @@ class ReplayLog:
     present: np.ndarray  # (n, K) bool
     logged_dist: np.ndarray  # (n, K, A) the logging policy's ranking; NaN where unknown (chosen_only)
     slot_labels: list[str]
+    event_id_column: pa.Array  # (n,) the event ids (see event_ids)
+    timestamps: np.ndarray  # (n,)
+    observed: np.ndarray  # (n, K) a reward came (padded slots: True)
+    collection: np.ndarray  # (n, A) index into collection_ids of each candidate, -1 padded
+    collection_ids: list[str]
+    default_index: np.ndarray  # (n, K) candidate index of the slot's default collection, -1 if none
+    choice_column: np.ndarray  # (n, J) column of each event's j-th choice, -1 padded
+    allowed_code: np.ndarray  # (n, J) index into allowed_lists, -1 padded
+    allowed_lists: list[list[int]]
+    slot_id_code: np.ndarray  # (n, K) index into slot_ids of each choice's own slot id, -1 padded
+    slot_ids: list[str]
     sources: list[str] = field(default_factory=list)
     # (n,) events whose log carries only the chosen actions' propensities
     chosen_only: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
-    column: list[list[int]] = field(default_factory=list)
     # torn lines (a crash mid-write) the reader skipped, with file and line
     skipped: SkippedLines = field(default_factory=SkippedLines)
     # (n,) each event's drop probability under subsampling (the joined line's
     # pdrop; empty or zeros: a full log); estimates weight by 1 / (1 - pdrop)
     pdrop: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    loader: Callable[[], list[JoinedEvent]] | None = None  # the events, in this log's order
+    _events: list[JoinedEvent] | None = None
+
+    @property
+    def events(self) -> list[JoinedEvent]:
+        """The joined events (read from the log on first use)."""
+        if self._events is None:
+            if self.loader is None:
+                raise LogFormatError("this log was read without its events")
+            events = self.loader()
+            if [e.decision.event_id for e in events] != list(self.event_ids):
+                raise LogFormatError("the log's events do not match its columnar copy (rewritten since?)")
+            self._events = events
+        return self._events
+
+    @cached_property
+    def allowed(self) -> list[list[list[int]]]:
+        """[event][choice] candidate indices available (for per-event targets)."""
+        table = self.allowed_lists
+        return [[list(table[c]) for c in row if c >= 0] for row in self.allowed_code.tolist()]
+
+    @cached_property
+    def column(self) -> list[list[int]]:
+        return [[k for k in row if k >= 0] for row in self.choice_column.tolist()]
 
     @property
     def positional(self) -> bool:
@@ -64,7 +104,12 @@ class ReplayLog:
 
     @property
     def n(self) -> int:
-        return len(self.events)
+        return len(self.event_id_column)
+
+    @cached_property
+    def event_ids(self) -> np.ndarray:
+        """(n,) the event ids as Python strings."""
+        return np.asarray(self.event_id_column.to_pylist(), dtype=object)
 
     @property
     def shape(self) -> tuple[int, int, int]:
@@ -73,104 +118,222 @@ class ReplayLog:
     @classmethod
     def from_events(cls, events: Iterable[JoinedEvent], sources: Sequence[str] = ()) -> "ReplayLog":
         """Arrays from joined events (sorted by decision time, stable)."""
-        events = sorted(events, key=lambda e: e.decision.timestamp)
-        if not events:
+        events = list(events)
+        log = cls.from_table(columnar.table_from_events(events), sources)
+        order = np.argsort(np.array([e.decision.timestamp for e in events]), kind="stable")
+        log._events = [events[i] for i in order]
+        return log
+
+    @classmethod
+    def from_table(cls, table: pa.Table, sources: Sequence[str] = (),
+                   loader: Callable[[], list[JoinedEvent]] | None = None) -> "ReplayLog":
+        """Arrays from columnar rows (:data:`bandit.logformat.columnar.SCHEMA`),
+        events sorted by decision time (stable), a column at a time."""
+        if table.num_rows == 0:
             raise LogFormatError("the log has no events")
-        n = len(events)
-        labels, columns = _slot_columns(events)
-        k_max = len(labels)
-        a_max = max(len(e.decision.inp.candidates) for e in events)
-        if k_max == 0 or a_max == 0:
-            raise LogFormatError("the log's events have no slots or no candidates")
-        reward, pscore = np.zeros((n, k_max)), np.ones((n, k_max))
-        action = np.zeros((n, k_max), dtype=np.int64)
-        mask = np.zeros((n, k_max, a_max), dtype=bool)
-        mask[:, :, 0] = True
-        present = np.zeros((n, k_max), dtype=bool)
-        logged = np.zeros((n, k_max, a_max))
-        logged[:, :, 0] = 1.0
-        allowed_all: list[list[list[int]]] = []
-        for i, joined in enumerate(events):
-            allowed_all.append(_fill_event(i, joined, columns[i], reward, action, pscore, mask, present, logged))
-        chosen_only = np.array([e.decision.chosen_only for e in events], dtype=bool)
-        pdrop = np.array([e.pdrop for e in events], dtype=float)
-        return cls(events, allowed_all, reward, action, pscore, mask, present, logged, labels, list(sources),
-                   chosen_only, columns, pdrop=pdrop)
+        rows = _Rows(table)
+        return rows.log(sources, loader)
 
     def by_choice(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(action, reward, present) indexed by each event's own choice order
         (n, J): what code reading ``event.decision.choices[j]`` needs."""
-        j_max = max(len(c) for c in self.column)
-        action, reward = np.zeros((self.n, j_max), dtype=np.int64), np.zeros((self.n, j_max))
-        present = np.zeros((self.n, j_max), dtype=bool)
-        for i, cols in enumerate(self.column):
-            action[i, :len(cols)], reward[i, :len(cols)] = self.action[i, cols], self.reward[i, cols]
-            present[i, :len(cols)] = True
-        return action, reward, present
+        cols = self.choice_column
+        present = cols >= 0
+        safe = np.maximum(cols, 0)
+        action = np.where(present, np.take_along_axis(self.action, safe, axis=1), 0)
+        reward = np.where(present, np.take_along_axis(self.reward, safe, axis=1), 0.0)
+        return action.astype(np.int64), reward, present
 
     def to_columns(self, per_choice: np.ndarray) -> np.ndarray:
         """(n, J, ...) by choice order -> (n, K, ...) by slot column (zeros where padded)."""
         out = np.zeros((self.n, self.shape[1]) + per_choice.shape[2:], dtype=per_choice.dtype)
-        for i, cols in enumerate(self.column):
-            out[i, cols] = per_choice[i, :len(cols)]
+        i, j = np.nonzero(self.choice_column >= 0)
+        out[i, self.choice_column[i, j]] = per_choice[i, j]
         return out
 
 
 MAX_KEYED_SLOTS = 64  # more distinct slot ids than this: columns by position in the event
 
 
-def _slot_columns(events: Sequence[JoinedEvent]) -> tuple[list[str], list[list[int]]]:
-    """Slot labels and each event's choice -> column map: one column per slot
-    id (integer ids numerically, else by earliest position then first seen);
-    with too many ids (or an event naming one twice), columns by position."""
-    first: dict[str, tuple[int, int]] = {}
-    for i, e in enumerate(events):
-        for j, choice in enumerate(e.decision.choices):
-            pos = first.get(choice.slot_id, (j, i))
-            first[choice.slot_id] = min(pos, (j, i))
-    repeated = any(len({c.slot_id for c in e.decision.choices}) < len(e.decision.choices) for e in events)
-    if len(first) > MAX_KEYED_SLOTS or repeated:
-        k_max = max(len(e.decision.choices) for e in events)
-        slot_ids: list[Counter[str]] = [Counter() for _ in range(k_max)]
-        for e in events:
-            for k, choice in enumerate(e.decision.choices):
-                slot_ids[k][choice.slot_id] += 1
-        labels = [c.most_common(1)[0][0] if len(c) == 1 else f"#{k}" for k, c in enumerate(slot_ids)]
-        return labels, [list(range(len(e.decision.choices))) for e in events]
-    if all(s.isdigit() for s in first):
-        labels = sorted(first, key=int)
-    else:
-        labels = sorted(first, key=lambda s: first[s])
-    index = {s: k for k, s in enumerate(labels)}
-    return labels, [[index[c.slot_id] for c in e.decision.choices] for e in events]
+class _Rows:
+    """Columnar rows grouped into events in time order."""
 
+    def __init__(self, table: pa.Table):
+        self.t = table
+        choice = _np(table["choice"])
+        starts = np.flatnonzero(choice == 0)
+        if starts.size == 0 or starts[0] != 0:
+            raise LogFormatError("columnar rows do not start an event at the first row")
+        event_of = np.cumsum(choice == 0) - 1
+        ts = _np(table["timestamp"])[starts]
+        order = np.argsort(ts, kind="stable")  # events in time order, ties in log order
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        self.n = order.size
+        self.event = rank[event_of]  # each row's event, time order
+        self.j = choice.astype(np.int64)
+        self.starts, self.order = starts, order
+        self.timestamps = ts[order]
 
-def _fill_event(i: int, joined: JoinedEvent, cols: list[int], reward: np.ndarray, action: np.ndarray,
-                pscore: np.ndarray, mask: np.ndarray, present: np.ndarray, logged: np.ndarray) -> list[list[int]]:
-    d = joined.decision
-    n_cand = len(d.inp.candidates)
-    allowed_event = []
-    for choice in d.choices:
-        if not 0 <= choice.action < n_cand:
-            raise LogFormatError(f"event {d.event_id}: slot {choice.slot_id} logged action {choice.action} "
-                                 f"but the event has {n_cand} candidates")
-    for (j, allowed), choice in zip(d.inp.walk([c.action for c in d.choices]), d.choices):
-        k = cols[j]
-        if choice.action not in allowed:  # the logger could choose it, so it was available
-            allowed.append(choice.action)
-        allowed_event.append(allowed)
+    def strings(self, name: str) -> tuple[list[str], np.ndarray]:
+        """A dictionary column's distinct values and each row's code."""
+        col = self.t[name]
+        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+        if not pa.types.is_dictionary(col.type):
+            col = pc.dictionary_encode(col)
+        return col.dictionary.to_pylist(), _np(col.indices).astype(np.int64)
+
+    def log(self, sources: Sequence[str], loader: Callable[[], list[JoinedEvent]] | None) -> ReplayLog:
+        n = self.n
+        cand_sets, cand_code = self.strings("candidates")
+        cand_lists = [s.split(columnar.SEPARATOR) if s else [] for s in cand_sets]
+        event_cands = np.zeros(n, dtype=np.int64)
+        event_cands[self.event[self.j == 0]] = cand_code[self.j == 0]
+        sizes = np.array([len(c) for c in cand_lists])
+        a_max = int(sizes[event_cands].max())
+        labels, column = self.slot_columns()
+        k_max = len(labels)
+        if k_max == 0 or a_max == 0:
+            raise LogFormatError("the log's events have no slots or no candidates")
+        action = _np(self.t["action"]).astype(np.int64)
+        bad = (action < 0) | (action >= sizes[cand_code])
+        if bad.any():
+            r = int(np.flatnonzero(bad)[0])
+            raise LogFormatError(f"event {self.t['event_id'][r].as_py()}: slot {self.t['slot_id'][r].as_py()} logged "
+                                 f"action {action[r]} but the event has {sizes[cand_code[r]]} candidates")
+        i, k = self.event, column
+        reward, pscore = np.zeros((n, k_max)), np.ones((n, k_max))
+        reward[i, k] = _np(self.t["reward"], np.nan)
+        pscore[i, k] = _np(pc.cast(self.t["probability"], pa.float64()), np.nan)
+        acts = np.zeros((n, k_max), dtype=np.int64)
+        acts[i, k] = action
+        present = np.zeros((n, k_max), dtype=bool)
         present[i, k] = True
-        reward[i, k] = joined.rewards[j]
-        action[i, k] = choice.action
-        pscore[i, k] = choice.probability if choice.probability is not None else math.nan
+        observed = np.ones((n, k_max), dtype=bool)
+        observed[i, k] = _np(self.t["observed"], False).astype(bool)
+        allowed_sets, allowed_code = self.strings("allowed")
+        allowed_lists = [[int(a) for a in s.split(columnar.SEPARATOR)] if s else [] for s in allowed_sets]
+        mask = np.zeros((n, k_max, a_max), dtype=bool)
+        mask[:, :, 0] = True
         mask[i, k, 0] = False
-        mask[i, k, allowed] = True
-        if d.chosen_only:  # the logging distribution is unknown beyond the chosen action
-            logged[i, k] = math.nan
-            continue
-        logged[i, k] = as_row(choice.ranking, allowed, logged.shape[-1], f"event {d.event_id} slot {choice.slot_id}",
-                            lenient=True)
-    return allowed_event
+        for code, members in enumerate(allowed_lists):
+            rows = np.flatnonzero(allowed_code == code)
+            if rows.size and members:
+                mask[i[rows][:, None], k[rows][:, None], np.array(members)[None, :]] = True
+        chosen_only = np.zeros(n, dtype=bool)
+        chosen_only[self.event] = _np(self.t["chosen_only"], False).astype(bool)
+        pdrop = np.zeros(n)
+        pdrop[self.event] = _np(self.t["pdrop"], 0.0)
+        logged = self.logged(i, k, chosen_only, mask, (n, k_max, a_max))
+        j_max = int(self.j.max()) + 1
+        choice_column = np.full((n, j_max), -1, dtype=np.int64)
+        choice_column[i, self.j] = k
+        code_of = np.full((n, j_max), -1, dtype=np.int64)
+        code_of[i, self.j] = allowed_code
+        collection, ids = _collections(cand_lists, event_cands, a_max)
+        default_index = self.defaults(i, k, cand_lists, cand_code, (n, k_max))
+        ids_column = self.t["event_id"]
+        ids_column = ids_column.combine_chunks() if isinstance(ids_column, pa.ChunkedArray) else ids_column
+        event_ids = ids_column.take(pa.array(self.starts[self.order]))
+        slot_names, slot_code = self.strings("slot_id")
+        slot_id_code = np.full((n, k_max), -1, dtype=np.int64)
+        slot_id_code[i, k] = slot_code
+        return ReplayLog(reward, acts, pscore, mask, present, logged, labels, event_ids, self.timestamps, observed,
+                         collection, ids, default_index, choice_column, code_of, allowed_lists, slot_id_code,
+                         slot_names, list(sources), chosen_only, pdrop=pdrop, loader=loader)
+
+    def slot_columns(self) -> tuple[list[str], np.ndarray]:
+        """Slot labels and each row's column: one column per slot id (integer
+        ids numerically, else by earliest position then first seen); with too
+        many ids (or an event naming one twice), columns by position."""
+        ids, code = self.strings("slot_id")
+        key = self.j * (self.n + 1) + self.event  # (position, event): earliest first
+        first = np.full(len(ids), np.iinfo(np.int64).max)
+        np.minimum.at(first, code, key)
+        used = [c for c in range(len(ids)) if first[c] != np.iinfo(np.int64).max]
+        pair = self.event * (len(ids) + 1) + code
+        repeated = np.unique(pair).size < pair.size
+        if len(used) > MAX_KEYED_SLOTS or repeated:
+            k_max = int(self.j.max()) + 1
+            labels = []
+            for k in range(k_max):
+                names = np.unique(code[self.j == k])
+                labels.append(ids[int(names[0])] if names.size == 1 else f"#{k}")
+            return labels, self.j.copy()
+        names = [ids[c] for c in used]
+        if all(s.isdigit() for s in names):
+            ranked = sorted(used, key=lambda c: int(ids[c]))
+        else:
+            ranked = sorted(used, key=lambda c: first[c])
+        index = np.full(len(ids), -1, dtype=np.int64)
+        index[ranked] = np.arange(len(ranked))
+        return [ids[c] for c in ranked], index[code]
+
+    def logged(self, i: np.ndarray, k: np.ndarray, chosen_only: np.ndarray, mask: np.ndarray,
+               shape: tuple[int, int, int]) -> np.ndarray:
+        """The logged rankings as dense rows (:func:`as_row`, lenient), NaN where unknown."""
+        logged = np.zeros(shape)
+        logged[:, :, 0] = 1.0
+        logged[i, k] = 0.0
+        ra, rp = self.t["ranking_action"], self.t["ranking_prob"]
+        ra = ra.combine_chunks() if isinstance(ra, pa.ChunkedArray) else ra
+        rp = rp.combine_chunks() if isinstance(rp, pa.ChunkedArray) else rp
+        parent = _np(pc.list_parent_indices(ra)).astype(np.int64)
+        a = _np(pc.list_flatten(ra)).astype(np.int64)
+        p = _np(pc.list_flatten(rp), np.nan)
+        ri, rk = i[parent], k[parent]
+        inside = (a >= 0) & (a < shape[2])
+        keep = inside & (p > 0) & np.isfinite(p)
+        keep[inside] &= mask[ri[inside], rk[inside], a[inside]]
+        np.add.at(logged, (ri[keep], rk[keep], a[keep]), p[keep])
+        known = ~_np(self.t["chosen_only"], False).astype(bool)
+        rows_i, rows_k = i[known], k[known]
+        block = logged[rows_i, rows_k]
+        total = block.sum(axis=-1)
+        allowed = mask[rows_i, rows_k]
+        empty = total <= 0
+        off = ~empty & (np.abs(total - 1.0) > _SUM_TOL)
+        block[off] /= total[off][:, None]
+        block[empty] = allowed[empty] / allowed[empty].sum(axis=-1, keepdims=True)
+        logged[rows_i, rows_k] = block
+        unknown = ~known
+        logged[i[unknown], k[unknown]] = math.nan
+        return logged
+
+    def defaults(self, i: np.ndarray, k: np.ndarray, cand_lists: list[list[str]], cand_code: np.ndarray,
+                 shape: tuple[int, int]) -> np.ndarray:
+        """Candidate index of each slot's default collection (-1: none or not a candidate)."""
+        names, code = self.strings("default_collection")
+        pair = cand_code * (len(names) + 1) + code
+        uniq, inverse = np.unique(pair, return_inverse=True)
+        found = []
+        for value in uniq.tolist():
+            cands, name = cand_lists[value // (len(names) + 1)], names[value % (len(names) + 1)]
+            found.append(cands.index(name) if name and name in cands else -1)
+        out = np.full(shape, -1, dtype=np.int64)
+        out[i, k] = np.array(found, dtype=np.int64)[inverse.ravel()]
+        return out
+
+
+def _np(column: Any, fill: Any = 0) -> np.ndarray:
+    """A column as numpy (nulls as ``fill``)."""
+    if isinstance(column, pa.ChunkedArray):
+        column = column.combine_chunks()
+    if column.null_count:
+        column = pc.fill_null(column, fill)
+    return column.to_numpy(zero_copy_only=False)
+
+
+def _collections(cand_lists: list[list[str]], event_cands: np.ndarray, a_max: int) -> tuple[np.ndarray, list[str]]:
+    """(n, A) global index of each event's candidates (-1 padded), ids numbered
+    in first-seen order over the events in time order."""
+    ids: dict[str, int] = {}
+    sets, first = np.unique(event_cands, return_index=True)
+    table = np.full((len(cand_lists), a_max), -1, dtype=np.int64)
+    for s in sets[np.argsort(first)].tolist():
+        members = [ids.setdefault(c, len(ids)) for c in cand_lists[s]]
+        table[s, :len(members)] = members
+    return table[event_cands], list(ids)
 
 
 def as_row(dist: Iterable[tuple[int, float]], allowed: list[int], width: int, where: str,
@@ -210,19 +373,57 @@ def expand_paths(paths: Sequence[Path]) -> list[Path]:
     return out
 
 
-def load_log(paths: Sequence[Path]) -> ReplayLog:
-    """The joined logs as arrays; torn lines are skipped, and reported (see ``skipped``)."""
+def load_log(paths: Sequence[Path], cache: bool = True) -> ReplayLog:
+    """The joined logs as arrays; torn lines are skipped, and reported (see ``skipped``).
+
+    Each log is read from its columnar copy when one made from it as it is
+    now lies next to it (``placement import`` writes one); otherwise from
+    the DSJSON lines, and the copy is written then (``cache``) so the next
+    replay of the same log loads in seconds. The events themselves are read
+    from the DSJSON only if a target or estimator asks for them."""
     files = expand_paths(paths)
     skipped = SkippedLines()
-    log = ReplayLog.from_events(read_joined(files, skipped), [str(p) for p in files])
+    tables, events_read = [], []
+    for path in files:
+        copy = columnar.current_copy(path)
+        if copy is not None:
+            table, lines = columnar.read_copy(copy)
+            for number in lines:
+                skipped.add(path, number)
+            tables.append(table)
+            continue
+        mine = SkippedLines()
+        events = list(read_joined([path], mine))
+        table = columnar.table_from_events(events)
+        if cache and events:
+            try:
+                columnar.write_copy(path, table, [number for _, number in mine.where])
+            except OSError:  # a read-only directory: replay without the copy
+                pass
+        skipped.where += mine.where
+        tables.append(columnar.encoded(table))
+        events_read += events
+    if not tables or not sum(t.num_rows for t in tables):
+        raise LogFormatError("the log has no events")
+    table = pa.concat_tables(tables).unify_dictionaries()
+    log = ReplayLog.from_table(table, [str(p) for p in files], lambda: _sorted_events(files))
+    if len(events_read) == log.n:  # every file was read as lines: keep them
+        log._events = [events_read[i] for i in np.argsort([e.decision.timestamp for e in events_read],
+                                                          kind="stable")]
     log.skipped = skipped
     return log
 
 
+def _sorted_events(files: Sequence[Path]) -> list[JoinedEvent]:
+    """The joined events of ``files`` in decision-time order (stable)."""
+    events = list(read_joined(files))
+    order = np.argsort(np.array([e.decision.timestamp for e in events]), kind="stable")
+    return [events[i] for i in order]
+
 
 def log_summary(log: ReplayLog) -> dict[str, Any]:
     rewards = log.reward[log.present]
-    ts = [e.decision.timestamp for e in log.events]
+    ts = log.timestamps
     if log.positional:  # rows are positions: the page is the sum of the positions' means
         page = sum(float(log.reward[log.present[:, k], k].mean()) for k in range(log.shape[1])
                    if log.present[:, k].any())
@@ -232,9 +433,7 @@ def log_summary(log: ReplayLog) -> dict[str, Any]:
             "slot_decisions": int(log.present.sum()), "mean_reward_per_slot": float(rewards.mean()),
             "mean_page_reward": page, "positional": log.positional,
             "reward_range": [float(rewards.min()), float(rewards.max())] if rewards.size else [0.0, 0.0],
-            "reward_observed_share": float(np.mean([o for e in log.events for o in e.observed])),
-            "first_timestamp": min(ts), "last_timestamp": max(ts),
+            "reward_observed_share": float(np.mean(log.observed[log.present])),
+            "first_timestamp": float(ts.min()), "last_timestamp": float(ts.max()),
             "torn_lines_skipped": len(log.skipped),
             "torn_lines": [f"{path}:{number}" for path, number in log.skipped.where]}
-
-

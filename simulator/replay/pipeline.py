@@ -27,7 +27,14 @@ from simulator.replay.importance import feature_importance
 from simulator.replay.logarrays import ReplayLog, load_log, log_summary
 from simulator.replay.options import ESTIMATOR_PARAMS, EstimationConfig, ReplayOptions
 from simulator.replay.progress import ProgressSink
-from simulator.replay.progressive import ProgressiveTask, run_targets
+from simulator.replay.progressive import (
+    COLUMN_TARGETS,
+    ProgressiveTask,
+    builtin_distributions,
+    events_known,
+    run_targets,
+    run_task,
+)
 from simulator.replay.reward_model import fit_reward_model
 from simulator.replay.search import search_settings
 from simulator.replay.summary import summarize
@@ -43,7 +50,8 @@ def build_targets(log: ReplayLog, policies: Sequence[str]) -> list[TargetSpec]:
         spec = parse_policy(text)
         if spec.kind == "probs":
             assert spec.path is not None
-            ExternalProbabilities(spec.path).check_events({e.decision.event_id for e in log.events})
+            if not events_known(log, spec.path):  # or unreadable as columns: the line-by-line check names it
+                ExternalProbabilities(spec.path).check_events(set(log.event_ids))
         if spec.label in labels:
             raise TargetError(f"policy '{text}' is given twice")
         labels.add(spec.label)
@@ -83,11 +91,15 @@ def _run_replay(paths: Sequence[Path] | ReplayLog, options: ReplayOptions,
         q, quality = fit.q, fit.quality
     else:  # IPS, SNIPS and the slate estimators never read q: fitting it would be wasted time
         q, quality = np.zeros(log.shape), None
-    tasks = [ProgressiveTask(s) for s in specs]
+    columns = [s.kind in COLUMN_TARGETS for s in specs]  # computed as arrays, one at a time (memory)
+    tasks = [ProgressiveTask(s) for s, c in zip(specs, columns) if not c]
     with sink.task("replaying targets", total=log.n * len(tasks)) as advance:
-        dists = run_targets(log, tasks, options.workers, advance)
+        learned = iter(run_targets(log, tasks, options.workers, advance))
     policies = []
-    for spec, dist in zip(specs, dists):
+    for spec, by_columns in zip(specs, columns):
+        dist = (builtin_distributions(log, spec) if by_columns else None)
+        if dist is None:  # a learned target, or a file the columns cannot vouch for (named errors)
+            dist = next(learned) if not by_columns else run_task(ProgressiveTask(spec), log)
         partial = log.chosen_only if spec.kind == "logged" else None
         result = evaluate_policy(log, dist, q, cfg, partial)
         notes = result.pop("notes")
