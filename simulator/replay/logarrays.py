@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -406,7 +406,8 @@ def load_log(paths: Sequence[Path], cache: bool = True) -> ReplayLog:
     if not tables or not sum(t.num_rows for t in tables):
         raise LogFormatError("the log has no events")
     table = pa.concat_tables(tables).unify_dictionaries()
-    log = ReplayLog.from_table(table, [str(p) for p in files], lambda: _sorted_events(files))
+    # a partial, not a lambda: the process pool and Ray ship the log to workers
+    log = ReplayLog.from_table(table, [str(p) for p in files], partial(_sorted_events, list(files)))
     if len(events_read) == log.n:  # every file was read as lines: keep them
         log._events = [events_read[i] for i in np.argsort([e.decision.timestamp for e in events_read],
                                                           kind="stable")]
