@@ -42,8 +42,8 @@ SCENARIOS = ("seasonal-retail", "trend-shock", "cold-start")
 AXES: tuple[tuple[str, tuple[Any, ...]], ...] = (
     ("learning_rate", (0.05, 0.2)),
     ("exploration.gamma_scale", (30.0, 100.0)),
-    ("power_t", (0.25,)),
     ("exploration.floor", (0.02,)),
+    ("power_t", (0.25,)),
     ("coin", (True,)),
     ("interactions", (("CA", "SA", "CSA", "AA"),)),
 )
