@@ -13,6 +13,11 @@ placed) as a fraction of the oracle's on the same contexts. Peers:
   one per collection), fed one-hot features (:class:`OneHot`), filling slots
   by descending score; a benchmark-only dependency (``pip install mabwiser``).
 
+Ceilings (no learning, or no bandit feedback): ``segment-oracle`` /
+``signal-oracle`` (:class:`SegmentOracle`) and ``engine-full-information``
+(:class:`FullInformationEngine`), which split the gap to the oracle into
+unobservable taste, the model, and learning from bandit feedback.
+
 ``--sweep`` adds engine explorers and settings (:data:`SWEEP`). Prints a
 Markdown report on stdout (``--markdown FILE`` also writes it) and the raw
 per-run table with ``--out``.
