@@ -3,7 +3,7 @@
 The measured numbers (100k decisions, peers side by side) live in
 BENCHMARKS.md and bench/quality.py; this only catches a default that stops
 learning: 4 seeds x 1,500 decisions of seasonal-retail, where the default
-reached 61.5-70.0 % of the oracle's expected reward over 20 seeds
+reached 61.5-71.4 % of the oracle's expected reward over 20 seeds
 (bench.defaults_grid) and uniform placement reaches ~32 %.
 """
 
