@@ -33,12 +33,13 @@ same features (a property test checks, through the weights VW learns):
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import struct
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterable, Mapping, Union
+from typing import Iterable, Mapping, Sequence, Union
 
 FeatureValue = Union[float, str]
 
@@ -225,3 +226,47 @@ class SlotSpec:
 
 def context_spaces(groups: Iterable[FeatureGroup]) -> dict[str, dict[str, float]]:
     return namespaces(CONTEXT, groups)
+
+
+# Knots (days to an event; negative: after it) of the calendar encoding below.
+# Denser near the event, where demand changes fastest; beyond the ends the
+# nearest end holds.
+DAYS_TO_EVENT_KNOTS: tuple[float, ...] = (-14.0, -7.0, -3.0, 0.0, 3.0, 7.0, 14.0, 21.0, 28.0, 42.0)
+
+
+def days_to_event_features(days: float, knots: Sequence[float] = DAYS_TO_EVENT_KNOTS) -> dict[str, float]:
+    """Days to an event as a smooth function a linear learner can bend: the
+    piecewise-linear "hat" basis on ``knots``, at most two non-zero features
+    (``dte_m7``, ``dte_0``, ``dte_14``, ...) summing to 1. A weight per knot,
+    interacted with the collection, learns that collection's own demand curve
+    (ramp, peak, tail) as a piecewise-linear function, where a coarse bucket
+    learns a step per bucket and a single number a straight line."""
+    if not math.isfinite(days):
+        raise FeatureError(f"days to event {days} is not finite")
+    knots = tuple(knots)
+    if days <= knots[0]:
+        return {_knot_name(knots[0]): 1.0}
+    if days >= knots[-1]:
+        return {_knot_name(knots[-1]): 1.0}
+    i = bisect.bisect_right(knots, days) - 1
+    lo, hi = knots[i], knots[i + 1]
+    w = (days - lo) / (hi - lo)
+    out = {_knot_name(lo): 1.0 - w}
+    if w > 0:
+        out[_knot_name(hi)] = w
+    return out
+
+
+def _knot_name(knot: float) -> str:
+    return f"dte_{'m' if knot < 0 else ''}{abs(knot):g}"
+
+
+def days_to_event_from_features(features: Mapping[str, FeatureValue],
+                                knots: Sequence[float] = DAYS_TO_EVENT_KNOTS) -> float | None:
+    """The days to the event that :func:`days_to_event_features` encoded
+    (clamped to the knots' range), or None when ``features`` hold none."""
+    names = {_knot_name(k): k for k in knots}
+    weights = [(names[n], float(v)) for n, v in features.items() if n in names and not isinstance(v, str)]
+    if not weights:
+        return None
+    return sum(k * w for k, w in weights) / sum(w for _, w in weights)

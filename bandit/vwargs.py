@@ -13,6 +13,10 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
 EXPLORERS = ("epsilon", "softmax", "bag", "cover", "squarecb", "rnd", "first")
+# How a multi-slot decision is centred (bandit.policy): "joint" puts each slot's
+# most likely collection where the best whole assignment of the model's scores
+# puts it; "in_order" is VW's own ccb walk, each slot taking its own best.
+FILLS = ("joint", "in_order")
 CB_TYPES = ("mtr", "ips", "dr", "dm")
 # What VW 9.11.9 accepts per explorer (it refuses the rest when the workspace
 # is built, i.e. when a surface is first served, not when it is configured).
@@ -36,6 +40,7 @@ class Exploration:
     psi: float = 1.0  # cover
     gamma_scale: float = 10.0  # squarecb
     gamma_exponent: float = 0.5  # squarecb
+    floor: float = 0.0  # squarecb: mix this much uniform exploration in (VW's --epsilon with --squarecb)
     rnd_size: int = 3
     rnd_alpha: float = 0.1
     rnd_invlambda: float = 0.1
@@ -45,6 +50,7 @@ class Exploration:
         if self.algorithm not in EXPLORERS:
             raise SettingsError(f"exploration algorithm '{self.algorithm}' is not one of {', '.join(EXPLORERS)}")
         _in_range("epsilon", self.epsilon, 0.0, 1.0)
+        _in_range("floor", self.floor, 0.0, 1.0)
         _in_range("lambda", self.lambda_, 0.0, 1e6)
         _in_range("gamma_scale", self.gamma_scale, 1e-6, 1e6)
         _in_range("gamma_exponent", self.gamma_exponent, 0.0, 1.0)
@@ -67,7 +73,9 @@ class Exploration:
         if algo == "cover":
             return ["--cover", str(self.cover_size), "--psi", _num(self.psi), "--epsilon", _num(self.epsilon)]
         if algo == "squarecb":
-            return ["--squarecb", "--gamma_scale", _num(self.gamma_scale), "--gamma_exponent", _num(self.gamma_exponent)]
+            floor = ["--epsilon", _num(self.floor)] if self.floor else []
+            return ["--squarecb", "--gamma_scale", _num(self.gamma_scale), "--gamma_exponent",
+                    _num(self.gamma_exponent), *floor]
         if algo == "rnd":
             return ["--rnd", str(self.rnd_size), "--rnd_alpha", _num(self.rnd_alpha),
                     "--rnd_invlambda", _num(self.rnd_invlambda), "--epsilon", _num(self.epsilon)]
@@ -86,6 +94,8 @@ class LearningSettings:
     cb_type: str = "mtr"
     bits: int = 18
     l2: float = 0.0
+    coin: bool = False  # VW's parameter-free coin-betting optimiser (learning_rate and power_t then unused)
+    fill: str = "joint"  # see FILLS; not a VW option (the model is the same either way)
 
     def validate(self) -> "LearningSettings":
         self.exploration.validate()
@@ -98,6 +108,10 @@ class LearningSettings:
         _in_range("power_t", self.power_t, 0.0, 1.0)
         _in_range("bits", self.bits, 10, 28)
         _in_range("l2", self.l2, 0.0, 1.0)
+        if not isinstance(self.coin, bool):
+            raise SettingsError(f"coin={self.coin!r} must be true or false")
+        if self.fill not in FILLS:
+            raise SettingsError(f"fill '{self.fill}' is not one of {', '.join(FILLS)}")
         if self.cb_type not in CB_TYPES:
             raise SettingsError(f"cb_type '{self.cb_type}' is not one of {', '.join(CB_TYPES)}")
         algo = self.exploration.algorithm
@@ -136,7 +150,7 @@ class LearningSettings:
 # the header's bits). Anything else could change the learner or make loading
 # write files (--readable_model, --final_regressor, -f, --invert_hash, ...).
 MODEL_FILE_OPTIONS: dict[str, bool] = {
-    **dict.fromkeys(("cb_adf", "cb_explore_adf", "cb_sample", "ccb_explore_adf", "csoaa_rank", "squarecb",
+    **dict.fromkeys(("cb_adf", "cb_explore_adf", "cb_sample", "ccb_explore_adf", "coin", "csoaa_rank", "squarecb",
                      "softmax"), False),
     **dict.fromkeys(("bag", "bit_precision", "cb_type", "cover", "csoaa_ldf", "epsilon", "first", "gamma_exponent",
                      "gamma_scale", "interactions", "lambda", "learning_rate", "power_t", "psi", "random_seed",
@@ -173,6 +187,8 @@ def vw_arguments(settings: LearningSettings, *, multi_slot: bool = True, dsjson:
              "--power_t", _num(settings.power_t), "-b", str(settings.bits)]
     if settings.l2:
         args += ["--l2", _num(settings.l2)]
+    if settings.coin:
+        args.append("--coin")
     for inter in settings.interactions:
         args += ["--interactions", inter]
     if dsjson:

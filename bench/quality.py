@@ -13,6 +13,11 @@ placed) as a fraction of the oracle's on the same contexts. Peers:
   one per collection), fed one-hot features (:class:`OneHot`), filling slots
   by descending score; a benchmark-only dependency (``pip install mabwiser``).
 
+Ceilings (no learning, or no bandit feedback): ``segment-oracle`` /
+``signal-oracle`` (:class:`SegmentOracle`) and ``engine-full-information``
+(:class:`FullInformationEngine`), which split the gap to the oracle into
+unobservable taste, the model, and learning from bandit feedback.
+
 ``--sweep`` adds engine explorers and settings (:data:`SWEEP`). Prints a
 Markdown report on stdout (``--markdown FILE`` also writes it) and the raw
 per-run table with ``--out``.
@@ -36,7 +41,7 @@ import pandas as pd
 from bandit.logformat.events import JoinedEvent
 from bandit.assignment import best_assignment
 from bandit.decision import DecisionInput, SlotChoice, fill_in_order
-from bandit.features import SlotSpec
+from bandit.features import DAYS_TO_EVENT_KNOTS, SlotSpec, days_to_event_features
 from bandit.vwargs import LearningSettings
 from simulator.specs import PolicySpec
 from simulator.runner import run
@@ -73,9 +78,10 @@ SWEEP: dict[str, PolicySpec] = {
 
 class OneHot:
     """Context, slot and each collection's calendar state as one fixed vector:
-    one-hot categories, numbers as they are. The calendar features (season,
-    buzz, proximity per collection) go into the shared context so a disjoint
-    per-collection model can learn its own collection's season."""
+    one-hot categories, numbers as they are: the same signals the engine gets
+    (taste scores; per collection forecast, buzz score, days-to-event basis,
+    or the old buckets). The collections' signals go into the shared context
+    so a disjoint per-collection model can learn its own collection's season."""
 
     def __init__(self, scenario: Scenario):
         cats = ["none", *sorted(scenario.categories)]
@@ -85,11 +91,23 @@ class OneHot:
         keys += [f"session.category={c}" for c in cats]
         keys += [f"time.hour={h}" for h in HOUR_BUCKETS] + ["time.day=weekday", "time.day=weekend"]
         keys += [f"slot={s.id}" for s in scenario.slots] + ["slot.position"]
+        signals = scenario.signals
+        if "taste" in signals:
+            keys += [f"taste.{t}" for t in sorted({t for c in scenario.collections for t in c.tags}
+                                                  | {t for g in scenario.segments for t in g.tastes})]
         for c in scenario.collections:
             if c.kind == "seasonal":
-                keys += [f"{c.id}.season={b}" for b in SEASONS] + [f"{c.id}.proximity"]
+                if "buckets" in signals:
+                    keys += [f"{c.id}.season={b}" for b in SEASONS] + [f"{c.id}.proximity"]
+                if "forecast" in signals:
+                    keys.append(f"{c.id}.forecast")
+                if "calendar" in signals:
+                    keys += [f"{c.id}.{n}" for k in DAYS_TO_EVENT_KNOTS for n in days_to_event_features(k)]
             if c.kind == "viral":
-                keys += [f"{c.id}.buzz={b}" for b in BUZZ]
+                if "buckets" in signals:
+                    keys += [f"{c.id}.buzz={b}" for b in BUZZ]
+                if "buzz" in signals:
+                    keys.append(f"{c.id}.buzz_score")
         self.index = {k: i for i, k in enumerate(keys)}
 
     @property
@@ -198,19 +216,22 @@ def _make_mabwiser(kind: str, alpha: float, world: World, seed: int) -> Mabwiser
 class SegmentOracle:
     """A ceiling for any policy of the observable features: the oracle's
     assignment computed with each customer's hidden individual taste replaced
-    by their segment's mean taste (it still knows the exact demand curves and
-    trend levels, which the features only approximate)."""
+    by their segment's mean taste (``taste="segment"``) or by the taste scores
+    the front-end sends (``taste="signal"``, the scenario's ``taste`` signal).
+    It still knows the exact demand curves and trend levels, which the
+    features only approximate."""
 
-    name = "segment-oracle"
-
-    def __init__(self, world: World):
+    def __init__(self, world: World, taste: str = "segment"):
         self.world = world
+        self.taste = taste
+        self.name = f"{taste}-oracle"
 
     def decide(self, inp: DecisionInput, event_id: str) -> list[SlotChoice]:
         r = self.world.current(event_id)
-        mean = Customer(r.customer.id, r.customer.segment,
-                        {t: r.customer.segment.tastes.get(t, 0.0) for t in self.world.tags})
-        q = self.world.expected_matrix(replace(r, customer=mean))
+        c = r.customer
+        known = (dict(c.taste_signal) if self.taste == "signal"
+                 else {t: c.segment.tastes.get(t, 0.0) for t in self.world.tags})
+        q = self.world.expected_matrix(replace(r, customer=Customer(c.id, c.segment, known)))
         chosen = best_assignment(inp, q)
         return [SlotChoice(slot.id, int(chosen[k]), 1.0, ((int(chosen[k]), 1.0),), int(chosen[k]))
                 for k, slot in enumerate(inp.slots)]
@@ -226,6 +247,58 @@ def _segment_oracle(world: World, seed: int) -> SegmentOracle:
     return SegmentOracle(world)
 
 
+def _signal_oracle(world: World, seed: int) -> SegmentOracle:
+    return SegmentOracle(world, "signal")
+
+
+class FullInformationEngine:
+    """The model-class ceiling: the engine's own VW model (same features,
+    interactions, settings) taught with full information and no delay. After
+    each request it learns ``draws`` random assignments labelled with their
+    *true expected* rewards (probability 1, as squarecb learns anyway), so it
+    never has to explore and its labels carry no noise; it serves its greedy
+    assignment. What it misses, no amount of exploration tuning recovers: that
+    share of the gap is the model's (features, interactions, squared loss on
+    a logistic world)."""
+
+    def __init__(self, world: World, seed: int, settings: LearningSettings | None = None, draws: int = 4):
+        from bandit.policy import Policy
+
+        self.name = "engine-full-information"
+        self.world = world
+        self.policy = Policy(settings or LearningSettings())
+        self.rng = np.random.default_rng(seed)
+        self.draws = draws
+        self._truth: dict[str, np.ndarray] = {}
+
+    def decide(self, inp: DecisionInput, event_id: str) -> list[SlotChoice]:
+        self._truth[event_id] = self.world.expected_matrix(self.world.current(event_id))
+        score = np.full((len(inp.slots), len(inp.candidates)), -1e9)
+        for k in range(len(inp.slots)):
+            for a, v in self.policy.scores(inp, k, list(inp.allowed(k))).items():
+                score[k, a] = v
+        chosen = best_assignment(inp, score)
+        return [SlotChoice(slot.id, int(chosen[k]), 1.0, ((int(chosen[k]), 1.0),), int(chosen[k]))
+                for k, slot in enumerate(inp.slots)]
+
+    def learn(self, joined: JoinedEvent) -> None:
+        inp = joined.decision.inp
+        q = self._truth.pop(joined.decision.event_id)
+        for _ in range(self.draws):
+            def pick(k: int, slot: SlotSpec, allowed: list[int]) -> SlotChoice:
+                a = int(self.rng.choice(allowed))
+                return SlotChoice(slot.id, a, 1.0, ((a, 1.0),), a)
+            choices = fill_in_order(inp, pick).choices
+            self.policy.learn(inp, choices, [float(q[k, c.action]) for k, c in enumerate(choices)])
+
+    def close(self) -> None:
+        self.policy.close()
+
+
+def _full_information(world: World, seed: int) -> FullInformationEngine:
+    return FullInformationEngine(world, seed)
+
+
 # --- running -----------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -237,7 +310,8 @@ class Cell:
 
 def peers() -> dict[str, Any]:
     return {"engine": "engine", "uniform": "uniform", "greedy-ctr": "greedy-ctr",
-            "linucb": mabwiser("linucb"), "lints": mabwiser("lints"), "segment-oracle": _segment_oracle}
+            "linucb": mabwiser("linucb"), "lints": mabwiser("lints"), "segment-oracle": _segment_oracle,
+            "signal-oracle": _signal_oracle, "engine-full-information": _full_information}
 
 
 def run_cell(scenario: Scenario, decisions: int, cell: Cell) -> dict[str, Any]:

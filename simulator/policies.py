@@ -25,7 +25,7 @@ import numpy as np
 from bandit.logformat.events import JoinedEvent
 from bandit.assignment import best_assignment
 from bandit.decision import DecisionInput, SlotChoice, fill_in_order
-from bandit.features import SlotSpec
+from bandit.features import SlotSpec, days_to_event_from_features
 from bandit.policy import Policy
 from bandit.vwargs import LearningSettings
 from simulator.specs import PolicySpec, parse_policy
@@ -185,9 +185,13 @@ class RulePolicy:
     def _rank(inp: DecisionInput, k: int, a: int) -> tuple[int, int]:
         cand = inp.candidates[a]
         feats = {n: v for g in cand.groups for n, v in g.features.items()}
-        season = feats.get("season")
-        if feats.get("kind") == "seasonal" and season in IN_SEASON:
-            return (0, IN_SEASON.index(season))
+        if feats.get("kind") == "seasonal":
+            season = feats.get("season")
+            if season in IN_SEASON:
+                return (0, IN_SEASON.index(season))
+            days = days_to_event_from_features(feats)
+            if days is not None and -7 <= days <= 21:  # the buckets' in-season span
+                return (1, int(days) if days >= 0 else 21 - int(days))
         if cand.id == inp.slots[k].default_collection:
             return (2, 0)
         return (3, a)

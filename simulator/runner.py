@@ -190,6 +190,9 @@ class _Loop:
                 "in_window": self.world.in_window(coll.id, r.day), "propensity": choice.probability,
                 "reward": np.nan, "observed": False, "clicked": outcome.clicked, "purchased": outcome.purchased,
                 "expected": float(q[k, choice.action]), "oracle_expected": float(q[k, best[k]]),
+                # what the policy's own top pick for the slot would have earned: expected minus this
+                # is the price of exploring
+                "top_expected": float(q[k, choice.model_top]) if choice.model_top >= 0 else float("nan"),
                 "oracle_collection": r.collections[best[k]].id,
             })
 

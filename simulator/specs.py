@@ -24,7 +24,7 @@ from bandit.vwargs import EXPLORERS, Exploration, LearningSettings, SettingsErro
 
 # vw: spec key -> (object, field); "lambda" is spelled without the underscore.
 _EXPLORATION_KEYS = {f.name.rstrip("_"): f.name for f in fields(Exploration)}
-_LEARNING_KEYS = {"learning_rate", "power_t", "cb_type", "bits", "l2", "interactions"}
+_LEARNING_KEYS = {"learning_rate", "power_t", "cb_type", "bits", "l2", "interactions", "coin", "fill"}
 VW_KEYS = tuple(sorted(set(_EXPLORATION_KEYS) | _LEARNING_KEYS))
 
 
@@ -116,6 +116,10 @@ def _typed(default: Any, value: str, where: str, key: str) -> Any:
     try:
         if isinstance(default, str):
             return value
+        if isinstance(default, bool):
+            if value.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(value)
+            return value.lower() in ("true", "1")
         if isinstance(default, int):
             return int(value)
         return float(value)
@@ -129,14 +133,14 @@ def settings_label(settings: LearningSettings) -> str:
     parts = [f"algorithm={ex.algorithm}"]
     per_algo = {
         "epsilon": ("epsilon",), "softmax": ("lambda_",), "bag": ("bag_size", "epsilon"),
-        "cover": ("cover_size", "psi", "epsilon"), "squarecb": ("gamma_scale", "gamma_exponent"),
+        "cover": ("cover_size", "psi", "epsilon"), "squarecb": ("gamma_scale", "gamma_exponent", "floor"),
         "rnd": ("rnd_size", "rnd_alpha", "rnd_invlambda", "epsilon"), "first": ("first",),
     }
     parts += [f"{name.rstrip('_')}={getattr(ex, name):g}" for name in per_algo[ex.algorithm]]
     parts.append(f"learning_rate={settings.learning_rate:g}")
     parts.append(f"interactions={'+'.join(settings.interactions)}")
     default = LearningSettings()
-    for name in ("power_t", "cb_type", "bits", "l2"):
+    for name in ("power_t", "cb_type", "bits", "l2", "coin", "fill"):
         if getattr(settings, name) != getattr(default, name):
             parts.append(f"{name}={getattr(settings, name)}")
     return "vw:" + ",".join(parts)

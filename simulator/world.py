@@ -34,11 +34,18 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from bandit.features import Candidate, FeatureGroup, SlotSpec
+from bandit.features import Candidate, FeatureGroup, SlotSpec, days_to_event_features
 from bandit.decision import DecisionInput
 from simulator.scenarios import DEFAULT_SCENARIO, SCENARIO_DIR, builtin_scenarios
 
 KINDS = ("seasonal", "viral", "regular")
+# What the front-end sends besides segment, intent, slot and catalog metadata
+# (README, "Signals"): the merchandising models' seasonality forecast and buzz
+# score, days to a collection's event as a smooth basis, the customer's
+# long-term taste scores; "buckets" is the old coarse calendar (season bucket,
+# linear proximity, buzz bucket), kept to measure what the signals are worth.
+SIGNALS = ("forecast", "buzz", "calendar", "taste", "buckets")
+DEFAULT_SIGNALS = ("forecast", "buzz", "calendar", "taste")
 HOUR_BUCKETS = ("night", "morning", "afternoon", "evening")
 DAY = 86400.0
 HOUR = 3600.0
@@ -181,6 +188,9 @@ class Scenario:
     hour_effects: Mapping[str, float] = field(default_factory=dict)
     categories: Mapping[str, float] = field(default_factory=dict)
     reward: RewardConfig = field(default_factory=RewardConfig)
+    signals: tuple[str, ...] = DEFAULT_SIGNALS
+    forecast_sd: float = 0.25  # error of the seasonality forecast (log demand), per request
+    taste_signal_sd: float = 0.2  # error of a customer's long-term taste scores, per customer
 
     @property
     def start_ts(self) -> float:
@@ -262,6 +272,8 @@ def scenario_from_dict(raw: Mapping[str, Any], where: str = "scenario") -> Scena
         _build(CollectionConfig, c, f"{where}.collections[{i}]",
                {"tags": _tuple, "categories": _tuple, "event": _date, "spikes": _spikes})
         for i, c in enumerate(_tuple(data["collections"], f"{where}.collections")))
+    if "signals" in data:
+        data["signals"] = _tuple(data["signals"], f"{where}.signals")
     if "reward" in data:
         data["reward"] = _build(RewardConfig, data["reward"], f"{where}.reward", {"purchase_delay": _delay})
     try:
@@ -305,6 +317,12 @@ def _validate(s: Scenario, where: str) -> Scenario:
         raise ScenarioError(f"{where}: returning_share and reward.lost_share must be in [0, 1)")
     if s.reward.window_hours <= 0:
         raise ScenarioError(f"{where}: reward.window_hours must be positive")
+    bad = set(s.signals) - set(SIGNALS)
+    if bad:
+        raise ScenarioError(f"{where}: signals names unknown signal(s) {', '.join(sorted(bad))} "
+                            f"(known: {', '.join(SIGNALS)})")
+    if s.forecast_sd < 0 or s.taste_signal_sd < 0:
+        raise ScenarioError(f"{where}: forecast_sd and taste_signal_sd must be >= 0")
     if not 0 < s.position_decay <= 1:
         raise ScenarioError(f"{where}: position_decay must be in (0, 1]")
     return s
@@ -336,6 +354,7 @@ class Customer:
     segment: Segment
     taste: dict[str, float]  # hidden individual affinity per tag
     visits: int = 0
+    taste_signal: dict[str, float] = field(default_factory=dict)  # the front-end's estimate of taste
 
 
 @dataclass(frozen=True)
@@ -473,6 +492,9 @@ class World:
         """The request stream: depends only on scenario and seed."""
         s = self.scenario
         rng = rng_for(self.seed, "requests", s.name)
+        # Signal errors come from their own stream: the requests stay those of
+        # every signal set, so runs with and without a signal compare alike.
+        noise_rng = rng_for(self.seed, "signals", s.name)
         pool: list[Customer] = []
         weights = np.array([g.weight for g in s.segments], dtype=float)
         weights /= weights.sum()
@@ -484,7 +506,8 @@ class World:
             else:
                 seg = s.segments[int(rng.choice(len(s.segments), p=weights))]
                 taste = {t: seg.tastes.get(t, 0.0) + s.taste_sd * float(rng.standard_normal()) for t in self.tags}
-                customer = Customer(f"u{len(pool)}", seg, taste)
+                customer = Customer(f"u{len(pool)}", seg, taste, taste_signal={
+                    t: v + s.taste_signal_sd * float(noise_rng.standard_normal()) for t, v in taste.items()})
                 pool.append(customer)
             returning = customer.visits > 0
             customer.visits += 1
@@ -504,10 +527,13 @@ class World:
             noise = rng.standard_normal(len(s.collections))
             buzz_obs = {c.id: self.buzz(c.id, day) * math.exp(0.3 * noise[j])
                         for j, c in enumerate(s.collections) if c.kind == "viral"}
+            forecast_err = s.forecast_sd * noise_rng.standard_normal(len(s.collections))
+            forecast = {c.id: self.demand(c, day) + float(forecast_err[j])
+                        for j, c in enumerate(s.collections) if c.kind == "seasonal"}
             request = Request(i, f"{s.name}-s{self.seed}-{i:07d}", ts, day, customer, returning, intent,
                               category, slots, colls,
                               self._decision_input(ts, day, customer, returning, intent, category, slots, colls,
-                                                   buzz_obs))
+                                                   buzz_obs, forecast))
             self._current = request
             yield request
 
@@ -517,7 +543,8 @@ class World:
             raise KeyError(f"event '{event_id}' is not the current request")
         return self._current
 
-    def _decision_input(self, ts, day, customer, returning, intent, category, slots, colls, buzz_obs) -> DecisionInput:
+    def _decision_input(self, ts, day, customer, returning, intent, category, slots, colls, buzz_obs,
+                        forecast) -> DecisionInput:
         moment = datetime.fromtimestamp(ts, tz=timezone.utc)
         context = (
             FeatureGroup("customer", {"segment": customer.segment.name, "status": "returning" if returning else "new"}),
@@ -525,22 +552,37 @@ class World:
             FeatureGroup("time", {"hour": hour_bucket(moment.hour),
                                   "day": "weekend" if moment.weekday() >= 5 else "weekday"}),
         )
-        candidates = tuple(self.candidate(c, day, buzz_obs.get(c.id)) for c in colls)
+        if "taste" in self.scenario.signals:
+            context += (FeatureGroup("taste", dict(customer.taste_signal)),)
+        candidates = tuple(self.candidate(c, day, buzz_obs.get(c.id), forecast.get(c.id)) for c in colls)
         specs = tuple(SlotSpec(slot.id, (FeatureGroup("slot", {"position": float(k)}),), slot.default_collection)
                       for k, slot in enumerate(slots))
         return DecisionInput(context, specs, candidates)
 
-    def candidate(self, c: CollectionConfig, day: float, buzz: float | None) -> Candidate:
+    def candidate(self, c: CollectionConfig, day: float, buzz: float | None,
+                  forecast: float | None = None) -> Candidate:
+        """A collection as the front-end describes it: catalog metadata, and in
+        ``when`` the signals the scenario's ``signals`` name (see SIGNALS)."""
         meta: dict[str, float | str] = {"kind": c.kind}
         meta.update({f"tag_{t}": 1.0 for t in c.tags})
         meta.update({f"cat_{t}": 1.0 for t in c.categories})
         event_day = self.scenario.event_day(c)
         to_event = None if event_day is None else event_day - day
-        when: dict[str, float | str] = {"season": season_bucket(to_event),
-                                        "buzz": buzz_bucket(buzz) if buzz is not None else "none"}
-        if to_event is not None:
-            when["proximity"] = event_proximity(to_event)
-        return Candidate(c.id, (FeatureGroup("meta", meta), FeatureGroup("when", when)))
+        signals = self.scenario.signals
+        when: dict[str, float | str] = {}
+        if "buckets" in signals:
+            when["season"] = season_bucket(to_event)
+            when["buzz"] = buzz_bucket(buzz) if buzz is not None else "none"
+            if to_event is not None:
+                when["proximity"] = event_proximity(to_event)
+        if "forecast" in signals and forecast is not None:
+            when["forecast"] = forecast
+        if "buzz" in signals and buzz is not None:
+            when["buzz_score"] = math.log1p(buzz)
+        if "calendar" in signals and to_event is not None:
+            when.update(days_to_event_features(to_event))
+        groups = (FeatureGroup("meta", meta),) + ((FeatureGroup("when", when),) if when else ())
+        return Candidate(c.id, groups)
 
     # -- truth -----------------------------------------------------------------
     def _terms(self, r: Request) -> tuple[np.ndarray, np.ndarray, float]:
