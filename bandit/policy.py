@@ -221,7 +221,7 @@ class Policy:
         ``allowed`` (slot k's eligible collections missing from it), so the
         same call inside a decision and on its own gives the same answer."""
         ranking = _ranked(pdf, inp.slots[k])
-        if not _usable(pdf) or not np.all(np.isfinite(scores[k:][~np.isnan(scores[k:])])):
+        if _mass(pdf) is None or not np.all(np.isfinite(scores[k:][~np.isnan(scores[k:])])):
             return ranking
         left = set(allowed)
         taken = [a for a in inp.allowed(k) if a not in left]
