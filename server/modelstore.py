@@ -61,6 +61,8 @@ class ModelStore:
         for meta in sorted(self.directory.glob("v*.json")):
             try:
                 infos.append(VersionInfo(**json.loads(meta.read_text("utf-8"))))
+            except FileNotFoundError:
+                continue  # pruned since the listing
             except (ValueError, TypeError):
                 continue  # a half-written metadata file from a crash: not a version
         return [i for i in infos if self.path(i.version).exists()]
