@@ -48,6 +48,10 @@ class SurfaceModel:
         # Held from a version's write to the serving side's swap to it (the
         # load takes a while), so model_info never sees the one without the other.
         self._publish_lock = threading.Lock()
+        finished = store.finish_interrupted_publish()
+        if finished is not None:
+            log.warning("surface %s: model version %d was written but not made current before a crash: "
+                        "it is now", name, finished.version)
         current = store.current()
         if current is None:
             fresh = Policy(settings)

@@ -152,3 +152,23 @@ def test_decisions_joined_after_the_checkpoint_are_not_joined_again(tmp_path):
     joined = [obj["EventId"] for obj in read_log_dir(data / "joined" / "default", "joined", "dsjson")]
     assert sorted(joined) == sorted(ids)  # each once
     assert again.surfaces["default"].examples_learned == 20
+
+
+def test_a_restart_finishes_a_publish_a_crash_cut_before_its_pointer_moved(tmp_path):
+    """The newest version's file and metadata are written, CURRENT still names
+    the one before (the crash came between): the restart serves the newest,
+    learns on from where it left off, and model info calls it current."""
+    data = tmp_path / "data"
+    _history(data)
+    models = data / "models" / "default"
+    newest = int((models / "CURRENT").read_text())
+    (models / "CURRENT").write_text(str(newest - 1))
+
+    engine = Engine(make_config(data, **WINDOW))
+    surface = engine.surfaces["default"]
+    serving, versions = surface.model_info()
+    assert serving.version == str(newest) == str(versions[-1].version)
+    assert surface.examples_learned == surface.joined_through == HISTORY
+    engine.events.close()
+    for jlog in engine.joined_logs.values():
+        jlog.close()
