@@ -397,6 +397,14 @@ class Joiner:
                 [[(float(t), float(v)) for t, v in obs] for obs in item["rewards"]], None, line)
             heapq.heappush(self._deadlines, (deadline, item["id"]))
 
+    def joined_already(self, event_id: str) -> None:
+        """The event is in a joined log (a restart found it there): closed,
+        and no longer pending even if the checkpoint restored it so (a join
+        step wrote it after that checkpoint); joining it again would learn it
+        twice."""
+        self._pending.pop(event_id, None)  # its deadline's heap entry is skipped as stale
+        self.remember_closed(event_id)
+
     def remember_closed(self, event_id: str) -> None:
         self._closed[event_id] = None
         if len(self._closed) > self._remember:

@@ -243,8 +243,8 @@ class Engine:
         joined_ids: set[str] = set()
         for name in self.joined_logs:
             joined_ids |= self._recover_joined(name, marks.get(name))
-        for jid in joined_ids:
-            self.joiner.remember_closed(jid)
+        for jid in joined_ids:  # the checkpoint may hold some as pending: joined after it was written
+            self.joiner.joined_already(jid)
         for record, ref in itertools.chain(self.worker_logs.follow(), self._own_log.follow()):
             if record.get("id") not in joined_ids and not self.joiner.is_closed(record.get("id")):
                 self._replay(record, ref)

@@ -45,6 +45,13 @@ class SurfaceModel:
         self.counters = SurfaceCounters()
         self._swap_lock = threading.Lock()
         self._learn_lock = threading.Lock()
+        # Held from a version's write to the serving side's swap to it (the
+        # load takes a while), so model_info never sees the one without the other.
+        self._publish_lock = threading.Lock()
+        finished = store.finish_interrupted_publish()
+        if finished is not None:
+            log.warning("surface %s: model version %d was written but not made current before a crash: "
+                        "it is now", name, finished.version)
         current = store.current()
         if current is None:
             fresh = Policy(settings)
@@ -105,13 +112,14 @@ class SurfaceModel:
                 or time.monotonic() - self._last_publish >= self.config.publish_every_seconds)
 
     def publish(self, origin: str = "learned") -> VersionInfo:
-        with self._learn_lock:
-            info = self.store.publish(self._learner.save, examples_learned=self.examples_learned,
-                                      joined_through=self.joined_through, origin=origin,
-                                      arguments=self._learner.arguments)
-            self._since_publish = 0
-            self._last_publish = time.monotonic()
-        self._swap_serving(info)
+        with self._publish_lock:
+            with self._learn_lock:
+                info = self.store.publish(self._learner.save, examples_learned=self.examples_learned,
+                                          joined_through=self.joined_through, origin=origin,
+                                          arguments=self._learner.arguments)
+                self._since_publish = 0
+                self._last_publish = time.monotonic()
+            self._swap_serving(info)
         log.info("surface %s: published model version %d (%d examples)", self.name, info.version,
                  info.examples_learned)
         return info
@@ -129,17 +137,24 @@ class SurfaceModel:
         surface cannot use never becomes CURRENT (ModelStoreError instead)."""
         data = Path(source).read_bytes()
         learner, serving = self._loaded(Path(source))
-        with self._learn_lock:
+        with self._publish_lock, self._learn_lock:
             info = self.store.publish(lambda p: p.write_bytes(data), examples_learned=examples_learned,
                                       joined_through=self.joined_through, origin=origin,
                                       arguments=self._learner.arguments)
             self._learner = learner
             self.examples_learned = examples_learned
             self._since_publish = 0
-        serving.version = str(info.version)
-        with self._swap_lock:
-            self.serving = serving
+            serving.version = str(info.version)
+            with self._swap_lock:
+                self.serving = serving
         return info
+
+    def model_info(self) -> tuple[Policy, list[VersionInfo]]:
+        """The serving policy and the kept versions as one snapshot: never
+        between a publish's write and its swap (which listed a version newer
+        than the one called current)."""
+        with self._publish_lock:
+            return self.serving, self.store.versions()
 
     def _loaded(self, source: Path) -> tuple[LogLearner, Policy]:
         """A learner and a serving policy of this surface on ``source``, the

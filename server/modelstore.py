@@ -61,6 +61,8 @@ class ModelStore:
         for meta in sorted(self.directory.glob("v*.json")):
             try:
                 infos.append(VersionInfo(**json.loads(meta.read_text("utf-8"))))
+            except FileNotFoundError:
+                continue  # pruned since the listing
             except (ValueError, TypeError):
                 continue  # a half-written metadata file from a crash: not a version
         return [i for i in infos if self.path(i.version).exists()]
@@ -100,6 +102,24 @@ class ModelStore:
             self._point(version)
             self._prune()
             return info
+
+    def finish_interrupted_publish(self) -> VersionInfo | None:
+        """Point CURRENT at the newest version if a crash came between its
+        metadata and the pointer (its file was fsynced and renamed before the
+        metadata was written, and its checksum is checked again): the publish
+        is finished, as it would have been. For the learning engine at start
+        only: it never points CURRENT below its newest version (a rollback
+        publishes a new one). Returns the version it finished, if any."""
+        with self._lock:
+            existing = self.versions()
+            current = self.current_version()
+            if not existing or current is None or existing[-1].version <= current:
+                return None
+            newest = existing[-1]
+            if sha256_of(self.path(newest.version)) != newest.sha256:
+                return None
+            self._point(newest.version)
+            return newest
 
     def set_current(self, version: int) -> VersionInfo:
         with self._lock:

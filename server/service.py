@@ -436,10 +436,10 @@ class PlacementAdmin(pb_grpc.PlacementAdminServicer):
 
     def _info(self, surface_name: str) -> pb.ModelInfo:
         surface = self.engine.surface(_short("surface", surface_name, self.engine))
-        return pb.ModelInfo(surface=surface.name, current_version=surface.version,
-                            current_version_number=int(surface.version),
-                            vw_arguments=surface.serving.arguments,
-                            versions=[_version_pb(v) for v in surface.store.versions()])
+        serving, versions = surface.model_info()
+        return pb.ModelInfo(surface=surface.name, current_version=serving.version,
+                            current_version_number=int(serving.version), vw_arguments=serving.arguments,
+                            versions=[_version_pb(v) for v in versions])
 
     @_rpc
     def GetModelInfo(self, request, context):

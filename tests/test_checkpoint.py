@@ -11,6 +11,7 @@ import pytest
 from bandit.catalog import Collection
 from bandit.features import SlotSpec, groups_from_dict
 from server.engine import AlreadyJoined, CallerGone, DecideCall, Engine
+from server.eventlog import read_log_dir
 
 from conftest import make_config
 
@@ -123,3 +124,51 @@ def test_an_unserved_decision_stays_dropped_after_a_restart(tmp_path, checkpoint
     assert engine.joiner.get("e2") is None and not engine.joiner.is_closed("e2")
     assert engine.decide(_call(2)).event_id == "e2"  # decided afresh, not ALREADY_EXISTS
     assert engine.pending() == 2
+
+
+def test_decisions_joined_after_the_checkpoint_are_not_joined_again(tmp_path):
+    """The process dies after a join step wrote its lines to the joined log
+    and before the next checkpoint: the checkpoint still holds those decisions
+    as pending. The restart reads the joined log's tail after the checkpoint
+    (to relearn it); what it finds there is joined, so it must leave pending
+    too, or it joins (and is learned) twice."""
+    data = tmp_path / "data"
+    engine = Engine(make_config(data, **WINDOW))
+    ids = [engine.decide(_call(n)).event_id for n in range(20)]
+    engine.reward(ids[0], "email", 2.0)
+    engine.checkpoint()  # all 20 pending
+    assert engine.join_now(now=engine.clock() + 120) == 20  # written to the joined log; no checkpoint yet
+    engine.events.close()  # then the process dies
+    engine.joined_logs["default"].close()
+
+    again = Engine(make_config(data, **WINDOW))
+    assert again.pending() == 0
+    assert all(again.joiner.is_closed(i) for i in ids)
+    with pytest.raises(AlreadyJoined):
+        again.decide(_call(3))
+    again.start()
+    assert again.settle() == 0
+    again.stop()
+    joined = [obj["EventId"] for obj in read_log_dir(data / "joined" / "default", "joined", "dsjson")]
+    assert sorted(joined) == sorted(ids)  # each once
+    assert again.surfaces["default"].examples_learned == 20
+
+
+def test_a_restart_finishes_a_publish_a_crash_cut_before_its_pointer_moved(tmp_path):
+    """The newest version's file and metadata are written, CURRENT still names
+    the one before (the crash came between): the restart serves the newest,
+    learns on from where it left off, and model info calls it current."""
+    data = tmp_path / "data"
+    _history(data)
+    models = data / "models" / "default"
+    newest = int((models / "CURRENT").read_text())
+    (models / "CURRENT").write_text(str(newest - 1))
+
+    engine = Engine(make_config(data, **WINDOW))
+    surface = engine.surfaces["default"]
+    serving, versions = surface.model_info()
+    assert serving.version == str(newest) == str(versions[-1].version)
+    assert surface.examples_learned == surface.joined_through == HISTORY
+    engine.events.close()
+    for jlog in engine.joined_logs.values():
+        jlog.close()

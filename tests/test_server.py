@@ -228,3 +228,33 @@ def test_metrics_and_get_stats_are_one_snapshot_on_every_topology(start_topology
     assert stats.decisions == 20 and stats.bad_requests == 3
     for name in ("decisions", "rewards", "bad_requests", "joined"):
         assert scraped[name] == getattr(stats, name), name
+
+
+def test_model_info_is_one_snapshot_while_versions_are_published(server, client):
+    """GetModelInfo while the learner publishes: the version it calls current
+    is the newest it lists (publishing writes the version, then the serving
+    side loads it; a read between the two said current = newest - 1, seen
+    right after restarts in test_crash), and a version pruned meanwhile is no
+    INTERNAL error. 40 publishes, each after a read, reads going on throughout."""
+    surface = server.engine.surfaces["default"]
+    done, read = threading.Event(), threading.Event()
+    seen: list[tuple[int, int]] = []
+
+    def publish() -> None:
+        try:
+            for _ in range(40):
+                read.wait(30)
+                read.clear()
+                surface.publish()
+        finally:
+            done.set()
+
+    publisher = threading.Thread(target=publish, daemon=True)
+    publisher.start()
+    while not done.is_set():
+        info = client.model_info()
+        seen.append((int(info.current_version), max(v.version for v in info.versions)))
+        read.set()
+    publisher.join()
+    assert len(seen) >= 40
+    assert [s for s in seen if s[0] != s[1]] == []
