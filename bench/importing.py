@@ -21,9 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.procs import run_timed
 from bench.report import log, publish
 
 RESULTS = Path(__file__).parent / "results"
@@ -92,15 +91,8 @@ def run_once(kind: str, src: Path, out: Path, row_level_rows: int) -> dict[str, 
         cmd = [sys.executable, "-c", ROW_LEVEL, str(src), str(out), str(row_level_rows), *flags]
     else:
         cmd = [sys.executable, "-m", "placement_cli", "import", str(src), "--out", str(out), *MAPPING]
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"{kind} import failed: {proc.stderr[-2000:]}")
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall_s": wall, "cpu_s": cpu, "bytes": out.stat().st_size}
+    timed = run_timed(cmd, f"{kind} import")
+    return {"wall_s": timed["wall_s"], "cpu_s": timed["cpu_s"], "bytes": out.stat().st_size}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:

@@ -1,9 +1,13 @@
-"""A server process tree as the benchmarks see it from outside: CPU and
-resident memory per process, read from /proc (Linux)."""
+"""Processes as the benchmarks see them from outside: a server process
+tree's CPU and resident memory per process, read from /proc (Linux), and a
+whole command's wall time, CPU and peak memory."""
 
 from __future__ import annotations
 
 import os
+import resource
+import subprocess
+import time
 from pathlib import Path
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -49,3 +53,17 @@ def rss_mib(pid: int) -> dict[int, float]:
         except (OSError, ValueError):
             pass
     return out
+
+
+def run_timed(cmd: list[str], what: str) -> dict[str, float]:
+    """Run ``cmd`` to its end: wall seconds, CPU seconds of the child (user +
+    system) and its peak RSS in MB; exits naming ``what`` if it fails."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed: {proc.stderr[-3000:]}")
+    return {"wall_s": wall, "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+            "max_rss_mb": after.ru_maxrss / 1024}

@@ -32,8 +32,6 @@ import argparse
 import json
 import os
 import platform
-import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +41,7 @@ import numpy as np
 
 from bandit.logformat.vectorised import lines_bytes
 from bench.importing import CACHE, CONTEXT, make_table
+from bench.procs import run_timed
 from bench.report import log, publish
 
 RESULTS = Path(__file__).parent / "results"
@@ -82,15 +81,7 @@ def data(args: argparse.Namespace) -> dict[str, Path]:
 
 
 def timed(cmd: list[str]) -> dict[str, float]:
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t0 = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    wall = time.perf_counter() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(cmd[:4])} ... failed: {proc.stderr[-3000:]}")
-    return {"wall_s": wall, "cpu_s": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
-            "max_rss_mb": after.ru_maxrss / 1024}
+    return run_timed(cmd, " ".join(cmd[:4]) + " ...")
 
 
 OBP = """
