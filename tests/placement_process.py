@@ -9,7 +9,9 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
+from typing import Callable, Sequence
 
 PLACEMENT = str(Path(sys.executable).with_name("placement"))
 
@@ -66,3 +68,21 @@ SLOTS = ["homepage", "email"]  # the two slots churn tests decide
 def churn_context(n: int) -> dict:
     """The context of a churn test's n-th decision (a retry sends the same)."""
     return {"u": {"seg": "abc"[n % 3], "n": float(n % 7)}}
+
+
+def kill_under_load(proc: subprocess.Popen, clients: Sequence[Callable[[threading.Event], None]],
+                    seconds: float) -> None:
+    """Run each client in a thread (it loops until the event is set or its
+    server dies), SIGKILL ``proc`` after ``seconds``, give orphaned workers a
+    second to notice their coordinator is gone, then stop the clients."""
+    halt = threading.Event()
+    load = [threading.Thread(target=client, args=(halt,)) for client in clients]
+    for thread in load:
+        thread.start()
+    time.sleep(seconds)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(1.0)
+    halt.set()
+    for thread in load:
+        thread.join()

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import random
-import signal
 import subprocess
 import threading
 import time
 from collections import Counter
+from functools import partial
 from pathlib import Path
 
 import grpc
@@ -18,7 +18,7 @@ import pytest
 from bandit.logformat.events import read_lines
 from server.client import PlacementClient, collection
 
-from placement_process import serve, stop
+from placement_process import kill_under_load, serve, stop
 
 CONFIG = """
 [join]
@@ -78,17 +78,8 @@ def test_sigkill_loses_nothing_acknowledged_and_learns_once(tmp_path, workers):
         admin.put_collections([collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(4)])
     time.sleep(0.5)  # workers pick up catalog changes within REFRESH_SECONDS
     acked = {"decisions": set(), "rewards": set(), "activations": set()}
-    halt = threading.Event()
-    load = [threading.Thread(target=_traffic, args=(target, s, halt, acked)) for s in range(3)]
-    for w in load:
-        w.start()
-    time.sleep(3.0)  # several joins and model versions happen meanwhile
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    time.sleep(1.0)  # orphaned workers notice their coordinator is gone
-    halt.set()
-    for w in load:
-        w.join()
+    # 3 s: several joins and model versions happen meanwhile
+    kill_under_load(proc, [partial(_traffic, target, s, acked=acked) for s in range(3)], 3.0)
     assert len(acked["decisions"]) > 100
 
     events = _events(data)

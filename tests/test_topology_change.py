@@ -6,11 +6,11 @@ after the crash gets its original decision (it is never logged twice)."""
 
 from __future__ import annotations
 
-import signal
 import subprocess
 import threading
 import time
 from collections import Counter
+from functools import partial
 
 import grpc
 import pytest
@@ -18,7 +18,7 @@ import pytest
 from server.client import PlacementClient, collection
 
 from helpers import joined_items, logged_decisions
-from placement_process import SLOTS, churn_context, config_toml, serve, stop
+from placement_process import SLOTS, churn_context, config_toml, kill_under_load, serve, stop
 
 CONFIG = config_toml(15.0, 40, 0.3)
 
@@ -43,17 +43,7 @@ def _traffic(target: str, seed: int, halt: threading.Event, acked: dict) -> None
 
 def _load_then_kill(target: str, proc: subprocess.Popen, seconds: float) -> dict:
     acked: dict = {"decisions": {}, "rewards": set()}
-    halt = threading.Event()
-    load = [threading.Thread(target=_traffic, args=(target, s, halt, acked)) for s in range(3)]
-    for thread in load:
-        thread.start()
-    time.sleep(seconds)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    time.sleep(1.0)  # orphaned workers notice their coordinator is gone
-    halt.set()
-    for thread in load:
-        thread.join()
+    kill_under_load(proc, [partial(_traffic, target, s, acked=acked) for s in range(3)], seconds)
     return acked
 
 
