@@ -12,6 +12,7 @@ import os
 import signal
 import time
 from collections import Counter
+import json
 from concurrent import futures
 from pathlib import Path
 
@@ -174,6 +175,16 @@ def test_concurrent_decides_with_one_event_id_on_two_workers_get_one_answer(remo
             time.sleep(0.2)
     joined = Counter(item.decision.event_id for item in joined_items(data))
     assert [joined[eid] for eid in ids] == [1] * len(ids), joined
+    # One decision in the logs too: the answers alone cannot tell (a fresh draw
+    # is seeded by the event id, so a second decision would look the same). A
+    # caller whose claim finds the id claimed but not yet logged writes the
+    # claimed decision's own line itself (the holder may have died), so at
+    # once an id may be logged more than once -- as the same line, joined once.
+    lines: dict[str, set] = {eid: set() for eid in ids}
+    for record in logged_decisions(data):
+        if record["id"] in lines:
+            lines[record["id"]].add(json.dumps(record, sort_keys=True))
+    assert [len(lines[eid]) for eid in ids] == [1] * len(ids), lines
 
 
 def _decide_one(target: str, event_id: str) -> tuple:
