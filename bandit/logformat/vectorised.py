@@ -101,12 +101,6 @@ def strict_numbers(cells: pa.Array) -> tuple[np.ndarray, np.ndarray]:
     return np.asarray(values, dtype=np.float64), mask_of(ok)
 
 
-def as_values(column: pa.Array) -> list[Any]:
-    """Python values of a column as the row-level reader yields them (CSV
-    strings: a blank cell is None)."""
-    return column.to_pylist()
-
-
 def by_distinct(column: pa.Array, fn: Callable[[Any], Any]) -> tuple[list[Any], np.ndarray]:
     """``fn`` applied once per distinct cell: (answers, code of each row).
 
