@@ -525,9 +525,6 @@ class Coordinator:
         self.engine.stop()
         socket_path(self.config.data_dir).unlink(missing_ok=True)
 
-    def alive(self) -> bool:
-        return all(p.is_alive() for p in self._procs)
-
 
 def _coordination_handler(engine: Engine) -> grpc.GenericRpcHandler:
     """The coordinator's answers to its workers (not part of the public API)."""
