@@ -234,6 +234,22 @@ def context_spaces(groups: Iterable[FeatureGroup]) -> dict[str, dict[str, float]
 DAYS_TO_EVENT_KNOTS: tuple[float, ...] = (-14.0, -7.0, -3.0, 0.0, 3.0, 7.0, 14.0, 21.0, 28.0, 42.0)
 
 
+def tokens(spaces: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
+    """Namespaces flattened to ``{"namespace:feature": value}``: the features
+    as offline evaluation's reward model and the log's columnar copy name them."""
+    return {f"{ns}:{name}": float(v) for ns, feats in spaces.items() for name, v in feats.items()}
+
+
+def slot_tokens(spec: "SlotSpec | None", slot_id: str, position: int) -> dict[str, float]:
+    """What the reward model knows of where a choice was shown: the slot's
+    features (when ``spec`` is the slot chosen for), its position in the
+    event and its id (also when slots are named, the position is a feature)."""
+    out = tokens(spec.spaces()) if spec is not None and spec.id == slot_id else {}
+    out[f"{SLOT}:position={position}"] = 1.0
+    out.setdefault(f"{SLOT}:id={slot_id}", 1.0)
+    return out
+
+
 def days_to_event_features(days: float, knots: Sequence[float] = DAYS_TO_EVENT_KNOTS) -> dict[str, float]:
     """Days to an event as a smooth function a linear learner can bend: the
     piecewise-linear "hat" basis on ``knots``, at most two non-zero features

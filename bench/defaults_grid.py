@@ -43,7 +43,7 @@ AXES: tuple[tuple[str, tuple[Any, ...]], ...] = (
     ("learning_rate", (0.05, 0.2)),
     ("exploration.gamma_scale", (30.0, 100.0)),
     ("exploration.floor", (0.02,)),
-    ("power_t", (0.25,)),
+    ("power_t", (0.25, 0.75)),
     ("coin", (True,)),
     ("interactions", (("CA", "SA", "CSA", "AA"),)),
 )

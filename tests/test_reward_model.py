@@ -152,3 +152,83 @@ def test_reward_model_quality_is_reported_against_a_constant(tmp_path):
              for i, e in enumerate(make_events(1500, seed=3))]
     flat = fit_reward_model(ReplayLog.from_events(noise)).quality
     assert flat["mse_skill"] < 0.01, flat
+
+
+def _reference_q(events: list[JoinedEvent], log: ReplayLog, n_folds: int, seed: int, alpha: float = 1.0) -> np.ndarray:
+    """q_hat from the model's definition, written out densely from the events:
+    x = [1|context] (x) [1|slot] (x) [1|collection], numeric tokens over their
+    root mean square, ridge with the intercept free, cross-fitted by the
+    decisions' digests; (n, J, A) in ``log``'s order."""
+    from bandit.features import context_spaces, slot_tokens, tokens
+    from bandit.ope.reward_model import fold_of
+
+    by_id = {e.decision.event_id: e for e in events}
+    ordered = [by_id[i] for i in log.event_ids]
+    ctx = [tokens(context_spaces(e.decision.inp.context)) for e in ordered]
+    slots = [[slot_tokens(e.decision.inp.slots[j], c.slot_id, j) for j, c in enumerate(e.decision.choices)]
+             for e in ordered]
+    cands = [[tokens(c.spaces()) for c in e.decision.inp.candidates] for e in ordered]
+
+    def rms(sets):
+        sq, cnt = {}, {}
+        for toks in sets:
+            for t, v in toks.items():
+                if "=" not in t.partition(":")[2]:
+                    sq[t], cnt[t] = sq.get(t, 0) + v * v, cnt.get(t, 0) + 1
+        return {t: np.sqrt(sq[t] / cnt[t]) for t in sq if sq[t] > 0}
+
+    distinct = {repr(sorted(t.items())): t for row in cands for t in row}
+    scales = rms(ctx), rms([s for row in slots for s in row]), rms(list(distinct.values()))
+    vocab = [sorted({t for toks in sets for t in toks}) for sets in
+             (ctx, [s for row in slots for s in row], list(distinct.values()))]
+
+    def vec(toks, which):
+        out = np.zeros(1 + len(vocab[which]))
+        out[0] = 1
+        for t, v in toks.items():
+            out[1 + vocab[which].index(t)] = v / scales[which].get(t, 1.0)
+        return out
+
+    def x(i, j, a):
+        return np.kron(np.kron(vec(ctx[i], 0), vec(slots[i][j], 1)), vec(cands[i][a], 2))
+
+    from bandit.ope.reward_model import decision_keys
+    import pyarrow as pa
+    ids = pa.array(list(log.event_ids))
+    keys = decision_keys(np.frombuffer(ids.buffers()[1], np.int32, len(ids) + 1),
+                         np.frombuffer(ids.buffers()[2], np.uint8), log.timestamps)
+    folds = fold_of(keys, n_folds, seed)
+    rows = [(i, j) for i, e in enumerate(ordered) for j in range(len(e.decision.choices))]
+    X = np.array([x(i, j, ordered[i].decision.choices[j].action) for i, j in rows])
+    y = np.array([ordered[i].rewards[j] for i, j in rows])
+    fold = folds[[i for i, _ in rows]]
+    q = np.zeros((len(ordered), 2, len(cands[0])))
+    for f in range(n_folds):
+        tr = fold != f
+        pen = np.full(X.shape[1], alpha)
+        pen[0] = 1e-9 * tr.sum()
+        beta = np.linalg.solve(X[tr].T @ X[tr] + np.diag(pen), X[tr].T @ y[tr])
+        for (i, j) in [r for r, ff in zip(rows, fold) if ff == f]:
+            q[i, j] = np.clip([x(i, j, a) @ beta for a in range(len(cands[i]))], y[tr].min(), y[tr].max())
+    return q
+
+
+def test_reward_model_equals_its_definition_written_out_densely():
+    """An independent dense computation from the events (features, scales,
+    Kronecker design, ridge, folds) gives the same q_hat as both of the
+    model's paths (grouped sufficient statistics and row by row)."""
+    import bandit.ope.reward_model as rm
+
+    global N_COLLECTIONS
+    saved, N_COLLECTIONS = N_COLLECTIONS, 8
+    try:
+        events = wide_events(400, seed=11)
+    finally:
+        N_COLLECTIONS = saved
+    log = ReplayLog.from_events(events)
+    action, reward, present = log.by_choice()
+    want = _reference_q(events, log, n_folds=5, seed=3)
+    for limit in (rm.GROUP_LIMIT, 0):
+        fit = rm.fit_reward_model(log.features(), action, reward, present, n_folds=5, seed=3, group_limit=limit)
+        assert fit.quality["path"] == ("grouped" if limit else "row by row")
+        assert np.abs(fit.q - want).max() < 1e-9, (limit, np.abs(fit.q - want).max())

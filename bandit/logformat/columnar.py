@@ -27,9 +27,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+import orjson
+
+from bandit.features import context_spaces, slot_tokens, tokens
 from bandit.logformat.events import JoinedEvent
 
-FORMAT_VERSION = "2"  # 2: pdrop
+FORMAT_VERSION = "3"  # 2: pdrop; 3: the reward model's features
 SUFFIX = ".columnar.parquet"
 SEPARATOR = "|"  # collection ids are names without '|' (bandit.features.check_name)
 SCHEMA = pa.schema([
@@ -48,6 +51,14 @@ SCHEMA = pa.schema([
     ("ranking_action", pa.list_(pa.int32())),  # the logged ranking (null when chosen_only)
     ("ranking_prob", pa.list_(pa.float64())),
     ("pdrop", pa.float64()),  # the event's drop probability under subsampled learning (null: 0)
+    # What the reward model of offline evaluation reads (bandit.features.tokens):
+    # the event's context features (on its first row; null on the others),
+    ("context_tokens", pa.list_(pa.string())),
+    ("context_values", pa.list_(pa.float64())),
+    # this choice's slot features, JSON {token: value}, and the event's
+    # candidates' features, JSON [{token: value}, ...] in served order
+    ("slot_tokens", pa.string()),
+    ("candidate_tokens", pa.string()),
 ])
 
 
@@ -76,6 +87,17 @@ def choice_walk(joined: JoinedEvent) -> list[list[int]]:
     return out
 
 
+def features_json(value: Any) -> str:
+    """Slot or candidate features as the copy holds them: JSON, keys sorted
+    (so equal features are equal strings, whoever wrote them)."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
+
+
+def candidates_json(candidates: Sequence[Any]) -> str:
+    """The ``candidate_tokens`` cell of an event with these candidates."""
+    return features_json([tokens(c.spaces()) for c in candidates])
+
+
 def table_from_events(events: Iterable[JoinedEvent]) -> pa.Table:
     """The rows of joined events, in their order."""
     cols: dict[str, list[Any]] = {name: [] for name in SCHEMA.names}
@@ -84,6 +106,8 @@ def table_from_events(events: Iterable[JoinedEvent]) -> pa.Table:
         d = joined.decision
         ids = SEPARATOR.join(c.id for c in d.inp.candidates)
         defaults = {s.id: s.default_collection for s in d.inp.slots}
+        context = tokens(context_spaces(d.inp.context))
+        cand_json = candidates_json(d.inp.candidates)
         for j, (choice, avail) in enumerate(zip(d.choices, slots)):
             p = choice.probability
             known = not d.chosen_only
@@ -91,7 +115,10 @@ def table_from_events(events: Iterable[JoinedEvent]) -> pa.Table:
                    None if p is None or (isinstance(p, float) and math.isnan(p)) else p, joined.rewards[j],
                    joined.observed[j], d.chosen_only, ids, SEPARATOR.join(map(str, avail)),
                    [a for a, _ in choice.ranking] if known else None,
-                   [q for _, q in choice.ranking] if known else None, joined.pdrop or None)
+                   [q for _, q in choice.ranking] if known else None, joined.pdrop or None,
+                   list(context) if j == 0 else None, list(context.values()) if j == 0 else None,
+                   features_json(slot_tokens(d.inp.slots[j] if j < len(d.inp.slots) else None,
+                                             choice.slot_id, j)), cand_json)
             for name, value in zip(SCHEMA.names, row):
                 cols[name].append(value)
     return pa.table(cols, schema=SCHEMA)
@@ -167,7 +194,7 @@ def current_copy(log: Path) -> Path | None:
     return path
 
 
-REPEATED = ("slot_id", "default_collection", "candidates", "allowed")  # few distinct values: dictionary-encoded
+REPEATED = ("slot_id", "default_collection", "candidates", "allowed", "slot_tokens", "candidate_tokens")  # few distinct values: dictionary-encoded
 
 
 def encoded(table: pa.Table) -> pa.Table:

@@ -83,6 +83,8 @@ from bandit.features import (
     check_groups,
     check_name,
     context_spaces,
+    slot_tokens,
+    tokens,
 )
 from bandit.decision import DecisionInput, SlotChoice
 from bandit.joiner import REWARD_RANGE, RewardOutOfRange, check_reward_value
@@ -1064,6 +1066,48 @@ def _all_numeric(cells: Any) -> bool:
     return all(_numeric_cell(cells[int(i)].as_py()) for i in doubtful)  # stops at the first word
 
 
+@dataclass
+class _TokenColumn:
+    """One context column's feature per row: ``names[code]`` with ``value``
+    (code -1: the row has none)."""
+
+    names: list[str]
+    code: np.ndarray
+    value: np.ndarray
+
+    @classmethod
+    def of_answers(cls, answers: Sequence[Any], codes: np.ndarray) -> "_TokenColumn":
+        names: dict[str, int] = {}
+        code_of, value_of = [], []
+        for a in answers:
+            if a is None or isinstance(a, Exception):
+                code_of.append(-1)
+                value_of.append(0.0)
+            else:
+                code_of.append(names.setdefault(a[1][0], len(names)))
+                value_of.append(a[1][1])
+        code_of.append(-1)
+        value_of.append(0.0)
+        return cls(list(names), np.array(code_of)[codes], np.array(value_of)[codes])
+
+
+def _token_lists(columns: Sequence[_TokenColumn], rows: np.ndarray) -> tuple[Any, Any]:
+    """The ``context_tokens`` and ``context_values`` cells of ``rows``: each
+    row's features in column order (the order of the line's namespaces)."""
+    import pyarrow as pa
+
+    names = [name for col in columns for name in col.names]
+    base = np.cumsum([0] + [len(col.names) for col in columns])[:-1]
+    code = np.stack([np.where(col.code[rows] >= 0, col.code[rows] + b, -1) for col, b in zip(columns, base)], 1) \
+        if columns else np.zeros((rows.size, 0), dtype=np.int64)
+    value = np.stack([col.value[rows] for col in columns], 1) if columns else np.zeros((rows.size, 0))
+    keep = code >= 0
+    offsets = pa.array(np.concatenate([[0], np.cumsum(keep.sum(axis=1))]).astype(np.int32))
+    flat_names = pa.array(names, pa.string()).take(pa.array(code[keep]))
+    return (pa.ListArray.from_arrays(offsets, flat_names),
+            pa.ListArray.from_arrays(offsets, pa.array(value[keep], pa.float64())))
+
+
 class _Columns:
     """One batch's cells parsed a column at a time; ``slow`` marks rows the
     row-level code must take."""
@@ -1073,6 +1117,7 @@ class _Columns:
         self.n = batch.num_rows
         self.numbers = np.arange(first_number, first_number + self.n)
         self.slow = np.zeros(self.n, dtype=bool)
+        self.tokens: list[_TokenColumn] = []  # each context column's features, as :meth:`context` made them
 
     def mark(self, ok: np.ndarray) -> None:
         self.slow |= ~ok
@@ -1166,8 +1211,12 @@ class _Columns:
         import pyarrow.compute as pc
 
         groups: dict[str, list[Any]] = {}
+        token_groups: dict[str, list[_TokenColumn]] = {}
         for col in self.m.context:
+            start = len(self.tokens)
             groups.setdefault(col.group, []).append(self._feature(col))
+            token_groups.setdefault(col.group, []).extend(self.tokens[start:])
+        self.tokens = [t for cols in token_groups.values() for t in cols]  # the line's namespace order
         texts = []
         for group, frags in groups.items():
             inner = _join_present(frags, ",")
@@ -1185,7 +1234,7 @@ class _Columns:
         import pyarrow.compute as pc
         from bandit.logformat import vectorised as vz
 
-        def member(value: Any) -> str | None:
+        def member(value: Any) -> tuple[str, tuple[str, float]] | None:
             v = feature_value(value, numeric, col.column)
             if v is None:
                 return None
@@ -1193,13 +1242,15 @@ class _Columns:
                 check_groups([FeatureGroup(col.group, {col.name: v})], "context")
             except FeatureError as exc:
                 raise _RowError("feature", str(exc)) from None
-            return dumps(context_spaces([FeatureGroup(col.group, {col.name: v})]))[1:-1].partition(":{")[2][:-1]
+            spaces = context_spaces([FeatureGroup(col.group, {col.name: v})])
+            return dumps(spaces)[1:-1].partition(":{")[2][:-1], next(iter(tokens(spaces).items()))
 
         numeric = self.c.kinds[col.column]
         cells = self.batch.column(col.column)
         if not numeric or pc.count_distinct(cells, mode="all").as_py() <= DISTINCT_LIMIT:
             answers, codes = self.by_distinct(col.column, member)
-            return vz.strings(answers, codes, lambda a: a)
+            self.tokens.append(_TokenColumn.of_answers(answers, codes))
+            return vz.strings(answers, codes, lambda a: None if a is None else a[0])
         present = vz.mask_of(cells.is_valid())
         if pa.types.is_integer(cells.type) or pa.types.is_floating(cells.type):
             values = np.asarray(vz.numpy_of(pc.cast(cells, pa.float64()), np.nan), dtype=np.float64)
@@ -1209,7 +1260,10 @@ class _Columns:
         values = np.where(present, values, 0.0)
         ok &= np.isfinite(values) & (np.abs(values) <= FLOAT32_MAX)
         self.mark(ok | ~present)
-        text = vz.json_floats(np.where(ok, values, 0.0).astype(np.float32).astype(np.float64))
+        stored = np.where(ok, values, 0.0).astype(np.float32).astype(np.float64)
+        ns = next(iter(context_spaces([FeatureGroup(col.group, {})])))
+        self.tokens.append(_TokenColumn([f"{ns}:{col.name}"], np.where(present & ok, 0, -1), stored))
+        text = vz.json_floats(stored)
         joined = pc.binary_join_element_wise(dumps(col.name) + ":", text, "")
         return pc.if_else(pa.array(present), joined, pa.scalar(None, pa.string()))
 
@@ -1325,13 +1379,14 @@ def _fast_chunk(batch: Any, converter: _Converter, first_number: int, rejects: "
     table = None
     if copy:
         extra = (np.flatnonzero(written), [t[:-1] for t in texts]) if slow_rows.size else (np.zeros(0, int), [])
-        table = _chunk_copy(converter, fast, combos, combo_codes, event, times, slots, slot_codes, p, reward, extra)
+        table = _chunk_copy(converter, fast, combos, combo_codes, event, times, slots, slot_codes, p, reward, extra,
+                            cols.tokens)
     return vz.lines_bytes(lines), table
 
 
 def _chunk_copy(converter: _Converter, fast: np.ndarray, combos: Sequence[tuple[str, str]], combo_codes: np.ndarray,
                 event: Any, times: np.ndarray, slots: Sequence[Any], slot_codes: np.ndarray, p: np.ndarray,
-                reward: np.ndarray, extra: tuple[np.ndarray, list[str]]) -> Any:
+                reward: np.ndarray, extra: tuple[np.ndarray, list[str]], context: Sequence[_TokenColumn]) -> Any:
     """Columnar copy rows of a batch's written decisions, in row order: the
     vectorised ones from their cells (times as the log's milliseconds), the
     others from their lines."""
@@ -1340,18 +1395,25 @@ def _chunk_copy(converter: _Converter, fast: np.ndarray, combos: Sequence[tuple[
     from bandit.logformat import vectorised as vz
 
     rows = np.flatnonzero(fast)
-    sets = [converter._candidates([_Row(0, "", slot=slot, action=action)])[0] for slot, action in combos]
+    picked = [converter._candidates([_Row(0, "", slot=slot, action=action)]) for slot, action in combos]
+    sets = [ids for ids, _, _ in picked]
     served = np.array([ids.index(action) for ids, (_, action) in zip(sets, combos)], dtype=np.int64)
     listed = pa.array([columnar.SEPARATOR.join(ids) for ids in sets], pa.string())
     every = pa.array([columnar.SEPARATOR.join(map(str, range(len(ids)))) for ids in sets], pa.string())
+    features = pa.array([columnar.candidates_json(cands) for _, _, cands in picked], pa.string())
+    where_shown = pa.array([columnar.features_json(slot_tokens(SlotSpec(slot), slot, 0)) for slot, _ in combos],
+                           pa.string())
     code = pa.array(combo_codes[rows])
     ms, _ = vz.millis(times[rows])
+    context_tokens, context_values = _token_lists(context, rows)
     table = columnar.table_from_columns(
         event_id=event.take(pa.array(rows)), timestamp=(ms * 1000) / 1e6, choice=np.zeros(rows.size, np.int16),
         slot_id=vz.strings(list(slots), slot_codes, lambda a: a).take(pa.array(rows)), default_collection="",
         action=served[combo_codes[rows]], probability=p[rows], reward=reward[rows],
         observed=np.ones(rows.size, bool), chosen_only=np.ones(rows.size, bool),
-        candidates=listed.take(code), allowed=every.take(code), ranking_action=None, ranking_prob=None)
+        candidates=listed.take(code), allowed=every.take(code), ranking_action=None, ranking_prob=None,
+        context_tokens=context_tokens, context_values=context_values, slot_tokens=where_shown.take(code),
+        candidate_tokens=features.take(code))
     where, texts = extra
     if not texts:
         return table

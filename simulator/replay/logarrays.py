@@ -19,6 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from bandit.logformat import columnar
+from bandit.ope.reward_model import RewardInputs, decision_keys
 from bandit.logformat.events import JoinedEvent, LogFormatError, SkippedLines, read_joined
 from simulator.specs import TargetError
 
@@ -73,6 +74,9 @@ class ReplayLog:
     pdrop: np.ndarray = field(default_factory=lambda: np.zeros(0))
     loader: Callable[[], list[JoinedEvent]] | None = None  # the events, in this log's order
     _events: list[JoinedEvent] | None = None
+    # the reward model's features (bandit.ope.reward_model.RewardInputs), read
+    # from the columnar rows when a model is fitted
+    features: Callable[[], RewardInputs] | None = None
 
     @property
     def events(self) -> list[JoinedEvent]:
@@ -238,9 +242,11 @@ class _Rows:
         slot_names, slot_code = self.strings("slot_id")
         slot_id_code = np.full((n, k_max), -1, dtype=np.int64)
         slot_id_code[i, k] = slot_code
+        features = partial(reward_inputs, self.t, self.starts[self.order], self.event, self.j, self.timestamps,
+                           (n, j_max, a_max))
         return ReplayLog(reward, acts, pscore, mask, present, logged, labels, event_ids, self.timestamps, observed,
                          collection, ids, default_index, choice_column, code_of, allowed_lists, slot_id_code,
-                         slot_names, list(sources), chosen_only, pdrop=pdrop, loader=loader)
+                         slot_names, list(sources), chosen_only, pdrop=pdrop, loader=loader, features=features)
 
     def slot_columns(self) -> tuple[list[str], np.ndarray]:
         """Slot labels and each row's column: one column per slot id (integer
@@ -313,6 +319,63 @@ class _Rows:
         out = np.full(shape, -1, dtype=np.int64)
         out[i, k] = np.array(found, dtype=np.int64)[inverse.ravel()]
         return out
+
+
+def _chunk(column: Any) -> Any:
+    return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+
+
+def _dictionary(column: Any) -> tuple[list[Any], np.ndarray]:
+    """A string column's distinct values and each row's code."""
+    column = _chunk(column)
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    return column.dictionary.to_pylist(), _np(column.indices).astype(np.int64)
+
+
+def reward_inputs(table: pa.Table, first_rows: np.ndarray, event: np.ndarray, choice: np.ndarray,
+                  timestamps: np.ndarray, shape: tuple[int, int, int]) -> RewardInputs:
+    """The reward model's features from columnar rows, a column at a time:
+    decision i (time order) starts at row ``first_rows[i]``; row r is choice
+    ``choice[r]`` of decision ``event[r]``."""
+    import orjson
+    import scipy.sparse as sp
+
+    n, j_max, a_max = shape
+    ids = _chunk(table["event_id"]).take(pa.array(first_rows))
+    ids = ids.cast(pa.string()) if pa.types.is_dictionary(ids.type) else ids
+    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32, count=len(ids) + 1, offset=ids.offset * 4)
+    data = np.frombuffer(ids.buffers()[2], dtype=np.uint8) if ids.buffers()[2] is not None else np.zeros(0, np.uint8)
+    key = decision_keys(offsets, data, timestamps)
+    toks = _chunk(table["context_tokens"]).take(pa.array(first_rows))
+    vals = _chunk(table["context_values"]).take(pa.array(first_rows))
+    names, codes = _dictionary(pc.list_flatten(toks))
+    sorted_names = sorted(names)
+    rank = np.empty(len(names), dtype=np.int64)
+    rank[np.argsort(np.array(names, dtype=object), kind="stable")] = np.arange(len(names))
+    indptr = _np(pc.fill_null(pc.list_value_length(toks), 0)).astype(np.int64).cumsum()
+    context = sp.csr_matrix((_np(pc.list_flatten(vals), 0.0).astype(float), rank[codes] if codes.size else codes,
+                             np.concatenate([[0], indptr])), shape=(n, len(names)))
+    slot_sets, slot_code = _dictionary(table["slot_tokens"])
+    slot_of = np.full((n, j_max), -1, dtype=np.int64)
+    slot_of[event, choice] = slot_code
+    list_sets, list_code = _dictionary(_chunk(table["candidate_tokens"]).take(pa.array(first_rows)))
+    lists = [orjson.loads(text) for text in list_sets]
+    distinct: dict[str, int] = {}
+    for cands in lists:
+        for toks_a in cands:
+            distinct.setdefault(repr(sorted(toks_a.items())), len(distinct))
+    by_key = sorted(distinct)  # a listing-free order
+    renumber = {k: j for j, k in enumerate(by_key)}
+    table_of = np.full((len(lists), a_max), -1, dtype=np.int64)
+    for li, cands in enumerate(lists):
+        table_of[li, :len(cands)] = [renumber[repr(sorted(t.items()))] for t in cands]
+    candidates = [None] * len(by_key)
+    for cands in lists:
+        for t in cands:
+            candidates[renumber[repr(sorted(t.items()))]] = t
+    return RewardInputs(key, context, sorted_names, slot_of, [orjson.loads(t) for t in slot_sets],
+                        table_of[list_code], candidates)
 
 
 def _np(column: Any, fill: Any = 0) -> np.ndarray:
