@@ -210,5 +210,5 @@ def encoded(table: pa.Table) -> pa.Table:
 def read_copy(path: Path) -> tuple[pa.Table, list[int]]:
     """The rows of a columnar copy (repeated strings dictionary-encoded) and
     the torn line numbers its log had."""
-    table = pq.read_table(path, read_dictionary=list(REPEATED))
+    table = pq.read_table(path, read_dictionary=[*REPEATED, "context_tokens.list.element"])
     return table.replace_schema_metadata(None), list(json.loads(_metadata(path).get(b"skipped_lines", b"[]")))

@@ -277,7 +277,11 @@ class _Rows:
 
     def logged(self, i: np.ndarray, k: np.ndarray, chosen_only: np.ndarray, mask: np.ndarray,
                shape: tuple[int, int, int]) -> np.ndarray:
-        """The logged rankings as dense rows (:func:`as_row`, lenient), NaN where unknown."""
+        """The logged rankings as dense rows (:func:`as_row`, lenient), NaN where
+        unknown (a log of chosen propensities only: one read-only NaN, broadcast,
+        instead of n x K x A of them)."""
+        if chosen_only.all():
+            return np.broadcast_to(np.float64(math.nan), shape)
         logged = np.zeros(shape)
         logged[:, :, 0] = 1.0
         logged[i, k] = 0.0

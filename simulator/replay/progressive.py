@@ -182,17 +182,17 @@ def _logged(log: ReplayLog) -> np.ndarray:
     i = np.flatnonzero(log.chosen_only)
     if not i.size:
         return np.array(log.logged_dist)
-    dist = np.array(log.logged_dist) if i.size < log.n else np.empty(log.shape)
-    mask = log.mask[i] if i.size < log.n else log.mask
-    chosen = np.zeros(mask.shape, dtype=bool)
-    np.put_along_axis(chosen, log.action[i][..., None], True, axis=-1)
-    others = mask & ~chosen
-    m = others.sum(axis=-1)
-    p = log.pscore[i]
-    spread = (1 - p) / np.maximum(m, 1)
-    part = others * spread[..., None]
-    np.putmask(part, chosen, np.where(m > 0, p, 1.0)[..., None] * np.ones(mask.shape[-1]))
-    dist[i] = part
+    every = i.size == log.n
+    dist = np.empty(log.shape) if every else np.array(log.logged_dist)
+    mask = log.mask if every else log.mask[i]
+    action = log.action if every else log.action[i]
+    m = mask.sum(axis=-1) - np.take_along_axis(mask, action[..., None], axis=-1)[..., 0]  # the others
+    p = log.pscore if every else log.pscore[i]
+    part = dist if every else np.empty(mask.shape)  # written in place: n x K x A floats once, not four times
+    np.multiply(mask, ((1 - p) / np.maximum(m, 1))[..., None], out=part)
+    np.put_along_axis(part, action[..., None], np.where(m > 0, p, 1.0)[..., None], axis=-1)
+    if not every:
+        dist[i] = part
     return dist
 
 
