@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from bandit.logformat.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson
@@ -41,6 +41,7 @@ from bandit.features import Candidate, FeatureGroup, SlotSpec
 from bandit.decision import DecisionInput
 from bandit.policy import LogLearner, Policy
 from bandit.vwargs import LearningSettings
+from simulator.specs import parse_settings, settings_label
 from simulator.demo import BEST, COLLECTIONS, SEGMENTS, SLOTS, Audience
 
 CONVERGED, COLLAPSED = 0.9, 0.5
@@ -167,10 +168,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--checkpoint-every", type=int, default=250, help="decisions between P(best) checkpoints")
     parser.add_argument("--warmup", type=int, default=2000, help="checkpoints after this count for the share")
     parser.add_argument("--learning-rate", type=float, default=None, help="override the default learning rate")
+    parser.add_argument("--settings", default="", help="override learning settings, as in a 'vw:' policy "
+                                                        "(e.g. gamma_scale=100,learning_rate=0.05)")
     args = parser.parse_args(argv)
-    settings = LearningSettings()
+    settings = parse_settings(args.settings, "--settings") if args.settings else LearningSettings()
     if args.learning_rate is not None:
-        settings = LearningSettings(learning_rate=args.learning_rate)
+        settings = replace(settings, learning_rate=args.learning_rate)
     started = time.monotonic()
     results = []
     for seed in range(args.seeds):
@@ -180,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"seed {seed:2d}: worst final cell {worst[0]} {worst[1]:.3f}; fell: {len(r.fell(settled=2))} "
               f"(strict {len(r.fell())}) (cell, checkpoint) pairs", file=sys.stderr)
     s = summarise(results, args.warmup)
-    print(f"learning_rate={settings.learning_rate} seeds={s.seeds} decisions={args.decisions} lag={args.lag}: "
+    print(f"{settings_label(settings)} seeds={s.seeds} decisions={args.decisions} lag={args.lag}: "
           f"collapse rate {s.collapse_rate:.0%}, fell after converging {s.fell_rate:.0%} "
           f"(strict {s.fell_strict_rate:.0%}), "
           f"checkpoint collapse share {s.checkpoint_collapse_share:.1%}, mean final P(best) {s.mean_final:.3f}, "

@@ -207,8 +207,22 @@ def encoded(table: pa.Table) -> pa.Table:
     return table
 
 
-def read_copy(path: Path) -> tuple[pa.Table, list[int]]:
+FEATURES = ("context_tokens", "context_values", "slot_tokens", "candidate_tokens")  # the reward model's
+_DICTIONARY = [*REPEATED, "context_tokens.list.element"]  # read dictionary-encoded
+
+
+def read_copy(path: Path, features: bool = True) -> tuple[pa.Table, list[int]]:
     """The rows of a columnar copy (repeated strings dictionary-encoded) and
-    the torn line numbers its log had."""
-    table = pq.read_table(path, read_dictionary=[*REPEATED, "context_tokens.list.element"])
+    the torn line numbers its log had; without the :data:`FEATURES` columns
+    unless ``features`` (they are most of the memory, and only the reward
+    model reads them: :func:`read_features`)."""
+    names = [n for n in SCHEMA.names if features or n not in FEATURES]
+    table = pq.read_table(path, columns=names, read_dictionary=[c for c in _DICTIONARY if c.split(".")[0] in names])
     return table.replace_schema_metadata(None), list(json.loads(_metadata(path).get(b"skipped_lines", b"[]")))
+
+
+def read_features(path: Path) -> pa.Table:
+    """``event_id`` and the :data:`FEATURES` columns of a columnar copy."""
+    table = pq.read_table(path, columns=["event_id", *FEATURES],
+                          read_dictionary=[c for c in _DICTIONARY if c.split(".")[0] in FEATURES])
+    return table.replace_schema_metadata(None)

@@ -130,13 +130,16 @@ class ReplayLog:
 
     @classmethod
     def from_table(cls, table: pa.Table, sources: Sequence[str] = (),
-                   loader: Callable[[], list[JoinedEvent]] | None = None) -> "ReplayLog":
+                   loader: Callable[[], list[JoinedEvent]] | None = None,
+                   feature_table: Callable[[], pa.Table] | None = None) -> "ReplayLog":
         """Arrays from columnar rows (:data:`bandit.logformat.columnar.SCHEMA`),
-        events sorted by decision time (stable), a column at a time."""
+        events sorted by decision time (stable), a column at a time.
+        ``feature_table`` reads the reward model's columns when they are
+        needed (else ``table``'s are kept for it)."""
         if table.num_rows == 0:
             raise LogFormatError("the log has no events")
         rows = _Rows(table)
-        return rows.log(sources, loader)
+        return rows.log(sources, loader, feature_table or table.select(["event_id", *columnar.FEATURES]))
 
     def by_choice(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(action, reward, present) indexed by each event's own choice order
@@ -187,7 +190,8 @@ class _Rows:
             col = pc.dictionary_encode(col)
         return col.dictionary.to_pylist(), _np(col.indices).astype(np.int64)
 
-    def log(self, sources: Sequence[str], loader: Callable[[], list[JoinedEvent]] | None) -> ReplayLog:
+    def log(self, sources: Sequence[str], loader: Callable[[], list[JoinedEvent]] | None,
+            features: pa.Table | Callable[[], pa.Table]) -> ReplayLog:
         n = self.n
         cand_sets, cand_code = self.strings("candidates")
         cand_lists = [s.split(columnar.SEPARATOR) if s else [] for s in cand_sets]
@@ -242,11 +246,11 @@ class _Rows:
         slot_names, slot_code = self.strings("slot_id")
         slot_id_code = np.full((n, k_max), -1, dtype=np.int64)
         slot_id_code[i, k] = slot_code
-        features = partial(reward_inputs, self.t, self.starts[self.order], self.event, self.j, self.timestamps,
-                           (n, j_max, a_max))
         return ReplayLog(reward, acts, pscore, mask, present, logged, labels, event_ids, self.timestamps, observed,
                          collection, ids, default_index, choice_column, code_of, allowed_lists, slot_id_code,
-                         slot_names, list(sources), chosen_only, pdrop=pdrop, loader=loader, features=features)
+                         slot_names, list(sources), chosen_only, pdrop=pdrop, loader=loader,
+                         features=partial(reward_inputs, features, self.starts[self.order], self.event, self.j,
+                                          self.timestamps, (n, j_max, a_max)))
 
     def slot_columns(self) -> tuple[list[str], np.ndarray]:
         """Slot labels and each row's column: one column per slot id (integer
@@ -337,14 +341,17 @@ def _dictionary(column: Any) -> tuple[list[Any], np.ndarray]:
     return column.dictionary.to_pylist(), _np(column.indices).astype(np.int64)
 
 
-def reward_inputs(table: pa.Table, first_rows: np.ndarray, event: np.ndarray, choice: np.ndarray,
-                  timestamps: np.ndarray, shape: tuple[int, int, int]) -> RewardInputs:
-    """The reward model's features from columnar rows, a column at a time:
-    decision i (time order) starts at row ``first_rows[i]``; row r is choice
-    ``choice[r]`` of decision ``event[r]``."""
+def reward_inputs(table: pa.Table | Callable[[], pa.Table], first_rows: np.ndarray, event: np.ndarray,
+                  choice: np.ndarray, timestamps: np.ndarray, shape: tuple[int, int, int]) -> RewardInputs:
+    """The reward model's features from columnar rows (``event_id`` and
+    :data:`bandit.logformat.columnar.FEATURES`, or what reads them), a column
+    at a time: decision i (time order) starts at row ``first_rows[i]``; row r
+    is choice ``choice[r]`` of decision ``event[r]``."""
     import orjson
     import scipy.sparse as sp
 
+    if callable(table):
+        table = table()
     n, j_max, a_max = shape
     ids = _chunk(table["event_id"]).take(pa.array(first_rows))
     ids = ids.cast(pa.string()) if pa.types.is_dictionary(ids.type) else ids
@@ -450,11 +457,12 @@ def load_log(paths: Sequence[Path], cache: bool = True) -> ReplayLog:
     from the DSJSON only if a target or estimator asks for them."""
     files = expand_paths(paths)
     skipped = SkippedLines()
-    tables, events_read = [], []
+    tables, events_read, copies = [], [], []
     for path in files:
         copy = columnar.current_copy(path)
         if copy is not None:
-            table, lines = columnar.read_copy(copy)
+            table, lines = columnar.read_copy(copy, features=False)  # read again if a reward model is fitted
+            copies.append(copy)
             for number in lines:
                 skipped.add(path, number)
             tables.append(table)
@@ -468,18 +476,27 @@ def load_log(paths: Sequence[Path], cache: bool = True) -> ReplayLog:
             except OSError:  # a read-only directory: replay without the copy
                 pass
         skipped.where += mine.where
-        tables.append(columnar.encoded(table))
+        tables.append(columnar.encoded(table).drop_columns(list(columnar.FEATURES)))
+        copies.append(table.select(["event_id", *columnar.FEATURES]))
         events_read += events
     if not tables or not sum(t.num_rows for t in tables):
         raise LogFormatError("the log has no events")
     table = pa.concat_tables(tables).unify_dictionaries()
-    # a partial, not a lambda: the process pool and Ray ship the log to workers
-    log = ReplayLog.from_table(table, [str(p) for p in files], partial(_sorted_events, list(files)))
+    # partials, not lambdas: the process pool and Ray ship the log to workers
+    log = ReplayLog.from_table(table, [str(p) for p in files], partial(_sorted_events, list(files)),
+                               partial(_feature_columns, copies))
     if len(events_read) == log.n:  # every file was read as lines: keep them
         log._events = [events_read[i] for i in np.argsort([e.decision.timestamp for e in events_read],
                                                           kind="stable")]
     log.skipped = skipped
     return log
+
+
+def _feature_columns(sources: Sequence[Path | pa.Table]) -> pa.Table:
+    """The reward model's columns of every file, in load order: read from its
+    columnar copy (a path) or kept from its lines (a table)."""
+    parts = [columnar.read_features(s) if isinstance(s, Path) else s for s in sources]
+    return pa.concat_tables(parts).unify_dictionaries()
 
 
 def _sorted_events(files: Sequence[Path]) -> list[JoinedEvent]:

@@ -102,6 +102,7 @@ def _run_replay(paths: Sequence[Path] | ReplayLog, options: ReplayOptions,
             dist = next(learned) if not by_columns else run_task(ProgressiveTask(spec), log)
         partial = log.chosen_only if spec.kind == "logged" else None
         result = evaluate_policy(log, dist, q, cfg, partial)
+        dist = None  # n x K x A floats: not alive while the next target's are built
         notes = result.pop("notes")
         if spec.kind == "model" and spec.meta.get("examples_learned"):
             notes.append(f"the saved model learned from {spec.meta['examples_learned']} examples; if those "
