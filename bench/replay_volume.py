@@ -8,16 +8,17 @@
 2. ``placement import`` it (DSJSON + the columnar copy), whole process, timed.
 3. ``placement replay LOG -p uniform -p logged -p probs:FILE -e ... --slate
    none --interval normal -q -j OUT``, whole process, timed (wall and CPU).
-   Estimators: ``--estimators`` (default ips,snips: the reward model behind
-   DM and the DR family is fitted on the joined events, which this round does
-   not read from the columnar copy; see BENCHMARKS.md).
+   Estimators: ``--estimators`` (default ips,snips; all seven:
+   ``dm,ips,snips,dr,sndr,switch-dr,dr-os``).
 4. obp, same data, end to end in one process: read the Parquet (pandas), build
    obp's arrays (``action_dist`` (n, A, positions) for uniform and for the
    probabilities target, read from the same JSON lines with pyarrow.json --
-   pandas.read_json does not fit 10M lines in memory), and run
-   ``obp.ope`` IPS and SNIPS (``InverseProbabilityWeighting``,
-   ``SelfNormalizedInverseProbabilityWeighting``) with normal intervals
-   (``estimate_interval``, which bootstraps: ``n_bootstrap_samples`` 10).
+   pandas.read_json does not fit 10M lines in memory), fit obp's
+   ``RegressionModel`` (a logistic regression per position, 5 folds) when a
+   model-based estimator is asked for, and run the same ``--estimators``
+   (``DirectMethod``, ``InverseProbabilityWeighting``, ...,
+   ``DoublyRobustWithShrinkage``) with normal intervals (``estimate_interval``,
+   which bootstraps: ``n_bootstrap_samples`` 10).
    Ours runs twice: with the three targets, and with obp's two (uniform,
    probs) for the side-by-side. The values are compared with ours: obp's is the mean over all rows, ours
    per position (the page is their sum), so ours weighted by each position's
@@ -87,25 +88,47 @@ def timed(cmd: list[str]) -> dict[str, float]:
 OBP = """
 import json, sys, time
 import numpy as np, pandas as pd
-from obp.ope import InverseProbabilityWeighting as IPW, SelfNormalizedInverseProbabilityWeighting as SNIPW
-src, probs, n_col, n_pos, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
+from obp import ope
+src, probs, n_col, n_pos, out, names = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], sys.argv[6]
+CLASSES = {"dm": ope.DirectMethod, "ips": ope.InverseProbabilityWeighting,
+           "snips": ope.SelfNormalizedInverseProbabilityWeighting, "dr": ope.DoublyRobust,
+           "sndr": ope.SelfNormalizedDoublyRobust, "switch-dr": lambda: ope.SwitchDoublyRobust(lambda_=20),
+           "dr-os": lambda: ope.DoublyRobustWithShrinkage(lambda_=100)}
+wanted = names.split(",")
 t0 = time.perf_counter()
-df = pd.read_parquet(src, columns=["item", "pscore", "click", "pos"])
+df = pd.read_parquet(src)
 action = df["item"].astype(int).to_numpy(); reward = df["click"].to_numpy(float)
 pscore = df["pscore"].to_numpy(float); position = df["pos"].to_numpy() - 1
 n = len(df)
 import pyarrow.json as pajson  # pandas.read_json holds every line as Python objects: 10M lines do not fit
 wide = pajson.read_json(probs).column("probabilities").combine_chunks()
 fixed = np.column_stack([wide.field(str(a)).to_numpy(zero_copy_only=False) for a in range(n_col)]).astype(float)
-loaded = time.perf_counter() - t0
-res = {"load_s": loaded}
+res = {"load_s": time.perf_counter() - t0}
+q = None
+if set(wanted) & {"dm", "dr", "sndr", "switch-dr", "dr-os"}:
+    # obp's reward model: a logistic regression per position on the context
+    # (numbers, NaN as 0; categories as their codes: fewer columns than one-hot,
+    # so cheaper for obp than a scientist's usual encoding) and the action
+    # one-hot, cross-fitted in 5 folds like ours
+    from sklearn.linear_model import LogisticRegression
+    cols = [f"n{j}" for j in range(5)]
+    ctx = np.column_stack([df[c].fillna(0.0).to_numpy(float) for c in cols] +
+                          [df[f"c{j}"].astype("category").cat.codes.to_numpy(float) for j in range(5)])
+    t1 = time.perf_counter()
+    model = ope.RegressionModel(n_actions=n_col, len_list=n_pos, base_model=LogisticRegression(max_iter=200))
+    q = model.fit_predict(context=ctx, action=action, reward=reward, position=position, n_folds=5, random_state=0)
+    res["reward_model_s"] = time.perf_counter() - t1
 for name, per_row in (("uniform", np.full((n, n_col), 1.0 / n_col)), ("probs", fixed)):
     dist = np.repeat(per_row[:, :, None], n_pos, axis=2)  # obp: a distribution at every position
-    for est_name, est in (("ips", IPW()), ("snips", SNIPW())):
-        value = est.estimate_policy_value(reward=reward, action=action, position=position, pscore=pscore,
-                                          action_dist=dist)
-        ci = est.estimate_interval(reward=reward, action=action, position=position, pscore=pscore,
-                                   action_dist=dist, n_bootstrap_samples=10, random_state=0)
+    for est_name in wanted:
+        est = CLASSES[est_name]()
+        kw = dict(reward=reward, action=action, position=position, pscore=pscore, action_dist=dist)
+        if est_name == "dm":
+            kw = dict(position=position, action_dist=dist)
+        if q is not None and est_name != "ips" and est_name != "snips":
+            kw["estimated_rewards_by_reg_model"] = q
+        value = est.estimate_policy_value(**kw)
+        ci = est.estimate_interval(**kw, n_bootstrap_samples=10, random_state=0)
         res[f"{name}:{est_name}"] = {"value": float(value), "ci": [float(ci["95.0% CI (lower)"]),
                                                                      float(ci["95.0% CI (upper)"])]}
 res["total_s"] = time.perf_counter() - t0
@@ -158,9 +181,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         log("obp ...")
         obp_out = CACHE / f"volume-{args.rows}.obp.json"
         ob = timed([sys.executable, "-c", OBP, str(paths["parquet"]), str(paths["probs"]), str(args.collections),
-                    str(args.positions), str(obp_out)])
+                    str(args.positions), str(obp_out), args.estimators])
         info["obp"] = json.loads(obp_out.read_text())
-        rows.append({"what": "obp (load + IPS/SNIPS)", **ob})
+        rows.append({"what": f"obp (load + {args.estimators})", **ob})
         log(f"  {ob['wall_s']:.1f} s wall, {ob['cpu_s']:.1f} s CPU")
     info["loadavg_end"] = os.getloadavg()
     return {"machine": info, "rows": rows}
@@ -171,10 +194,10 @@ def obp_only(args: argparse.Namespace, paths: dict[str, Path], info: dict[str, A
     info["ours"] = ours_values(result) if result.is_file() else {}
     obp_out = CACHE / f"volume-{args.rows}.obp.json"
     ob = timed([sys.executable, "-c", OBP, str(paths["parquet"]), str(paths["probs"]), str(args.collections),
-                str(args.positions), str(obp_out)])
+                str(args.positions), str(obp_out), args.estimators])
     info["obp"] = json.loads(obp_out.read_text())
     info["loadavg_end"] = os.getloadavg()
-    return {"machine": info, "rows": [{"what": "obp (load + IPS/SNIPS)", **ob}]}
+    return {"machine": info, "rows": [{"what": f"obp (load + {args.estimators})", **ob}]}
 
 
 def markdown(res: dict[str, Any]) -> str:
