@@ -801,8 +801,10 @@ def _write(tmp: Path, rejects_path: Path | None, out: Path, copy: bool,
     try:
         with _open_text(tmp) as fh, _RejectWriter(rejects_path) as rejects:
             output = _Output(fh, writer)
-            body(output, rejects, summary)
-            output.flush()
+            try:
+                body(output, rejects, summary)
+            finally:
+                output.close()
         if writer is not None and summary.decisions_written:
             from bandit.logformat import columnar
             st = tmp.stat()
@@ -824,8 +826,11 @@ class _Output:
     def __init__(self, fh: TextIO, copy: Any):
         self.fh, self.copy = fh, copy
         self.pending: list[str] = []
+        self._writing: Any = None  # the block being written while the next one is converted
+        self._pool: Any = None
 
     def line(self, text: str) -> None:
+        self._wait()
         self.fh.write(text + "\n")
         if self.copy is not None:
             self.pending.append(text)
@@ -833,17 +838,40 @@ class _Output:
                 self.flush()
 
     def block(self, data: memoryview, table: Any) -> None:
-        """Lines already joined (with their newlines) and their copy rows."""
+        """Lines already joined (with their newlines) and their copy rows,
+        written on a thread (file writes and Parquet compression release the
+        GIL) while the caller converts the next block: one block in flight."""
+        from concurrent.futures import ThreadPoolExecutor
+
         self.flush()
         self.fh.flush()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="import-writer")
+        self._writing = self._pool.submit(self._write_block, data, table)
+
+    def _write_block(self, data: memoryview, table: Any) -> None:
         self.fh.buffer.write(data)  # type: ignore[attr-defined]
         if self.copy is not None:
             self.copy.write(table)
 
+    def _wait(self) -> None:
+        if self._writing is not None:
+            writing, self._writing = self._writing, None
+            writing.result()  # a write error is raised here, in order
+
     def flush(self) -> None:
+        self._wait()
         if self.copy is not None and self.pending:
             self.copy.write(_copy_rows(self.pending))
         self.pending = []
+
+    def close(self) -> None:
+        """Everything written (errors raised); the writer thread stopped."""
+        try:
+            self.flush()
+        finally:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
 
 
 def _copy_rows(lines: Sequence[str]) -> Any:
