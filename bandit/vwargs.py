@@ -38,7 +38,7 @@ class Exploration:
     bag_size: int = 5
     cover_size: int = 4
     psi: float = 1.0  # cover
-    gamma_scale: float = 10.0  # squarecb
+    gamma_scale: float = 100.0  # squarecb; by measurement (bench.defaults_grid, BENCHMARKS.md)
     gamma_exponent: float = 0.5  # squarecb
     floor: float = 0.0  # squarecb: mix this much uniform exploration in (VW's --epsilon with --squarecb)
     rnd_size: int = 3
@@ -89,7 +89,9 @@ class LearningSettings:
     exploration: Exploration = field(default_factory=Exploration)
     # Role letters (C context, A collection, S slot); ':' is VW's wildcard.
     interactions: tuple[str, ...] = ("CA", "SA", "CSA")
-    learning_rate: float = 0.1  # measured: bench.stability and placement simulate, BENCHMARKS.md
+    # by measurement: bench.defaults_grid (20 seeds x 3 scenarios, confirmed at
+    # 20k decisions) and bench.stability, BENCHMARKS.md
+    learning_rate: float = 0.05
     power_t: float = 0.5
     cb_type: str = "mtr"
     bits: int = 18

@@ -29,11 +29,11 @@ Example::
     [surfaces.default]
     mode = "online"           # online | apprentice | logging_only
     [surfaces.default.learning]
-    learning_rate = 0.1
+    learning_rate = 0.05
     interactions = ["CA", "SA", "CSA"]
     [surfaces.default.learning.exploration]
     algorithm = "squarecb"    # epsilon | softmax | bag | cover | squarecb | rnd | first
-    gamma_scale = 10
+    gamma_scale = 100
 """
 
 from __future__ import annotations
