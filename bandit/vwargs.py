@@ -38,7 +38,7 @@ class Exploration:
     bag_size: int = 5
     cover_size: int = 4
     psi: float = 1.0  # cover
-    gamma_scale: float = 100.0  # squarecb; by measurement (bench.defaults_grid, BENCHMARKS.md)
+    gamma_scale: float = 30.0  # squarecb; by measurement (bench.defaults_grid, BENCHMARKS.md)
     gamma_exponent: float = 0.5  # squarecb
     floor: float = 0.0  # squarecb: mix this much uniform exploration in (VW's --epsilon with --squarecb)
     rnd_size: int = 3

@@ -33,7 +33,7 @@ Example::
     interactions = ["CA", "SA", "CSA"]
     [surfaces.default.learning.exploration]
     algorithm = "squarecb"    # epsilon | softmax | bag | cover | squarecb | rnd | first
-    gamma_scale = 100
+    gamma_scale = 30
 """
 
 from __future__ import annotations
