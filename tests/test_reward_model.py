@@ -27,13 +27,13 @@ def _click(seg: int, k: int, a: int) -> float:
     return 0.05 + 0.5 * ((a + seg) % 7 == 0) + 0.1 * (k == 0) + 0.002 * a
 
 
-def wide_events(n: int, seed: int, same_timestamp: int = 10) -> list[JoinedEvent]:
-    """``N_COLLECTIONS`` collections, every one offered in every event (equally
+def wide_events(n: int, seed: int, same_timestamp: int = 10, collections: int = N_COLLECTIONS) -> list[JoinedEvent]:
+    """``collections`` collections, every one offered in every event (equally
     frequent), two slots, a uniform logger; ``same_timestamp`` events share a
     timestamp."""
     rng = np.random.default_rng(seed)
     cands = tuple(Candidate(f"c{j}", (FeatureGroup("kind", {"k": "even" if j % 2 == 0 else "odd"}),))
-                  for j in range(N_COLLECTIONS))
+                  for j in range(collections))
     events = []
     for i in range(n):
         seg = int(rng.integers(len(SEGMENTS)))
@@ -42,7 +42,7 @@ def wide_events(n: int, seed: int, same_timestamp: int = 10) -> list[JoinedEvent
         used: list[int] = []
         choices, rewards = [], []
         for k, slot in enumerate(SLOTS):
-            avail = [a for a in range(N_COLLECTIONS) if a not in used]
+            avail = [a for a in range(collections) if a not in used]
             a = int(rng.choice(avail))
             p = 1.0 / len(avail)
             choices.append(SlotChoice(slot, a, p, tuple((b, p) for b in avail)))
@@ -217,18 +217,34 @@ def test_reward_model_equals_its_definition_written_out_densely():
     """An independent dense computation from the events (features, scales,
     Kronecker design, ridge, folds) gives the same q_hat as both of the
     model's paths (grouped sufficient statistics and row by row)."""
+    events = wide_events(400, seed=11, collections=8)
+    _both_paths_are_the_definition(events, seed=3)
+
+
+def _both_paths_are_the_definition(events: list[JoinedEvent], seed: int) -> None:
     import bandit.ope.reward_model as rm
 
-    global N_COLLECTIONS
-    saved, N_COLLECTIONS = N_COLLECTIONS, 8
-    try:
-        events = wide_events(400, seed=11)
-    finally:
-        N_COLLECTIONS = saved
     log = ReplayLog.from_events(events)
     action, reward, present = log.by_choice()
-    want = _reference_q(events, log, n_folds=5, seed=3)
+    want = _reference_q(events, log, n_folds=5, seed=seed)
     for limit in (rm.GROUP_LIMIT, 0):
-        fit = rm.fit_reward_model(log.features(), action, reward, present, n_folds=5, seed=3, group_limit=limit)
+        fit = rm.fit_reward_model(log.features(), action, reward, present, n_folds=5, seed=seed, group_limit=limit)
         assert fit.quality["path"] == ("grouped" if limit else "row by row")
         assert np.abs(fit.q - want).max() < 1e-9, (limit, np.abs(fit.q - want).max())
+
+
+def test_reward_model_with_per_request_collection_features_equals_its_definition():
+    """Collections that carry a per-request signal (a forecast, as the README
+    asks callers to send) make every listed candidate distinct: each row is
+    scored on its own candidates, and both paths still equal the dense
+    definition."""
+    base = wide_events(300, seed=5, collections=6)
+    rng = np.random.default_rng(8)
+    events = []
+    for e in base:
+        inp = e.decision.inp
+        cands = tuple(replace(c, groups=c.groups + (FeatureGroup("signal", {"forecast": float(rng.normal(1, 0.5))}),))
+                      for c in inp.candidates)
+        events.append(replace(e, decision=replace(e.decision, inp=replace(inp, candidates=cands))))
+    assert len(ReplayLog.from_events(events).features().candidates) == 300 * 6  # every listing its own
+    _both_paths_are_the_definition(events, seed=2)

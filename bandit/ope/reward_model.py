@@ -274,8 +274,7 @@ class _Statistics:
     def rows(self, rows: np.ndarray) -> sp.csr_matrix:
         """Sparse design rows ``c (x) s (x) u`` (the many-groups path)."""
         d = self.d
-        z = sp.csr_matrix(np.einsum("rs,rt->rst", d.slot[d.row_slot[rows]],
-                                    d.cand[d.row_chosen[rows]]).reshape(rows.size, -1))
+        z = _row_kron(sp.csr_matrix(d.slot)[d.row_slot[rows]], sp.csr_matrix(d.cand)[d.row_chosen[rows]])
         return _row_kron(d.ctx[d.row_event[rows]], z)
 
 
@@ -293,23 +292,29 @@ def _row_kron(a: sp.csr_matrix, b: sp.csr_matrix) -> sp.csr_matrix:
     return out
 
 
-def _predict(design: _Design, beta: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    """Unclipped q_hat of every distinct candidate for design ``rows``: (len(rows), D).
+def _predict(design: _Design, beta: np.ndarray, rows: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """Unclipped q_hat of design ``rows`` for their ``candidates`` (distinct-
+    candidate indices, (len(rows), A), -1 padded: 0 there).
 
     With beta as a (context, slot, collection) tensor, a row's prediction for
-    candidate u is ``c' H_s u`` where ``H_s`` contracts beta with the row's
-    slot vector: one (context x candidates) matrix per slot set."""
+    candidate u is ``g' u`` with ``g = c' H_s``, where ``H_s`` contracts beta
+    with the row's slot vector: one (context x collection) matrix per slot
+    set, and each row scores only its own candidates (however many distinct
+    candidates the log has, e.g. collections with per-request features)."""
     d = design
     b = beta.reshape(d.ctx.shape[1], d.slot.shape[1], d.cand.shape[1])
-    out = np.empty((rows.size, d.cand.shape[0]))
+    out = np.zeros(candidates.shape)
     slot_of = d.row_slot[rows]
+    step = max(1, 4_000_000 // max(1, candidates.shape[1] * d.cand.shape[1]))
     for s in np.unique(slot_of).tolist():
-        q_s = np.einsum("jst,s->jt", b, d.slot[s]) @ d.cand.T  # (1 + C, D)
+        h_s = np.einsum("jst,s->jt", b, d.slot[s])  # (1 + C, 1 + T)
         where = np.flatnonzero(slot_of == s)
-        step = max(1, 10_000_000 // max(1, d.cand.shape[0]))
         for start in range(0, where.size, step):
             part = where[start:start + step]
-            out[part] = d.ctx[d.row_event[rows[part]]] @ q_s
+            g = np.asarray(d.ctx[d.row_event[rows[part]]] @ h_s)  # (p, 1 + T)
+            cand = candidates[part]
+            score = np.einsum("pt,pat->pa", g, d.cand[np.maximum(cand, 0)])
+            out[part] = np.where(cand >= 0, score, 0.0)
     return out
 
 
@@ -338,11 +343,10 @@ def fit_reward_model(inputs: RewardInputs, action: np.ndarray, reward: np.ndarra
         lo, hi = float(y[train].min()), float(y[train].max())
         gram, rhs = stats.normal_equations(f, alpha)
         beta = np.asarray(spsolve(gram, rhs), dtype=float).reshape(-1)
-        pred = np.clip(_predict(design, beta, test), lo, hi)  # (m_test, D)
         ev, ch = design.row_event[test], design.row_choice[test]
-        cand = inputs.candidate_of[ev]
-        q[ev, ch] = np.where(cand >= 0, np.take_along_axis(pred, np.maximum(cand, 0), axis=1), 0.0)
-        oof[test] = pred[np.arange(test.size), design.row_chosen[test]]
+        cand = inputs.candidate_of[ev]  # (m_test, A)
+        q[ev, ch] = np.where(cand >= 0, np.clip(_predict(design, beta, test, cand), lo, hi), 0.0)
+        oof[test] = np.clip(_predict(design, beta, test, design.row_chosen[test][:, None]), lo, hi)[:, 0]
         const[test] = y[train].mean()
     return RewardModelFit(q, _quality(y, oof, const, design, n_folds, alpha, stats.grouped))
 
