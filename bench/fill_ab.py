@@ -1,28 +1,45 @@
-"""Policy.decide per second with fill=joint vs in_order, interleaved rounds, one process.
+"""Policy.decide per second with fill=joint vs in_order, interleaved rounds, one process:
+``.venv/bin/python -m bench.fill_ab`` (what the joint fill costs the policy; BENCHMARKS.md)."""
 
-Usage: ``.venv/bin/python -m bench.fill_ab`` (what the joint fill costs the policy)."""
+from __future__ import annotations
+
 import dataclasses
 import json
+import statistics
+import sys
 import time
 import uuid
 
+from bandit.decision import DecisionInput
 from bandit.policy import Policy
-from bandit.vwargs import LearningSettings
+from bandit.vwargs import FILLS, LearningSettings
 from bench.workload import make_workload
 
-def rate(policy, inp, seconds=0.5):
+CONFIGS = ((50, 3), (10, 3), (10, 1))  # candidates x slots
+
+
+def rate(policy: Policy, inp: DecisionInput, seconds: float = 0.5) -> float:
+    """Decisions per second of one policy on one input, for ``seconds``."""
     n, end = 0, time.perf_counter() + seconds
     while time.perf_counter() < end:
-        policy.decide(inp, uuid.uuid4().hex); n += 1
+        policy.decide(inp, uuid.uuid4().hex)
+        n += 1
     return n / seconds
 
-for cands, slots in [(50, 3), (10, 3), (10, 1)]:
-    inp = make_workload(cands, slots, 7).decision_input()
-    pols = {f: Policy(dataclasses.replace(LearningSettings(), fill=f)) for f in ("joint", "in_order")}
-    res = {f: [] for f in pols}
-    for _ in range(5):
-        for f, p in pols.items():
-            res[f].append(rate(p, inp))
-    med = {f: sorted(v)[2] for f, v in res.items()}
-    print(json.dumps({"config": f"{cands}x{slots}", **{f: round(v) for f, v in med.items()},
-                      "joint/in_order": round(med["joint"] / med["in_order"], 3)}))
+
+def main(rounds: int = 5) -> int:
+    for cands, slots in CONFIGS:
+        inp = make_workload(cands, slots, 7).decision_input()
+        policies = {f: Policy(dataclasses.replace(LearningSettings(), fill=f)) for f in FILLS}
+        rates: dict[str, list[float]] = {f: [] for f in policies}
+        for _ in range(rounds):  # interleaved: drift hits both alike
+            for f, policy in policies.items():
+                rates[f].append(rate(policy, inp))
+        med = {f: statistics.median(v) for f, v in rates.items()}
+        print(json.dumps({"config": f"{cands}x{slots}", **{f: round(v) for f, v in med.items()},
+                          "joint/in_order": round(med["joint"] / med["in_order"], 3)}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -59,7 +59,7 @@ def _engine(name: str, **changes: Any) -> PolicySpec:
     return PolicySpec(name, replace(base, exploration=replace(base.exploration, **explore), **learn).validate())
 
 
-# Explorers and settings tried besides the default (squarecb, gamma_scale 100, learning_rate 0.05;
+# Explorers and settings tried besides the default (squarecb, gamma_scale 30, learning_rate 0.05;
 # before 2026-12-02 gamma_scale 10, learning_rate 0.1).
 SWEEP: dict[str, PolicySpec] = {
     "engine:epsilon=0.05": _engine("engine:epsilon=0.05", algorithm="epsilon", epsilon=0.05),

@@ -8,11 +8,11 @@ remote workers, each reached on its own port."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 from collections import Counter
-import json
 from concurrent import futures
 from pathlib import Path
 

@@ -192,12 +192,7 @@ def _reference_q(events: list[JoinedEvent], log: ReplayLog, n_folds: int, seed: 
     def x(i, j, a):
         return np.kron(np.kron(vec(ctx[i], 0), vec(slots[i][j], 1)), vec(cands[i][a], 2))
 
-    from bandit.ope.reward_model import decision_keys
-    import pyarrow as pa
-    ids = pa.array(list(log.event_ids))
-    keys = decision_keys(np.frombuffer(ids.buffers()[1], np.int32, len(ids) + 1),
-                         np.frombuffer(ids.buffers()[2], np.uint8), log.timestamps)
-    folds = fold_of(keys, n_folds, seed)
+    folds = fold_of(log.features().key, n_folds, seed)  # the decisions' digests: the folds must agree
     rows = [(i, j) for i, e in enumerate(ordered) for j in range(len(e.decision.choices))]
     X = np.array([x(i, j, ordered[i].decision.choices[j].action) for i, j in rows])
     y = np.array([ordered[i].rewards[j] for i, j in rows])
@@ -227,10 +222,10 @@ def _both_paths_are_the_definition(events: list[JoinedEvent], seed: int) -> None
     log = ReplayLog.from_events(events)
     action, reward, present = log.by_choice()
     want = _reference_q(events, log, n_folds=5, seed=seed)
-    for limit in (rm.GROUP_LIMIT, 0):
-        fit = rm.fit_reward_model(log.features(), action, reward, present, n_folds=5, seed=seed, group_limit=limit)
-        assert fit.quality["path"] == ("grouped" if limit else "row by row")
-        assert np.abs(fit.q - want).max() < 1e-9, (limit, np.abs(fit.q - want).max())
+    for grouped in (True, False):
+        fit = rm.fit_reward_model(log.features(), action, reward, present, n_folds=5, seed=seed, grouped=grouped)
+        assert fit.quality["path"] == ("grouped" if grouped else "row by row")
+        assert np.abs(fit.q - want).max() < 1e-9, (grouped, np.abs(fit.q - want).max())
 
 
 def test_reward_model_with_per_request_collection_features_equals_its_definition():
@@ -246,5 +241,10 @@ def test_reward_model_with_per_request_collection_features_equals_its_definition
         cands = tuple(replace(c, groups=c.groups + (FeatureGroup("signal", {"forecast": float(rng.normal(1, 0.5))}),))
                       for c in inp.candidates)
         events.append(replace(e, decision=replace(e.decision, inp=replace(inp, candidates=cands))))
-    assert len(ReplayLog.from_events(events).features().candidates) == 300 * 6  # every listing its own
+    log = ReplayLog.from_events(events)
+    assert len(log.features().candidates) == 300 * 6  # every listing its own
     _both_paths_are_the_definition(events, seed=2)
+    # left to choose, the model builds such a log row by row (a Gram matrix per
+    # one-row pair would cost more than it saves), a catalog log by groups
+    assert fit_reward_model(log).quality["path"] == "row by row"
+    assert fit_reward_model(ReplayLog.from_events(base)).quality["path"] == "grouped"

@@ -198,11 +198,12 @@ REPEATED = ("slot_id", "default_collection", "candidates", "allowed", "slot_toke
 
 
 def encoded(table: pa.Table) -> pa.Table:
-    """``table`` with the :data:`REPEATED` columns dictionary-encoded (as :func:`read_copy` reads them)."""
+    """``table`` with those of the :data:`REPEATED` columns it has
+    dictionary-encoded (as :func:`read_copy` reads them)."""
     import pyarrow.compute as pc
     for name in REPEATED:
         i = table.schema.get_field_index(name)
-        if not pa.types.is_dictionary(table.schema.field(i).type):
+        if i >= 0 and not pa.types.is_dictionary(table.schema.field(i).type):
             table = table.set_column(i, name, pc.dictionary_encode(table[name]))
     return table
 
@@ -216,13 +217,17 @@ def read_copy(path: Path, features: bool = True) -> tuple[pa.Table, list[int]]:
     the torn line numbers its log had; without the :data:`FEATURES` columns
     unless ``features`` (they are most of the memory, and only the reward
     model reads them: :func:`read_features`)."""
-    names = [n for n in SCHEMA.names if features or n not in FEATURES]
-    table = pq.read_table(path, columns=names, read_dictionary=[c for c in _DICTIONARY if c.split(".")[0] in names])
-    return table.replace_schema_metadata(None), list(json.loads(_metadata(path).get(b"skipped_lines", b"[]")))
+    table = _read(path, [n for n in SCHEMA.names if features or n not in FEATURES])
+    return table, list(json.loads(_metadata(path).get(b"skipped_lines", b"[]")))
 
 
 def read_features(path: Path) -> pa.Table:
     """``event_id`` and the :data:`FEATURES` columns of a columnar copy."""
-    table = pq.read_table(path, columns=["event_id", *FEATURES],
-                          read_dictionary=[c for c in _DICTIONARY if c.split(".")[0] in FEATURES])
+    return _read(path, ["event_id", *FEATURES])
+
+
+def _read(path: Path, names: Sequence[str]) -> pa.Table:
+    """These columns of a copy, the repeated strings dictionary-encoded."""
+    table = pq.read_table(path, columns=list(names),
+                          read_dictionary=[c for c in _DICTIONARY if c.split(".")[0] in names])
     return table.replace_schema_metadata(None)

@@ -37,9 +37,10 @@ each with its intercept), so ``X'X`` is the sum over rows of
 chosen collection) pairs -- every catalog-based or imported log -- ``z`` is
 the same for all rows of a pair and ``X'X`` is assembled from one small dense
 context Gram matrix per pair and fold, a pass over the rows at BLAS speed
-(10M decisions in seconds, not hours). Collections whose features vary per
-request make every row its own pair; then ``X`` is built row by row as a
-sparse matrix (the same normal equations, slower).
+(the whole model at 10M decisions: 49 CPU-seconds, BENCHMARKS.md).
+Collections whose features vary per request make nearly every row its own
+pair; then ``X`` is built row by row as a sparse matrix (the same normal
+equations).
 
 Cross-fitting: the decisions are split into ``n_folds`` folds by digest; a
 decision's predictions (for all its slots and candidates) come from the model
@@ -59,9 +60,11 @@ from scipy.sparse.linalg import spsolve
 
 Tokens = dict[str, float]
 
-# Above this many distinct (slot, chosen collection) pairs the design is
-# built row by row (collections with per-request features).
+# The grouped path needs few (slot, chosen collection) pairs, each with many
+# rows; otherwise (collections with per-request features make nearly every
+# row its own pair) the design is built row by row.
 GROUP_LIMIT = 4096
+MIN_GROUP_ROWS = 8  # rows per pair on average, below which a dense Gram matrix per pair costs more than it saves
 _CHUNK_ROWS = 1 << 18
 
 
@@ -175,8 +178,14 @@ class _Design:
     row_choice: np.ndarray  # (m,)
     row_slot: np.ndarray  # (m,) slot set of each row
     row_chosen: np.ndarray  # (m,) distinct candidate chosen
-    context_tokens: int
-    collection_tokens: int
+
+    @property
+    def context_tokens(self) -> int:
+        return self.ctx.shape[1] - 1
+
+    @property
+    def collection_tokens(self) -> int:
+        return self.cand.shape[1] - 1
 
     @property
     def width(self) -> int:
@@ -187,7 +196,7 @@ class _Design:
         return np.kron(self.slot[slot], self.cand[cand])
 
 
-def _context_matrix(inputs: RewardInputs, max_context: int) -> tuple[sp.csr_matrix, int]:
+def _context_matrix(inputs: RewardInputs, max_context: int) -> sp.csr_matrix:
     """``[1 | the max_context most frequent tokens, scaled]`` per decision."""
     ctx = inputs.context
     counts = np.bincount(ctx.indices, minlength=ctx.shape[1])
@@ -199,11 +208,11 @@ def _context_matrix(inputs: RewardInputs, max_context: int) -> tuple[sp.csr_matr
                       for j in kept])
     sub = ctx[:, kept] @ sp.diags(1.0 / scale) if kept else sp.csr_matrix((ctx.shape[0], 0))
     ones = sp.csr_matrix(np.ones((ctx.shape[0], 1)))
-    return sp.hstack([ones, sub], format="csr"), len(kept)
+    return sp.hstack([ones, sub], format="csr")
 
 
 def _design(inputs: RewardInputs, action: np.ndarray, present: np.ndarray, max_context: int) -> _Design:
-    ctx, n_ctx = _context_matrix(inputs, max_context)
+    ctx = _context_matrix(inputs, max_context)
     order = np.argsort(inputs.key, kind="stable")
     ev, ch = np.nonzero(present[order])
     row_event, row_choice = order[ev], ch
@@ -215,7 +224,7 @@ def _design(inputs: RewardInputs, action: np.ndarray, present: np.ndarray, max_c
     slot = slot_vocab.vectors(inputs.slots, _rms_scale(inputs.slots, slot_weight))
     cand = cand_vocab.vectors(inputs.candidates,
                               _rms_scale(inputs.candidates, np.ones(len(inputs.candidates))))
-    return _Design(ctx, slot, cand, row_event, row_choice, row_slot, row_chosen, n_ctx, len(cand_vocab.names))
+    return _Design(ctx, slot, cand, row_event, row_choice, row_slot, row_chosen)
 
 
 class _Statistics:
@@ -223,12 +232,14 @@ class _Statistics:
     chosen candidate) group a dense context Gram matrix, or (many groups)
     the sparse design rows themselves."""
 
-    def __init__(self, design: _Design, y: np.ndarray, folds: np.ndarray, n_folds: int, group_limit: int):
+    def __init__(self, design: _Design, y: np.ndarray, folds: np.ndarray, n_folds: int, grouped: bool | None):
         self.d, self.y, self.n_folds = design, y, n_folds
         self.row_fold = folds[design.row_event]
         group = design.row_slot * design.cand.shape[0] + design.row_chosen
         self.groups, self.row_group = np.unique(group, return_inverse=True)
-        self.grouped = self.groups.size <= group_limit
+        if grouped is None:
+            grouped = self.groups.size <= min(GROUP_LIMIT, y.size / MIN_GROUP_ROWS)
+        self.grouped = grouped
         if self.grouped:
             self._gram_by_group()
 
@@ -320,10 +331,11 @@ def _predict(design: _Design, beta: np.ndarray, rows: np.ndarray, candidates: np
 
 def fit_reward_model(inputs: RewardInputs, action: np.ndarray, reward: np.ndarray, present: np.ndarray,
                      *, n_folds: int = 5, seed: int = 0, alpha: float = 1.0, max_context: int = 64,
-                     group_limit: int = GROUP_LIMIT) -> RewardModelFit:
+                     grouped: bool | None = None) -> RewardModelFit:
     """Cross-fitted q_hat(x_i, j, a) for every decision i, choice j
     (``present``) and candidate a; ``action``/``reward`` (n, J) are the
-    logged ones by choice. ``group_limit`` picks the path (see the module's
+    logged ones by choice. ``grouped`` forces a path (default: the grouped
+    one when its pairs are few and well filled, see the module's
     docstring); both solve the same equations."""
     n, j_max = present.shape
     design = _design(inputs, action, present, max_context)
@@ -331,7 +343,7 @@ def fit_reward_model(inputs: RewardInputs, action: np.ndarray, reward: np.ndarra
     q = np.zeros((n, j_max, a_max))
     folds = fold_of(inputs.key, n_folds, seed)
     y = reward[design.row_event, design.row_choice].astype(float)
-    stats = _Statistics(design, y, folds, n_folds, group_limit)
+    stats = _Statistics(design, y, folds, n_folds, grouped)
     oof, const = np.empty(y.size), np.empty(y.size)
     for f in range(n_folds):
         test, train = np.flatnonzero(stats.row_fold == f), np.flatnonzero(stats.row_fold != f)

@@ -184,11 +184,7 @@ class _Rows:
 
     def strings(self, name: str) -> tuple[list[str], np.ndarray]:
         """A dictionary column's distinct values and each row's code."""
-        col = self.t[name]
-        col = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
-        if not pa.types.is_dictionary(col.type):
-            col = pc.dictionary_encode(col)
-        return col.dictionary.to_pylist(), _np(col.indices).astype(np.int64)
+        return _dictionary(self.t[name])
 
     def log(self, sources: Sequence[str], loader: Callable[[], list[JoinedEvent]] | None,
             features: pa.Table | Callable[[], pa.Table]) -> ReplayLog:
@@ -353,11 +349,7 @@ def reward_inputs(table: pa.Table | Callable[[], pa.Table], first_rows: np.ndarr
     if callable(table):
         table = table()
     n, j_max, a_max = shape
-    ids = _chunk(table["event_id"]).take(pa.array(first_rows))
-    ids = ids.cast(pa.string()) if pa.types.is_dictionary(ids.type) else ids
-    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32, count=len(ids) + 1, offset=ids.offset * 4)
-    data = np.frombuffer(ids.buffers()[2], dtype=np.uint8) if ids.buffers()[2] is not None else np.zeros(0, np.uint8)
-    key = decision_keys(offsets, data, timestamps)
+    key = decision_keys(*_utf8(_chunk(table["event_id"]).take(pa.array(first_rows))), timestamps)
     toks = _chunk(table["context_tokens"]).take(pa.array(first_rows))
     vals = _chunk(table["context_values"]).take(pa.array(first_rows))
     names, codes = _dictionary(pc.list_flatten(toks))
@@ -371,28 +363,28 @@ def reward_inputs(table: pa.Table | Callable[[], pa.Table], first_rows: np.ndarr
     slot_of = np.full((n, j_max), -1, dtype=np.int64)
     slot_of[event, choice] = slot_code
     list_sets, list_code = _dictionary(_chunk(table["candidate_tokens"]).take(pa.array(first_rows)))
-    lists = [orjson.loads(text) for text in list_sets]
-    distinct: dict[str, int] = {}
-    for cands in lists:
-        for toks_a in cands:
-            distinct.setdefault(repr(sorted(toks_a.items())), len(distinct))
-    by_key = sorted(distinct)  # a listing-free order
-    renumber = {k: j for j, k in enumerate(by_key)}
+    lists = [[(repr(sorted(t.items())), t) for t in orjson.loads(text)] for text in list_sets]
+    distinct = {k: t for cands in lists for k, t in cands}
+    distinct = {k: distinct[k] for k in sorted(distinct)}  # key -> tokens, in a listing-free order
+    renumber = {k: j for j, k in enumerate(distinct)}
     table_of = np.full((len(lists), a_max), -1, dtype=np.int64)
     for li, cands in enumerate(lists):
-        table_of[li, :len(cands)] = [renumber[repr(sorted(t.items()))] for t in cands]
-    candidates = [None] * len(by_key)
-    for cands in lists:
-        for t in cands:
-            candidates[renumber[repr(sorted(t.items()))]] = t
+        table_of[li, :len(cands)] = [renumber[k] for k, _ in cands]
     return RewardInputs(key, context, sorted_names, slot_of, [orjson.loads(t) for t in slot_sets],
-                        table_of[list_code], candidates)
+                        table_of[list_code], list(distinct.values()))
+
+
+def _utf8(strings: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """(offsets, bytes) of a string array: string i is ``bytes[offsets[i]:offsets[i+1]]``."""
+    strings = strings.cast(pa.large_string())  # also dictionary-encoded ones; 64-bit offsets
+    offsets = np.frombuffer(strings.buffers()[1], dtype=np.int64, count=len(strings) + 1, offset=strings.offset * 8)
+    data = strings.buffers()[2]
+    return offsets, np.frombuffer(data, dtype=np.uint8) if data is not None else np.zeros(0, np.uint8)
 
 
 def _np(column: Any, fill: Any = 0) -> np.ndarray:
     """A column as numpy (nulls as ``fill``)."""
-    if isinstance(column, pa.ChunkedArray):
-        column = column.combine_chunks()
+    column = _chunk(column)
     if column.null_count:
         column = pc.fill_null(column, fill)
     return column.to_numpy(zero_copy_only=False)
@@ -476,7 +468,7 @@ def load_log(paths: Sequence[Path], cache: bool = True) -> ReplayLog:
             except OSError:  # a read-only directory: replay without the copy
                 pass
         skipped.where += mine.where
-        tables.append(columnar.encoded(table).drop_columns(list(columnar.FEATURES)))
+        tables.append(columnar.encoded(table.drop_columns(list(columnar.FEATURES))))
         copies.append(table.select(["event_id", *columnar.FEATURES]))
         events_read += events
     if not tables or not sum(t.num_rows for t in tables):
