@@ -51,7 +51,9 @@ def test_a_slow_learner_holds_joins_back_with_checkpoints_going_on_and_nothing_l
     the join loop keeps writing checkpoints, Decide is refused at
     limits.max_pending_decisions, and once the learner catches up every
     accepted decision is in the joined log and learned."""
-    server = start_topology(join={"window_seconds": 0.5, "tick_seconds": 0.02, "checkpoint_seconds": 0.2},
+    # The join ticks every 2 ms: at 20 ms it offered one decision a tick, no faster
+    # than a learner publishing each example to a fast disk, and the backlog was never seen full.
+    server = start_topology(join={"window_seconds": 0.5, "tick_seconds": 0.002, "checkpoint_seconds": 0.2},
                             limits={"max_pending_decisions": 120}, **SLOW_LEARNER)
     checkpoint = Path(server.engine.checkpoint_path)
     with PlacementClient(server.target) as client:
