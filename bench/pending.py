@@ -87,7 +87,7 @@ def pending_bytes(record: dict, n: int) -> float:
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
     for i, text in enumerate(texts):
-        joiner.add_logged(json.loads(text), LineRef(path, i * 10_000, 10_000))
+        joiner.add_logged(json.loads(text), LineRef(str(path), i * 10_000, 10_000))
     after = tracemalloc.get_traced_memory()[0]
     tracemalloc.stop()
     assert len(joiner) == n

@@ -228,10 +228,10 @@ class AppendLog:
         except Exception as exc:  # noqa: BLE001 -- never leave a waiter hanging
             log.exception("%s log write failed", self.prefix)
             kept, error, path, offset = 0, exc, self._path(), 0
-        end = 0
+        end, where = 0, str(path)
         for data, ticket in batch:
             if ticket.locate:
-                ticket.ref = LineRef(path, offset + end, len(data) - 1)
+                ticket.ref = LineRef(where, offset + end, len(data) - 1)
             end += len(data)
             ticket.error = error if kept is not None and end > kept else None
             ticket.done = True  # last: a reader that sees it done sees its ref and error
@@ -472,7 +472,7 @@ def _records(path: Path, data: bytes, start: int) -> list[tuple[dict, LineRef]]:
     offset = start
     for raw in data.split(b"\n")[:-1]:
         try:
-            records.append((json.loads(raw), LineRef(path, offset, len(raw))))
+            records.append((json.loads(raw), LineRef(str(path), offset, len(raw))))
         except (json.JSONDecodeError, UnicodeDecodeError):
             log.warning("%s: unreadable line skipped", path)
         offset += len(raw) + 1

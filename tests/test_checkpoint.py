@@ -49,7 +49,7 @@ def _crash_with_pending(data) -> list[str]:
 def test_recovery_from_a_checkpoint_reads_only_the_tail(tmp_path):
     data = tmp_path / "data"
     _history(data)
-    assert json.loads((data / "checkpoint.json").read_text())["joiner"]["pending"] == []
+    assert json.loads((data / "checkpoint.json").read_text())["joiner"]["ids"] == []
     pending = _crash_with_pending(data)
 
     engine = Engine(make_config(data, **WINDOW))

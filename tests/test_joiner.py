@@ -9,7 +9,7 @@ import pytest
 from bandit.decision import SlotChoice
 from bandit.joiner import (REWARD_RANGE, ExpiredEvent, Joiner, JoinError, RewardOutOfRange, UnknownEvent,
                            UnknownSlot)
-from bandit.logformat.events import DecisionEvent, LineRef
+from bandit.logformat.events import DecisionEvent, LineRef, dumps, event_to_record
 
 from helpers import decision_input
 
@@ -135,6 +135,64 @@ def test_a_capture_is_the_snapshot_of_its_moment_whatever_changes_after(tmp_path
     j.close_due(10)
     assert json.loads(json.dumps(j.snapshot_of(captured))) == before
     assert json.loads(json.dumps(j.snapshot())) != before
+
+
+def _mixed_joiner(tmp_path, n: int = 25) -> Joiner:
+    """Pending decisions of every kind a snapshot holds: located lines in two
+    logs, a line not written yet, one kept as its event (the simulator), one
+    and three slots, rewards on some, deferred ones activated or not."""
+    j = Joiner(100, remember_closed=5)
+    logs = [tmp_path / "events-000001.jsonl", tmp_path / "worker-1" / "events-000003.jsonl"]
+    logs[1].parent.mkdir()
+    for i in range(n):
+        d = decision(f"e{i:02d}", float(i), deferred=i % 4 == 0, slots=1 + 2 * (i % 2))
+        line = dumps(event_to_record(d))
+        if i == 3:
+            j.add_decision(d)  # kept as its event
+        elif i == 5:
+            j.add_decision(d, line=line)  # not written yet
+        else:
+            with open(logs[i % 2], "ab") as fh:
+                offset = fh.tell()
+                fh.write(line.encode() + b"\n")
+            j.add_decision(d, line=line, ref=LineRef(logs[i % 2], offset, len(line.encode())))
+        if i % 3 == 0:
+            j.add_reward(d.event_id, "homepage", 0.25 * i, i + 1.0)
+            j.add_reward(d.event_id, "homepage", 1.0, i + 0.5)
+        if i % 8 == 0:
+            j.activate(d.event_id, i + 2.0)
+    j.add_decision(decision("gone", 0.0))
+    j.close_due(100.0)  # "gone" (and e00's first deadline) closed: remembered
+    return j
+
+
+def test_a_snapshot_restores_to_the_same_pending_state_and_joins(tmp_path):
+    """The checkpoint's columns (ids, slot sets, times, activation, where each
+    line is, sparse rewards and lines) read back to the joiner they came from:
+    the same snapshot, the same joins with the same rewards, the same refusals."""
+    j = _mixed_joiner(tmp_path)
+    written = json.loads(json.dumps(j.snapshot()))
+    back = Joiner(100, remember_closed=5)
+    back.restore(written)
+    assert json.loads(json.dumps(back.snapshot())) == written
+    assert len(back) == len(j) and back.is_closed("gone")
+    with pytest.raises(ExpiredEvent):
+        back.add_reward("gone", "homepage", 1.0, 5.0)
+    ours = [(e.decision, e.rewards, e.observed, e.observations) for e in j.close_all()]
+    assert [(e.decision, e.rewards, e.observed, e.observations) for e in back.close_all()] == ours
+    assert len(ours) == 25 - 7 + 4 and j.stats.failed == back.stats.failed == 0  # 7 deferred, 4 of them activated
+
+
+def test_a_snapshot_of_the_earlier_form_still_restores(tmp_path):
+    """A checkpoint written before the columns (one object per decision) is
+    read, so the first restart after an upgrade still resumes from it."""
+    j = _mixed_joiner(tmp_path)
+    columns = json.loads(json.dumps(j.snapshot()))
+    items = list(Joiner._columns_items(columns))
+    old = {"pending": items, "closed": columns["closed"]}
+    back = Joiner(100, remember_closed=5)
+    back.restore(old)
+    assert json.loads(json.dumps(back.snapshot())) == columns
 
 
 def test_subsampling_keeps_a_seeded_share_with_its_pdrop_and_counts_the_rest():

@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import orjson
 
@@ -146,13 +146,14 @@ def event_to_record(event: Event) -> dict[str, Any]:
     return record
 
 
-@dataclass(frozen=True)
-class LineRef:
+class LineRef(NamedTuple):
     """Where one log line is (byte offset and length in an append-only file):
     a pending decision from another process's log is kept as this, ~100 bytes
-    instead of its line (kilobytes), and read back when it joins."""
+    instead of its line (kilobytes), and read back when it joins. A tuple of
+    atoms (the path as text), so the garbage collector stops tracking it: a
+    server keeps 200,000 of these, which every full collection walked."""
 
-    path: Path
+    path: str
     offset: int
     length: int
 
