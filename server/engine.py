@@ -134,7 +134,7 @@ def _let_others_run() -> None:
     """Between steps of a checkpoint's snapshot: give up the GIL, so decides
     waiting for it run (else each waits out the interpreter's 5 ms switch
     interval behind the checkpoint's Python; a decide beside a 200,000-decision
-    checkpoint took 346 ms, ``bench.checkpoint_lock``)."""
+    checkpoint took 358 ms, ``bench.checkpoint_lock``)."""
     time.sleep(0)
 
 
