@@ -34,8 +34,7 @@ import logging
 import math
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from operator import attrgetter
-from pathlib import Path
+from operator import itemgetter
 from typing import Callable, Iterable, NamedTuple
 
 from bandit.logformat.events import DecisionEvent, JoinedEvent, LineRef, dumps, event_from_record, event_to_record
@@ -127,10 +126,8 @@ class _Pending(NamedTuple):
     replaces the record. So a checkpoint's capture, under the lock every
     decide waits for, is a copy of one dict made in C, whatever changes
     after it (copying each record's changing parts took 331 ms at 200,000
-    pending decisions, ``bench.checkpoint_lock``). And a record of atoms
-    (a located line is a tuple too) is not tracked by the garbage collector:
-    with 200,000 pending, each full collection walked 400,000 more objects
-    (47 ms)."""
+    pending decisions, ``bench.checkpoint_lock``). Stored as a plain tuple
+    (see :class:`_Records`)."""
 
     slot_ids: tuple[str, ...]
     decided_at: float
@@ -150,8 +147,43 @@ class _Pending(NamedTuple):
         return event
 
 
-# Joiner.capture: the pending records by id (never changed in place), the ids closed lately.
-Captured = tuple[dict[str, _Pending], list[str]]
+def _view(raw: tuple) -> _Pending:
+    line = raw[-1]
+    if type(line) is tuple:  # a located line, kept as a plain tuple
+        return _Pending(*raw[:-1], LineRef._make(line))
+    return _Pending._make(raw)
+
+
+# Each field of a stored record (a plain tuple in _Pending's field order).
+_FIELD = {name: itemgetter(i) for i, name in enumerate(_Pending._fields)}
+
+
+class _Records(dict):
+    """Pending records by event id. Stored as plain tuples (a located line
+    too), read as :class:`_Pending`: the garbage collector stops tracking a
+    plain tuple of atoms, not a NamedTuple, so 200,000 pending decisions add
+    nothing to its full collections (400,000 tracked objects, 28-47 ms each,
+    as dataclasses or NamedTuples). ``dict(records)`` copies the stored tuples."""
+
+    def __setitem__(self, event_id: str, record: _Pending) -> None:
+        if type(record.line) is LineRef:
+            record = record._replace(line=tuple(record.line))
+        dict.__setitem__(self, event_id, tuple(record))
+
+    def __getitem__(self, event_id: str) -> _Pending:
+        return _view(dict.__getitem__(self, event_id))
+
+    def get(self, event_id: str, default: None = None) -> _Pending | None:
+        raw = dict.get(self, event_id)
+        return None if raw is None else _view(raw)
+
+    def pop(self, event_id: str, default: None = None) -> _Pending | None:
+        raw = dict.pop(self, event_id, None)
+        return None if raw is None else _view(raw)
+
+
+# Joiner.capture: the stored pending records by id (plain tuples, never changed), the ids closed lately.
+Captured = tuple[dict[str, tuple], list[str]]
 # Records per step of a snapshot: between steps its builder lets decides run.
 SNAPSHOT_STEP = 10_000
 # A snapshot's columns after "ids", in the order restore reads them.
@@ -183,7 +215,7 @@ class Joiner:
         self.aggregate = AGGREGATIONS[aggregation]
         self.default_reward = default_reward
         self.stats = JoinStats()
-        self._pending: dict[str, _Pending] = {}
+        self._pending = _Records()
         self._deadlines: list[tuple[float, str]] = []  # heap; stale entries skipped
         # Ids of closed events (bounded), to tell "expired" from "unknown".
         self._closed: OrderedDict[str, None] = OrderedDict()
@@ -390,7 +422,7 @@ class Joiner:
         kept from the GIL while it is built."""
         pending, closed = captured
         records = list(pending.values())
-        paths: dict[Path, int] = {}
+        paths: dict[str, int] = {}
         slot_sets: dict[tuple[str, ...], int] = {}
         columns: dict[str, list] = {name: [] for name in SNAPSHOT_COLUMNS}
         lines, rewards = {}, {}
@@ -402,23 +434,23 @@ class Joiner:
         return {"ids": list(pending), **columns, "paths": [str(p) for p in paths],
                 "slot_sets": [list(s) for s in slot_sets], "lines": lines, "rewards": rewards, "closed": closed}
 
-    def _snapshot_step(self, step: list[_Pending], start: int, columns: dict[str, list], paths: dict[Path, int],
+    def _snapshot_step(self, step: list[tuple], start: int, columns: dict[str, list], paths: dict[str, int],
                        slot_sets: dict[tuple[str, ...], int], lines: dict[str, str], rewards: dict[str, list]) -> None:
         window = self.window
-        columns["slot_set"] += [slot_sets.setdefault(p.slot_ids, len(slot_sets)) for p in step]
-        columns["ts"] += map(attrgetter("decided_at"), step)
-        columns["deferred"] += map(attrgetter("deferred"), step)
-        columns["activated"] += map(attrgetter("activated"), step)
-        columns["opened"] += [p.deadline - window for p in step]
-        refs = list(map(attrgetter("line"), step))
-        columns["path"] += [paths.setdefault(r.path, len(paths)) if type(r) is LineRef else -1 for r in refs]
-        columns["offset"] += [r.offset if type(r) is LineRef else -1 for r in refs]
-        columns["length"] += [r.length if type(r) is LineRef else -1 for r in refs]
-        for i, p in enumerate(step, start):
-            if type(p.line) is not LineRef:  # not written yet, or kept as its event (the simulator)
-                lines[str(i)] = p.line if p.line is not None else dumps(event_to_record(p.event()))
-        for i in [i for i, r in enumerate(map(attrgetter("rewards"), step), start) if any(r)]:
-            rewards[str(i)] = step[i - start].rewards  # tuples: arrays in JSON
+        columns["slot_set"] += [slot_sets.setdefault(s, len(slot_sets)) for s in map(_FIELD["slot_ids"], step)]
+        columns["ts"] += map(_FIELD["decided_at"], step)
+        columns["deferred"] += map(_FIELD["deferred"], step)
+        columns["activated"] += map(_FIELD["activated"], step)
+        columns["opened"] += [d - window for d in map(_FIELD["deadline"], step)]
+        refs = list(map(_FIELD["line"], step))  # located: (path, offset, length)
+        columns["path"] += [paths.setdefault(r[0], len(paths)) if type(r) is tuple else -1 for r in refs]
+        columns["offset"] += [r[1] if type(r) is tuple else -1 for r in refs]
+        columns["length"] += [r[2] if type(r) is tuple else -1 for r in refs]
+        for i in [i for i, r in enumerate(refs, start) if type(r) is not tuple]:
+            line = refs[i - start]  # not written yet, or kept as its event (the simulator)
+            lines[str(i)] = line if line is not None else dumps(event_to_record(_view(step[i - start]).event()))
+        for i in [i for i, r in enumerate(map(_FIELD["rewards"], step), start) if any(r)]:
+            rewards[str(i)] = _FIELD["rewards"](step[i - start])  # tuples: arrays in JSON
 
     def restore(self, snapshot: dict) -> None:
         """Resume from :meth:`snapshot` (before anything else is added); a
