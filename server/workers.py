@@ -40,6 +40,7 @@ from typing import Callable
 import grpc
 
 from bandit.catalog import Catalog
+from bandit.lru import LRU
 from bandit.logformat.events import DecisionEvent, UnservedEvent, dumps, event_from_record, event_line, event_to_record
 from bandit.decision import Mode
 from bandit.policy import Policy
@@ -63,6 +64,7 @@ log = logging.getLogger(__name__)
 REFRESH_SECONDS = 0.2
 TAIL_SECONDS = 0.02
 CLAIM_SECONDS = 5.0
+WRITTEN_LATELY = 4096  # callers' ids a worker remembers writing (each: one decision event)
 # A worker's link to its coordinator reconnects within 0.5 s of a restart
 # (grpc's default backoff grows to 120 s): until it does, Reward, Activate and
 # Decides with an event id are UNAVAILABLE.
@@ -199,6 +201,10 @@ class WorkerEngine:
         # Decisions submitted to this worker's log, not yet written: a
         # concurrent call with the same id waits for the write.
         self._unwritten: dict[str, tuple[DecisionEvent, Ticket]] = {}
+        # Callers' ids this worker wrote lately: a concurrent call with the id, told by
+        # the coordinator that it is claimed but not yet read from the log, finds the
+        # decision here once its write is done (else it wrote a second copy).
+        self._written_lately: LRU[str, tuple[DecisionEvent, Ticket]] = LRU(WRITTEN_LATELY)
         self._pending_path = pending_path(data)
         self.coordinator_pending = 0  # the coordinator's pending decisions, read every refresh
         self._lock = threading.Lock()
@@ -279,7 +285,7 @@ class WorkerEngine:
                 # died before it could): written here too, so that what this
                 # caller is told is durable; the coordinator joins one copy.
         with self._lock:
-            inflight = self._unwritten.get(event_id)
+            inflight = self._in_hand(event_id)
             if inflight is None:
                 ticket = self.events.submit(line)
                 self._unwritten[event_id] = (event, ticket)
@@ -289,7 +295,9 @@ class WorkerEngine:
             self.events.wait(ticket)
         finally:
             with self._lock:
-                del self._unwritten[event_id]
+                written = self._unwritten.pop(event_id)
+                if call.event_id and ticket.error is None:
+                    self._written_lately.put(event_id, written)
         if ours and wanted is not None and not wanted():  # another's decision may have reached its caller
             self._unserved(event_id)
             raise caller_gone(event_id)
@@ -303,6 +311,12 @@ class WorkerEngine:
             raise  # the coordinator's refusal (ALREADY_EXISTS, RESOURCE_EXHAUSTED), as it gave it
         except grpc.RpcError as err:
             raise coordinator_away(event_id, err) from None
+
+    def _in_hand(self, event_id: str) -> tuple[DecisionEvent, Ticket] | None:
+        """This worker's decision for the id: being written, or written lately
+        (under the lock; asked only after the coordinator's verdict, which is
+        what says whether the id has joined)."""
+        return self._unwritten.get(event_id) or self._written_lately.get(event_id)
 
     def _written(self, inflight: tuple[DecisionEvent, Ticket]) -> DecisionEvent:
         """A decision being written by a concurrent call: once it is in the log

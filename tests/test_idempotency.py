@@ -190,3 +190,19 @@ def test_concurrent_decides_with_one_event_id_on_two_workers_get_one_answer(remo
 def _decide_one(target: str, event_id: str) -> tuple:
     with PlacementClient(target, timeout=10) as client:
         return _answer(client.decide(churn_context(0), SLOTS, event_id=event_id))
+
+
+def test_racing_decides_with_one_id_write_it_once_round_after_round(server, client):
+    """16 concurrent Decides with one caller's id, 40 ids in turn: each id's
+    decision is in the logs once. On a worker, a call the coordinator told
+    "claimed, not yet read from a log" wrote a second copy when the claimant
+    had already finished its write (8 duplicates in 40 rounds; the coordinator
+    joined one, but the log held two)."""
+    client.put_collections([collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(4)])
+    with futures.ThreadPoolExecutor(16) as pool:
+        for r in range(40):
+            answers = list(pool.map(lambda _: client.decide({"u": {"x": 1.0}}, ["homepage", "email"],
+                                                            event_id=f"race-{r}"), range(16)))
+            assert len({tuple((s.collection_id, s.probability) for s in a.slots) for a in answers}) == 1
+    ids = Counter(r["id"] for r in logged_decisions(server.engine.config.data_dir))
+    assert ids == Counter({f"race-{r}": 1 for r in range(40)})
