@@ -122,8 +122,7 @@ class _Pending(NamedTuple):
     line (one string, not a thousand objects the garbage collector would walk
     on every pass while the window is open) and rebuilt when it joins.
 
-    A tuple, never changed: a reward, an activation or a located line
-    replaces the record. So a checkpoint's capture, under the lock every
+    A tuple, never changed: a reward or an activation replaces the record. So a checkpoint's capture, under the lock every
     decide waits for, is a copy of one dict made in C, whatever changes
     after it (copying each record's changing parts took 331 ms at 200,000
     pending decisions, ``bench.checkpoint_lock``). Stored as a plain tuple
@@ -162,8 +161,9 @@ class _Records(dict):
     """Pending records by event id. Stored as plain tuples (a located line
     too), read as :class:`_Pending`: the garbage collector stops tracking a
     plain tuple of atoms, not a NamedTuple, so 200,000 pending decisions add
-    nothing to its full collections (400,000 tracked objects, 28-47 ms each,
-    as dataclasses or NamedTuples). ``dict(records)`` copies the stored tuples."""
+    nothing to its full collections (as dataclasses, 6 tracked objects each:
+    a full collection 102 ms at 200,000, 9.6 ms now, ``bench.checkpoint_lock``).
+    ``dict(records)`` copies the stored tuples."""
 
     def __setitem__(self, event_id: str, record: _Pending) -> None:
         if type(record.line) is LineRef:
@@ -173,11 +173,12 @@ class _Records(dict):
     def __getitem__(self, event_id: str) -> _Pending:
         return _view(dict.__getitem__(self, event_id))
 
-    def get(self, event_id: str, default: None = None) -> _Pending | None:
+    def get(self, event_id: str) -> _Pending | None:
         raw = dict.get(self, event_id)
         return None if raw is None else _view(raw)
 
-    def pop(self, event_id: str, default: None = None) -> _Pending | None:
+    def pop(self, event_id: str, _none: None = None) -> _Pending | None:
+        """The record, removed; None if there is none (``pop(id, None)`` as on a dict)."""
         raw = dict.pop(self, event_id, None)
         return None if raw is None else _view(raw)
 
@@ -393,13 +394,6 @@ class Joiner:
         joined = JoinedEvent(event, tuple(rewards), tuple(observed), observations)
         return replace(joined, pdrop=1.0 - self.sample_rate) if self.sample_rate < 1.0 else joined
 
-    def locate(self, event_id: str, ref: LineRef) -> None:
-        """The pending decision's line is now in a log at ``ref``: keep that
-        (~100 bytes) instead of the line, and a checkpoint can name it."""
-        pending = self._pending.get(event_id)
-        if pending is not None and pending.decision is None:
-            self._pending[event_id] = pending._replace(line=ref)
-
     def snapshot(self) -> dict:
         """Everything pending and the ids closed lately, as JSON-ready values
         (a checkpoint): each decision by where its line is (or the line itself
@@ -431,7 +425,7 @@ class Joiner:
             self._snapshot_step(step, start, columns, paths, slot_sets, lines, rewards)
             if pause is not None:
                 pause()
-        return {"ids": list(pending), **columns, "paths": [str(p) for p in paths],
+        return {"ids": list(pending), **columns, "paths": list(paths),
                 "slot_sets": [list(s) for s in slot_sets], "lines": lines, "rewards": rewards, "closed": closed}
 
     def _snapshot_step(self, step: list[tuple], start: int, columns: dict[str, list], paths: dict[str, int],
@@ -446,11 +440,12 @@ class Joiner:
         columns["path"] += [paths.setdefault(r[0], len(paths)) if type(r) is tuple else -1 for r in refs]
         columns["offset"] += [r[1] if type(r) is tuple else -1 for r in refs]
         columns["length"] += [r[2] if type(r) is tuple else -1 for r in refs]
-        for i in [i for i, r in enumerate(refs, start) if type(r) is not tuple]:
-            line = refs[i - start]  # not written yet, or kept as its event (the simulator)
-            lines[str(i)] = line if line is not None else dumps(event_to_record(_view(step[i - start]).event()))
-        for i in [i for i, r in enumerate(map(_FIELD["rewards"], step), start) if any(r)]:
-            rewards[str(i)] = _FIELD["rewards"](step[i - start])  # tuples: arrays in JSON
+        for i, line in enumerate(refs, start):
+            if type(line) is not tuple:  # not written yet, or kept as its event (the simulator)
+                lines[str(i)] = line if line is not None else dumps(event_to_record(_view(step[i - start]).event()))
+        for i, observed in enumerate(map(_FIELD["rewards"], step), start):
+            if any(observed):
+                rewards[str(i)] = observed  # tuples: arrays in JSON
 
     def restore(self, snapshot: dict) -> None:
         """Resume from :meth:`snapshot` (before anything else is added); a

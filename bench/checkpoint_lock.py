@@ -12,7 +12,9 @@ another worker's log gives them):
 - the checkpoint's own time (``Engine.checkpoint``, the file's fsync included);
 - the longest wait to take the engine's lock during it (a probe thread);
 - decides in a loop on a third thread: their median latency and their
-  longest in 2 s without a checkpoint, and their longest during one.
+  longest in 2 s without a checkpoint, and their longest during one;
+- what the pending decisions cost the garbage collector: objects it tracks
+  per pending decision, and one full collection's time.
 
     .venv/bin/python -m bench.checkpoint_lock [--pending 8000,50000,200000] [--repeats 3]
 """
@@ -20,6 +22,7 @@ another worker's log gives them):
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import shutil
 import statistics
@@ -62,6 +65,17 @@ def _fill(engine, n: int) -> None:
             engine.joiner.add_logged({"id": f"fill{i:028x}", "ts": now, "slots": slots}, LineRef(str(path), i * 12_000, 11_999))
 
 
+def _collector(base: int, pending: int) -> tuple[float, float]:
+    """Objects the garbage collector tracks per pending decision (beyond
+    ``base``, counted before any was added), and one full collection's time."""
+    gc.collect()
+    gc.collect()  # a tuple is untracked when a collection finds it holds only untracked objects
+    tracked = (len(gc.get_objects()) - base) / pending
+    t = time.perf_counter()
+    gc.collect()
+    return tracked, 1e3 * (time.perf_counter() - t)
+
+
 def measure(pending: list[int], repeats: int) -> list[dict]:
     from bench.inproc import EngineInProc
     from server.config import load_config
@@ -75,9 +89,12 @@ def measure(pending: list[int], repeats: int) -> list[dict]:
                                     limits={"max_pending_decisions": 2 * max(pending)}))
     eng.engine.start()
     rows = []
+    gc.collect()
+    base = len(gc.get_objects())
     try:
         for n in pending:
             _fill(eng.engine, n)
+            tracked, collection_ms = _collector(base, len(eng.engine.joiner))
             lock = eng.engine._lock
             probes = {"lock": _Probe(lambda: (lock.acquire(), lock.release()), pause=0.0005),
                       "decide": _Probe(eng.step)}
@@ -106,12 +123,14 @@ def measure(pending: list[int], repeats: int) -> list[dict]:
             row = {"pending": len(eng.engine.joiner), "checkpoint_ms": 1e3 * statistics.median(walls),
                    "lock_wait_ms": 1e3 * statistics.median(worst["lock"]),
                    "decide_p50_ms": 1e3 * calm, "decide_worst_calm_ms": 1e3 * calm_worst, "decide_worst_ms": 1e3 * statistics.median(worst["decide"]),
-                   "file_mb": size / 1e6}
+                   "file_mb": size / 1e6, "tracked_per_pending": tracked, "full_collection_ms": collection_ms}
             rows.append(row)
             print(f"pending {row['pending']:>7,}: checkpoint {row['checkpoint_ms']:7.1f} ms "
                   f"({row['file_mb']:.1f} MB); longest lock wait {row['lock_wait_ms']:7.1f} ms; decide p50 {row['decide_p50_ms']:.2f} ms, "
                   f"longest in 2 s without one {row['decide_worst_calm_ms']:5.1f} ms, "
-                  f"longest during it {row['decide_worst_ms']:7.1f} ms (medians of {repeats})", flush=True)
+                  f"longest during it {row['decide_worst_ms']:7.1f} ms (medians of {repeats}); "
+                  f"GC: {tracked:.2f} tracked objects per pending, a full collection {collection_ms:.1f} ms",
+                  flush=True)
     finally:
         eng.close()
     return rows

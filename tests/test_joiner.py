@@ -87,7 +87,7 @@ def test_an_unreadable_item_fails_alone_and_is_counted(tmp_path):
     j = Joiner(10)
     j.add_decision(decision("a", 0))
     record = {"id": "broken", "ts": 0, "slots": [{"id": "homepage"}]}
-    j.add_logged(record, LineRef(tmp_path / "gone.jsonl", 0, 10))  # its log line cannot be read
+    j.add_logged(record, LineRef(str(tmp_path / "gone.jsonl"), 0, 10))  # its log line cannot be read
     j.add_decision(decision("b", 1))
     assert [e.decision.event_id for e in j.close_due(20)] == ["a", "b"]
     assert j.stats.failed == 1 and j.stats.joined == 2 and len(j) == 0
@@ -116,8 +116,8 @@ def test_aggregates_are_clipped_into_the_reward_range():
 
 def test_a_capture_is_the_snapshot_of_its_moment_whatever_changes_after(tmp_path):
     """A checkpoint captures under the engine's lock and builds the snapshot
-    after releasing it (and writes it later still): rewards, activations, line
-    locations and closes that come meanwhile must not leak into it (a restart
+    after releasing it (and writes it later still): rewards, activations and
+    closes that come meanwhile must not leak into it (a restart
     replays them from the log after the checkpoint's position: they would
     count twice). The snapshot taken under the lock before shared its reward
     lists with the joiner, so a reward could leak in before it was written."""
@@ -130,7 +130,6 @@ def test_a_capture_is_the_snapshot_of_its_moment_whatever_changes_after(tmp_path
     j.add_reward("a", "homepage", 0.5, 3)
     j.add_reward("a", "email", 1.0, 3)
     j.activate("d", 4)
-    j.locate("a", LineRef(tmp_path / "events-000001.jsonl", 0, 19))
     j.add_decision(decision("b", 2))
     j.close_due(10)
     assert json.loads(json.dumps(j.snapshot_of(captured))) == before
@@ -155,7 +154,7 @@ def _mixed_joiner(tmp_path, n: int = 25) -> Joiner:
             with open(logs[i % 2], "ab") as fh:
                 offset = fh.tell()
                 fh.write(line.encode() + b"\n")
-            j.add_decision(d, line=line, ref=LineRef(logs[i % 2], offset, len(line.encode())))
+            j.add_decision(d, line=line, ref=LineRef(str(logs[i % 2]), offset, len(line.encode())))
         if i % 3 == 0:
             j.add_reward(d.event_id, "homepage", 0.25 * i, i + 1.0)
             j.add_reward(d.event_id, "homepage", 1.0, i + 0.5)
@@ -184,15 +183,26 @@ def test_a_snapshot_restores_to_the_same_pending_state_and_joins(tmp_path):
 
 
 def test_a_snapshot_of_the_earlier_form_still_restores(tmp_path):
-    """A checkpoint written before the columns (one object per decision) is
-    read, so the first restart after an upgrade still resumes from it."""
-    j = _mixed_joiner(tmp_path)
-    columns = json.loads(json.dumps(j.snapshot()))
-    items = list(Joiner._columns_items(columns))
-    old = {"pending": items, "closed": columns["closed"]}
-    back = Joiner(100, remember_closed=5)
-    back.restore(old)
-    assert json.loads(json.dumps(back.snapshot())) == columns
+    """A checkpoint written before the columns (format 1: one object per
+    decision, as that version wrote it) is read, so the first restart after an
+    upgrade still resumes from it: the same pending state, rewards included."""
+    log = tmp_path / "events-000001.jsonl"
+    located, kept = decision("r", 1.0), decision("m", 2.0, deferred=True, slots=1)
+    data = dumps(event_to_record(located)).encode()
+    log.write_bytes(data + b"\n")
+    old = {"closed": ["gone"], "pending": [
+        {"id": "r", "slots": ["homepage", "email", "detail"], "ts": 1.0, "deferred": False, "activated": True,
+         "opened": 1.0, "rewards": [[[3.0, 1.0], [2.0, 0.5]], [], []], "ref": [str(log), 0, len(data)]},
+        {"id": "m", "slots": ["homepage"], "ts": 2.0, "deferred": True, "activated": True, "opened": 4.0,
+         "rewards": [[]], "line": dumps(event_to_record(kept))}]}
+    back = Joiner(100)
+    back.restore(json.loads(json.dumps(old)))
+    assert len(back) == 2 and back.is_closed("gone") and back.get("r") == located and back.get("m") == kept
+    assert back.close_due(100.5) == []
+    [r] = back.close_due(101.0)  # opened at 1: its window closes at 101, its line read from the log
+    assert r.decision == located and r.rewards == (1.5, 0.0, 0.0) and r.observed == (True, False, False)
+    [m] = back.close_due(104.0)  # opened (activated) at 4
+    assert m.decision == kept and m.rewards == (0.0,) and m.observed == (False,)
 
 
 def test_subsampling_keeps_a_seeded_share_with_its_pdrop_and_counts_the_rest():

@@ -149,9 +149,9 @@ def event_to_record(event: Event) -> dict[str, Any]:
 class LineRef(NamedTuple):
     """Where one log line is (byte offset and length in an append-only file):
     a pending decision from another process's log is kept as this, ~100 bytes
-    instead of its line (kilobytes), and read back when it joins. A tuple of
-    atoms (the path as text), so the garbage collector stops tracking it: a
-    server keeps 200,000 of these, which every full collection walked."""
+    instead of its line (kilobytes), and read back when it joins. The path is
+    text, so the plain tuple the joiner stores it as holds only atoms, which
+    the garbage collector stops tracking (a NamedTuple it always tracks)."""
 
     path: str
     offset: int
