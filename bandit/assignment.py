@@ -24,8 +24,13 @@ def best_assignment(inp: DecisionInput, value: np.ndarray, first: int = 0,
 
     masked = np.full_like(value[first:], _EXCLUDED, dtype=float)
     for k in range(first, len(inp.slots)):
-        allowed = inp.available(k, taken)
-        masked[k - first, allowed] = value[k, allowed]
+        allowed = inp.allowed(k)
+        if isinstance(allowed, range) and len(allowed) == value.shape[1]:
+            masked[k - first] = value[k]
+        else:
+            masked[k - first, list(allowed)] = value[k, list(allowed)]
+    if taken:
+        masked[:, list(taken)] = _EXCLUDED
     rows, cols = linear_sum_assignment(masked, maximize=True)
     out = [0] * len(rows)
     for r, c in zip(rows.tolist(), cols.tolist()):

@@ -14,13 +14,15 @@ distribution (exploration included) with a seed taken from the event id, so
 the probability we log is exactly the one the choice was drawn with and a
 repeated request gets the same answer.
 
-With ``fill = "joint"`` (the default) a multi-slot decision is centred on
-the best whole assignment instead: one predict per slot scores every
-collection at the slot's position, the best assignment of those scores (the
-oracle's method, :func:`bandit.assignment.best_assignment`) names each slot's
-target, and VW's distribution for the slot (over what earlier slots left) is
-served with the target's and VW's top collection's probabilities swapped. A
-slot taking its own best can take what a later slot needs more (a
+With ``fill = "joint"`` a multi-slot decision is centred on the best whole
+assignment instead: one predict, each slot offered its own copy of the
+candidates, scores every collection at every slot's position; the best
+assignment of those scores (the oracle's method,
+:func:`bandit.assignment.best_assignment`) names each slot's target, and VW's
+distribution for the slot over what earlier slots left (for SquareCB derived
+from the same predict, :mod:`bandit.squarecb`; for other explorers one more
+predict) is served with the target's and VW's top collection's probabilities
+swapped. A slot taking its own best can take what a later slot needs more (a
 bargain-hunter's deals collection on the homepage, where on the detail page it
 would match the viewed category): in the seasonal world that was ~45 % of the
 engine's regret. The draw is seeded from the event id as VW's is, and the
@@ -43,12 +45,13 @@ from collections import OrderedDict
 from dataclasses import replace
 from operator import itemgetter
 from pathlib import Path
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 import pylibvw
 from vowpalwabbit import pyvw
 
+from bandit import squarecb
 from bandit.assignment import best_assignment
 
 from bandit.decision import Decision, DecisionInput, Mode, NoEligibleCandidate, SlotChoice, fill_in_order
@@ -84,54 +87,64 @@ def head_lines(inp: DecisionInput) -> list[str]:
 
 
 def slot_line(inp: DecisionInput, k: int, label: str = "", allowed: Sequence[int] | None = None,
-              seed: str = "") -> str:
+              seed: str = "", explicit: bool = False) -> str:
     """Slot k's line; ``allowed`` (else the slot's eligibility) becomes VW's
-    include list; ``seed`` (a tag) seeds VW's draw for the slot."""
+    include list, written even when it lists every candidate if ``explicit``
+    (indices into copies of the candidates); ``seed`` (a tag) seeds VW's
+    draw for the slot."""
     if allowed is None and inp.eligible:
         allowed = inp.eligible[k]
-    include = ",".join(map(str, allowed)) if allowed is not None and len(allowed) < len(inp.candidates) else ""
+    listed = allowed is not None and (explicit or len(allowed) < len(inp.candidates))
+    include = ",".join(map(str, allowed)) if listed else ""
     tag = f"'seed={seed}" if seed else ""
     head = " ".join(part for part in ("ccb slot", label, include, tag) if part)
     return f"{head} {vw_text(inp.slots[k].spaces())}"
 
 
-def _placeholders(inp: DecisionInput, k: int) -> tuple[list[str], list[str]]:
+def _placeholders(k: int, first_index: int) -> tuple[list[str], list[str]]:
     """Action and slot lines that put slot k at position k on its own: k
-    placeholder actions, taken by k featureless slots, leave every candidate to
-    slot k. ccb conditions a slot on the earlier ones only through which
+    placeholder actions (VW indices from ``first_index``, after the
+    candidates), taken by k featureless slots, leave every candidate to slot
+    k. ccb conditions a slot on the earlier ones only through which
     collections are left, so this gives slot k's distribution over ``allowed``
     exactly as in a full decision (a test checks)."""
-    n = len(inp.candidates)
-    return [f"ccb action |_ {i}" for i in range(k)], [f"ccb slot {n + i} |_" for i in range(k)]
+    return ([f"ccb action |_ {i}" for i in range(k)],
+            [f"ccb slot {first_index + i} |_" for i in range(k)])
 
 
 class _ParsedActions:
     """Candidates' VW examples by their text, parsed and hashed once. VW's ccb
     predict leaves an action example as it found it, so reuse gives the same
-    predictions as a fresh parse (a test checks); the same text twice in one
-    request gets a second example. A parsed example takes ~32 KB (VW's 256
-    namespace slots), so the bound is what caps memory: 2,048 is 64 MB per
-    serving policy. Used under the policy's lock."""
+    predictions as a fresh parse (a test checks); a text used twice in one
+    predict (twice in a request, or in copies of the candidates) gets a
+    second example, kept beside the first. A parsed example takes ~32 KB
+    (VW's 256 namespace slots), so the bound on examples held is what caps
+    memory: 2,048 is 64 MB per serving policy. Used under the policy's lock."""
 
     def __init__(self, ws: pyvw.Workspace, capacity: int = 2048):
         self._ws = ws
         self._capacity = capacity
-        self._cache: OrderedDict[str, pylibvw.example] = OrderedDict()
+        self._cache: OrderedDict[str, list[pylibvw.example]] = OrderedDict()
+        self._held = 0
 
-    def examples(self, lines: Sequence[str]) -> list[pylibvw.example]:
-        cache, out, seen = self._cache, [], set()
-        for line in lines:
-            ex = None if line in seen else cache.get(line)
-            if ex is None:
-                ex = pylibvw.example(self._ws, CCB_LABEL, line)
-                if line not in seen:
-                    cache[line] = ex
-                    if len(cache) > self._capacity:
-                        cache.popitem(last=False)
-            else:
+    def examples(self, lines: Sequence[str], copies: int = 1,
+                 tail: Sequence[str] = ()) -> list[pylibvw.example]:
+        """Distinct examples for ``lines`` ``copies`` times over, then for ``tail``."""
+        cache, used, out = self._cache, {}, []
+        for line in itertools.chain(itertools.chain.from_iterable(itertools.repeat(lines, copies)), tail):
+            i = used.get(line, 0)
+            used[line] = i + 1
+            held = cache.get(line)
+            if held is None:
+                held = cache[line] = []
+            elif i == 0:
                 cache.move_to_end(line)
-            seen.add(line)
-            out.append(ex)
+            while i >= len(held):  # (>: evicted earlier in this very call)
+                held.append(pylibvw.example(self._ws, CCB_LABEL, line))
+                self._held += 1
+                while self._held > self._capacity and len(cache) > 1:
+                    self._held -= len(cache.popitem(last=False)[1])
+            out.append(held[i])
         return out
 
 
@@ -150,6 +163,18 @@ def vw_lines(inp: DecisionInput, choices: Sequence[SlotChoice] | None = None,
 CCB_LABEL = pylibvw.vw.lConditionalContextualBandit
 
 
+_NOT_ALLOWED = 1e30  # as a cost; never in a best assignment (which masks by the slot walk anyway)
+
+
+class _Scores(NamedTuple):
+    """Predicted rewards, slots x candidates (-1e30 where a slot may not show
+    a collection), and per slot k whether slots k.. all scored finitely
+    (else a decision is not centred: VW's own distribution is served)."""
+
+    values: np.ndarray
+    usable: list[bool]
+
+
 class Policy:
     """A VW contextual-bandit learner for one surface. Thread-safe: VW is not,
     so calls into the workspace (and the parsed candidates) are serialised."""
@@ -163,10 +188,12 @@ class Policy:
         self._actions = _ParsedActions(self._ws)
         self.version = version
 
-    def _predict(self, head: Sequence[str], slots: Sequence[str],
-                 partial: Sequence[int] = ()) -> tuple[list, list[float]]:
+    def _predict(self, head: Sequence[str], slots: Sequence[str], partial: Sequence[int] = (),
+                 copies: int = 1, tail: Sequence[str] = ()) -> tuple[list, list[float]]:
         """One ccb predict: the per-slot distributions (VW's drawn action first)
-        and the score of each action in ``partial`` in the last slot.
+        and the score of each action in ``partial`` in the last slot that
+        offered it. The actions are ``copies`` copies of the candidates
+        (``head[1:]``), then ``tail``.
 
         Native calls, not pyvw's predict, which wraps every example in Python
         objects first (~5x slower at 50 candidates; VW pinned in pyproject).
@@ -174,7 +201,7 @@ class Policy:
         to return them to, so the candidates' can be kept."""
         with self._lock:
             shared = pylibvw.example(self._ws, CCB_LABEL, head[0])
-            actions = self._actions.examples(head[1:])
+            actions = self._actions.examples(head[1:], copies, tail)
             examples = [shared, *actions, *(pylibvw.example(self._ws, CCB_LABEL, s) for s in slots)]
             pylibvw.vw.predict_multi(self._ws, examples)
             return shared.get_decision_scores(), [actions[a].get_partial_prediction() for a in partial]
@@ -182,51 +209,79 @@ class Policy:
     def _alone(self, inp: DecisionInput, k: int, allowed: Sequence[int], head: list[str] | None,
                partial: Sequence[int] = ()) -> tuple[list, list[float]]:
         """Predict slot k at its position, over ``allowed`` (see _placeholders)."""
-        actions, earlier = _placeholders(inp, k)
-        head = [*(head or head_lines(inp)), *actions]
-        return self._predict(head, [*earlier, slot_line(inp, k, allowed=allowed)], partial)
+        actions, earlier = _placeholders(k, len(inp.candidates))
+        return self._predict(head or head_lines(inp), [*earlier, slot_line(inp, k, allowed=allowed)],
+                             partial, tail=actions)
 
     def slot_distribution(self, inp: DecisionInput, k: int, allowed: Sequence[int],
                           head: list[str] | None = None) -> list[tuple[int, float]]:
         """The served distribution (exploration included) for slot k over
         ``allowed`` (the collections earlier slots left it), ranked by
         probability: VW's, centred on the joint target when ``fill`` is joint."""
-        pdfs, _ = self._alone(inp, k, allowed, head)
         if not self._joint(inp):
-            return _ranked(pdfs[k], inp.slots[k])
+            return _ranked(self._alone(inp, k, allowed, head)[0][k], inp.slots[k])
         head = head or head_lines(inp)
-        return self._centred(inp, k, allowed, pdfs[k], self._score_matrix(inp, head, first=k)[0])
+        scores, pdfs = self._score_matrix(inp, head, first=k)
+        return self._centred(inp, k, allowed, self._slot_pdf(inp, k, allowed, pdfs[k], head), scores)
 
     def _joint(self, inp: DecisionInput) -> bool:
         return self.settings.fill == "joint" and len(inp.slots) > 1
 
-    def _score_matrix(self, inp: DecisionInput, head: list[str], first: int = 0) -> tuple[np.ndarray, list]:
+    def _score_matrix(self, inp: DecisionInput, head: list[str],
+                      first: int = 0) -> tuple[_Scores, dict[int, list]]:
         """The model's predicted reward of every collection each slot
-        ``first``.. may show, at the slot's position (NaN elsewhere: not
-        allowed), and slot ``first``'s VW pdf over all it may show."""
-        scores = np.full((len(inp.slots), len(inp.candidates)), np.nan)
-        pdf_first: list = []
-        for k in range(first, len(inp.slots)):
-            allowed = list(inp.allowed(k))
-            pdfs, partial = self._alone(inp, k, allowed, head, partial=allowed)
-            scores[k, allowed] = [-p for p in partial]
-            if k == first:
-                pdf_first = pdfs[k]
-        return scores, pdf_first
+        ``first``.. may show, at the slot's position, and each of those
+        slots' VW pdf over all it may show.
+
+        One predict: each slot is offered its own copy of the candidates, so
+        no slot's draw takes a collection from another, and each sits at its
+        position (earlier slots' placeholders in front): the same
+        distributions and scores as one predict per slot (a test checks)."""
+        n, slots = len(inp.candidates), range(first, len(inp.slots))
+        actions, earlier = _placeholders(first, n * len(slots))
+        allowed = {k: list(inp.allowed(k)) for k in slots}
+        offered = {k: [c * n + a for a in allowed[k]] for c, k in enumerate(slots)}
+        lines = [slot_line(inp, k, allowed=offered[k], explicit=True) for k in slots]
+        pdfs, partial = self._predict(head, [*earlier, *lines], [i for k in slots for i in offered[k]],
+                                      copies=len(slots), tail=actions)
+        values = np.full((len(inp.slots), n), -_NOT_ALLOWED)
+        costs = np.array(partial)
+        if len(costs) == n * len(slots):  # no slot restricted (the usual case)
+            values[first:] = -costs.reshape(len(slots), n)
+        else:
+            at = 0
+            for k in slots:
+                values[k, allowed[k]] = -costs[at:at + len(allowed[k])]
+                at += len(allowed[k])
+        finite = np.isfinite(values).all(axis=1)
+        usable = [bool(finite[k:].all()) for k in range(len(inp.slots))]
+        full = {k: [(i % n, p) for i, p in pdfs[k]] for k in slots}
+        return _Scores(values, usable), full
+
+    def _slot_pdf(self, inp: DecisionInput, k: int, allowed: Sequence[int], full: list,
+                  head: list[str]) -> list:
+        """VW's pdf for slot k over ``allowed``, given its pdf over all the
+        slot may show: that one itself, SquareCB's rule applied to it
+        (:mod:`bandit.squarecb`), or, for other explorers, one more predict."""
+        if len(allowed) == len(inp.allowed(k)):
+            return full
+        e = self.settings.exploration
+        if e.algorithm == "squarecb" and not e.floor:
+            return squarecb.over(full, set(allowed))
+        return self._alone(inp, k, allowed, head)[0][k]
 
     def _centred(self, inp: DecisionInput, k: int, allowed: Sequence[int], pdf: Sequence,
-                 scores: np.ndarray) -> list[tuple[int, float]]:
+                 scores: _Scores) -> list[tuple[int, float]]:
         """VW's pdf for slot k with its top collection's probability swapped
         with the joint target's. What earlier slots took is read from
         ``allowed`` (slot k's eligible collections missing from it), so the
         same call inside a decision and on its own gives the same answer."""
         ranking = _ranked(pdf, inp.slots[k])
-        if _mass(pdf) is None or not np.all(np.isfinite(scores[k:][~np.isnan(scores[k:])])):
+        if not scores.usable[k] or _mass(pdf) is None:
             return ranking
         left = set(allowed)
         taken = [a for a in inp.allowed(k) if a not in left]
-        values = np.where(np.isnan(scores), -1e30, scores)
-        target = best_assignment(inp, values, first=k, taken=taken)[0]
+        target = best_assignment(inp, scores.values, first=k, taken=taken)[0]
         probs = dict(ranking)
         top = ranking[0][0]
         if target == top or target not in left:
@@ -237,20 +292,20 @@ class Policy:
 
     def _decide_joint(self, inp: DecisionInput, event_id: str, head: list[str]) -> Decision:
         """Fill slots in order from the centred distributions (see the module docstring)."""
-        scores, pdf_first = self._score_matrix(inp, head)
+        scores, full = self._score_matrix(inp, head)
         seeds = slot_seeds(event_id, len(inp.slots))
 
         def choose(k: int, slot: SlotSpec, allowed: list[int]) -> SlotChoice:
-            pdf = pdf_first if k == 0 and allowed == list(inp.allowed(0)) else self._alone(inp, k, allowed, head)[0][k]
+            pdf = self._slot_pdf(inp, k, allowed, full[k], head)
             ranking = self._centred(inp, k, allowed, pdf, scores)
             u = random.Random(int(_event_hash(seeds[k]), 16)).random()
-            action, acc = ranking[-1][0], 0.0
+            (action, probability), acc = ranking[-1], 0.0
             for a, p in ranking:
                 acc += p
                 if u < acc:
-                    action = a
+                    action, probability = a, p
                     break
-            return SlotChoice(slot.id, action, dict(ranking)[action], tuple(ranking), ranking[0][0])
+            return SlotChoice(slot.id, action, probability, tuple(ranking), ranking[0][0])
         return fill_in_order(inp, choose)
 
     def decide(self, inp: DecisionInput, event_id: str, mode: Mode = Mode.ONLINE) -> Decision:
