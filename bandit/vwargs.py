@@ -97,10 +97,11 @@ class LearningSettings:
     bits: int = 18
     l2: float = 0.0
     coin: bool = False  # VW's parameter-free coin-betting optimiser (learning_rate and power_t then unused)
-    # see FILLS; not a VW option (the model is the same either way). in_order by
-    # measurement: joint is +1.7 points of the oracle in seasonal-retail at 100k
-    # (88.7 vs 87.0 %) for 3.1x the policy's CPU at 50x3 (BENCHMARKS.md).
-    fill: str = "in_order"
+    # see FILLS; not a VW option (the model is the same either way). joint by
+    # measurement: +1.9 points of the oracle in seasonal-retail at 100k (90.2 vs
+    # 88.3 %) for 1.7x the policy's CPU at 50x3 since it needs one predict
+    # (BENCHMARKS.md); in_order for a surface that counts cores first.
+    fill: str = "joint"
 
     def validate(self) -> "LearningSettings":
         self.exploration.validate()

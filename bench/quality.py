@@ -310,7 +310,8 @@ class Cell:
 
 
 def peers() -> dict[str, Any]:
-    return {"engine": "engine", "engine-joint": "vw:fill=joint", "uniform": "uniform", "greedy-ctr": "greedy-ctr",
+    return {"engine": "engine", "engine-joint": "vw:fill=joint", "engine-in-order": "vw:fill=in_order",
+            "uniform": "uniform", "greedy-ctr": "greedy-ctr",
             "linucb": mabwiser("linucb"), "lints": mabwiser("lints"), "segment-oracle": _segment_oracle,
             "signal-oracle": _signal_oracle, "engine-full-information": _full_information}
 

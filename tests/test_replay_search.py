@@ -75,7 +75,10 @@ def test_importance_finds_the_informative_context_group(log):
     assert set(imp) == {"C.customer", "C.noise", "A", "A.kind", "S"}
     assert imp["C.customer"]["significant"] and imp["C.customer"]["drop"] > 0.2
     assert not imp["C.noise"]["significant"] and imp["C.noise"]["lower"] < 0.05
-    assert not imp["A.kind"]["significant"]
+    # 'kind' (even/odd index) carries a little: an odd collection that is not
+    # the best clicks 0.05 more (replay_world), so it may or may not be
+    # significant; it is worth far less than the customer
+    assert imp["A.kind"]["upper"] < imp["C.customer"]["lower"] / 10
     assert imp["C.customer"]["drop"] > imp["C.noise"]["upper"]
 
 
