@@ -276,19 +276,24 @@ class Policy:
         with the joint target's. What earlier slots took is read from
         ``allowed`` (slot k's eligible collections missing from it), so the
         same call inside a decision and on its own gives the same answer."""
-        ranking = _ranked(pdf, inp.slots[k])
-        if not scores.usable[k] or _mass(pdf) is None:
+        total = _mass(pdf)
+        if total is None:
+            return _ranked(pdf, inp.slots[k])
+        ranking = _by_probability(pdf, total)
+        if not scores.usable[k]:
             return ranking
         left = set(allowed)
         taken = [a for a in inp.allowed(k) if a not in left]
         target = best_assignment(inp, scores.values, first=k, taken=taken)[0]
-        probs = dict(ranking)
-        top = ranking[0][0]
+        top, p_top = ranking[0]
         if target == top or target not in left:
             return ranking
-        probs[top], probs[target] = probs.get(target, 0.0), probs[top]
-        by_index = sorted((a, p) for a, p in probs.items() if p > 0)
-        return sorted(by_index, key=itemgetter(1), reverse=True)
+        p_target = next((p for a, p in ranking if a == target), 0.0)
+        swapped = [(a, p_top if a == target else p_target if a == top else p) for a, p in ranking]
+        if not p_target:  # VW gave the target no mass: it takes the top's, the top leaves
+            swapped = [(target, p_top), *swapped[1:]]
+        swapped.sort(key=_by_probability_then_index)
+        return swapped
 
     def _decide_joint(self, inp: DecisionInput, event_id: str, head: list[str]) -> Decision:
         """Fill slots in order from the centred distributions (see the module docstring)."""
@@ -444,6 +449,10 @@ def _mass(pdf: Sequence[tuple[int, float]]) -> float | None:
     the checks see finite numbers only.)"""
     total = math.fsum(map(itemgetter(1), pdf))
     return total if math.isfinite(total) and total > 0 and min(pdf, key=itemgetter(1))[1] >= 0 else None
+
+
+def _by_probability_then_index(entry: tuple[int, float]) -> tuple[float, int]:
+    return -entry[1], entry[0]
 
 
 def _by_probability(pdf: Sequence[tuple[int, float]], total: float) -> list[tuple[int, float]]:

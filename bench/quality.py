@@ -310,7 +310,7 @@ class Cell:
 
 
 def peers() -> dict[str, Any]:
-    return {"engine": "engine", "engine-joint": "vw:fill=joint", "engine-in-order": "vw:fill=in_order",
+    return {"engine": "vw", "engine-joint": "vw:fill=joint", "engine-in-order": "vw:fill=in_order",
             "uniform": "uniform", "greedy-ctr": "greedy-ctr",
             "linucb": mabwiser("linucb"), "lints": mabwiser("lints"), "segment-oracle": _segment_oracle,
             "signal-oracle": _signal_oracle, "engine-full-information": _full_information}
@@ -382,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     scenario = load_scenario(args.scenario)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     known = {**peers(), **SWEEP}
-    chosen = {"engine": "engine"} if args.sweep_only else {p: known[p] for p in args.policies.split(",") if p}
+    chosen = {"engine": "vw"} if args.sweep_only else {p: known[p] for p in args.policies.split(",") if p}
     if args.sweep or args.sweep_only:
         chosen.update(SWEEP)
     cells = [Cell(label, policy, seed) for seed in seeds for label, policy in chosen.items()]
