@@ -18,7 +18,7 @@ from placement_process import serve, stop
 
 CONFIG = """
 [join]
-window_seconds = 0.3
+window_seconds = 2.0  # joins on its own, yet a reward sent after a slow Decide on a busy machine is in it
 tick_seconds = 0.05
 [learner]
 publish_every_examples = 1

@@ -6,6 +6,14 @@ is a little longer, so the server learns each decision about as many
 decisions later as the in-process joiner does. The scenario's reward window
 is widened to 8 days so a window spans 60 decisions at N = 1200: at PACE that
 is 120 decisions a second, which the gRPC path sustains on two cores.
+
+How much later the server learns depends on the machine (between one window
+and JOIN_SECONDS / PACE of them, plus a publish), and at N = 1200 the reward
+moves with that lag about as much as with the seed (in-process, seed 0 at 1,
+1.5 and 1.67 windows: 0.196, 0.183, 0.187). So the in-process side runs every
+seed at lags spanning that range, and the agreement is judged against both
+spreads: a test built on one lag failed on a busy machine with the gRPC path
+learning correctly, 1.5 windows late.
 """
 
 from __future__ import annotations
@@ -32,13 +40,20 @@ from simulator.world import load_scenario
 N = 1200
 SEEDS = (0, 1, 2)
 PACE = 0.5  # wall seconds per simulated reward window
-SERVER = {"join": {"window_seconds": 0.75, "tick_seconds": 0.02},
+JOIN_SECONDS = 0.75  # the server's join window: a little longer than PACE, for late deliveries
+SERVER = {"join": {"window_seconds": JOIN_SECONDS, "tick_seconds": 0.02},
           "learner": {"publish_every_examples": 10, "publish_every_seconds": 0.05}}
 
 
-def _scenario():
+WINDOW_HOURS = 192.0
+LAGS = (1.0, 1.25, JOIN_SECONDS / PACE)  # in-process join lags, in reward windows
+
+
+def _scenario(lag: float = 1.0):
+    """seasonal-retail with an 8-day reward window; ``lag`` > 1 joins (and
+    learns) that many windows after each decision (in-process only)."""
     base = load_scenario("seasonal-retail")
-    return replace(base, reward=replace(base.reward, window_hours=192.0))
+    return replace(base, reward=replace(base.reward, window_hours=WINDOW_HOURS * lag))
 
 
 def _app() -> typer.Typer:
@@ -55,7 +70,8 @@ def _text(output: str) -> str:
 
 def test_grpc_path_agrees_with_in_process(start, tmp_path):
     scenario = _scenario()
-    jobs = [Job(parse_policy("vw"), scenario, seed, N, None, (parse_policy("uniform"),)) for seed in SEEDS]
+    jobs = [Job(parse_policy("vw"), _scenario(lag), seed, N, None, (parse_policy("uniform"),))
+            for lag in LAGS for seed in SEEDS]
     with ProcessPoolExecutor(max_workers=1) as pool:  # the in-process runs use the other core meanwhile
         pending = [pool.submit(run_job, job) for job in jobs]
         remote = []
@@ -68,20 +84,20 @@ def test_grpc_path_agrees_with_in_process(start, tmp_path):
             remote.append(result.summary)
         local = [f.result()[0] for f in pending]
 
+    for s in remote:  # the pace held: rewards reached the server inside its window
+        assert s["model_versions_seen"] >= 10
+        assert s["server_expired_rewards"] <= 0.02 * s["server_rewards"], s
+        assert s["expired_rewards"] <= 0.02 * s["server_rewards"], s
     grpc_mean = np.array([s["expected_reward"] / N for s in remote])
     local_mean = np.array([s["expected_reward"] / N for s in local])
-    uniform = np.array([s["true_value[uniform]"] for s in local])
-    # Two-sample t bound at 99% from the seed-to-seed spread (pooled, df = 2n - 2).
-    n = len(SEEDS)
-    pooled_sd = np.sqrt((grpc_mean.var(ddof=1) + local_mean.var(ddof=1)) / 2)
-    tolerance = stats.t.ppf(0.995, 2 * n - 2) * pooled_sd * np.sqrt(2 / n)
+    # Welch's two-sample t bound at 99%: gRPC seeds against in-process (seed, lag) runs.
+    se2 = grpc_mean.var(ddof=1) / len(grpc_mean), local_mean.var(ddof=1) / len(local_mean)
+    df = sum(se2) ** 2 / (se2[0] ** 2 / (len(grpc_mean) - 1) + se2[1] ** 2 / (len(local_mean) - 1))
+    tolerance = stats.t.ppf(0.995, df) * np.sqrt(sum(se2))
     assert abs(grpc_mean.mean() - local_mean.mean()) <= tolerance, (grpc_mean, local_mean, tolerance)
     # The server learned: on every seed it beats uniform on the same contexts.
+    uniform = np.array([s["true_value[uniform]"] for s in local[:len(SEEDS)]])
     assert (grpc_mean > uniform).all(), (grpc_mean, uniform)
-    for s in remote:
-        assert s["model_versions_seen"] >= 10
-        assert s["server_expired_rewards"] <= 0.02 * s["server_rewards"]
-        assert s["expired_rewards"] <= 0.02 * s["server_rewards"]
 
 
 def test_cli_target_registers_collections_and_logs(start, tmp_path):
