@@ -24,14 +24,19 @@ See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import atexit
 import datetime as dt
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+from bandit.vwargs import FILLS
 
 TARGET_CONFIG = "50x3"
 TARGET_D_PER_CORE = 0.8  # D (all workers) per core >= 0.8 x A
@@ -66,6 +71,12 @@ def machine() -> dict:
     return {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "nproc": os.cpu_count(),
             "cpu": cpu, "python": platform.python_version(), "vowpalwabbit": vowpalwabbit.__version__,
             "grpcio": grpc.__version__, "loadavg_start": os.getloadavg(), "platform": platform.platform(), "commit": commit}
+
+
+def _default_fill() -> str:
+    from bandit.vwargs import LearningSettings
+
+    return LearningSettings().fill
 
 
 def parse_configs(text: str) -> list[tuple[int, int]]:
@@ -106,6 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--grpc-configs", help="configs measured through gRPC [all of --configs]")
     ap.add_argument("--server-gc-off", action="store_true",
                     help="diagnosis: run the server with Python's cyclic GC disabled (not a supported setting)")
+    ap.add_argument("--fill", choices=FILLS,
+                    help="the surface's slot fill, in-process and in the server's config [the default]")
     ap.add_argument("--no-grpc", action="store_true", help="skip D and G")
     ap.add_argument("--no-ceiling", action="store_true", help="skip G (and L)")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "latest.json",
@@ -122,9 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     warmup = 0.5 if quick else 1.0
 
     from bench.grpc_load import measure_ceiling, measure_server, serve_supports_workers
-    from bench.inproc import inproc_variants, measure_interleaved
+    from bench.inproc import inproc_variants, measure_interleaved, use_fill
     from bench.workload import make_workload
 
+    config = None
+    if args.fill:
+        use_fill(args.fill)
+        config = Path(tempfile.mkdtemp(prefix="bench-decide-")) / "serve.toml"
+        atexit.register(shutil.rmtree, config.parent, True)
+        config.write_text(f'[surfaces.default.learning]\nfill = "{args.fill}"\n')
     info = machine()
     has_workers = serve_supports_workers()
     workers = parse_workers(args.workers, info["nproc"], has_workers)
@@ -155,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"{args.clients} clients x {args.concurrency} in flight")
                 entry["grpc"][key] = measure_server(
                     w.request_bytes(), slots, n, args.clients, args.concurrency, grpc_seconds, grpc_seconds,
-                    warmup, (0.5, 0.7, 0.9), log=log, gc_off=args.server_gc_off)
+                    warmup, (0.5, 0.7, 0.9), log=log, gc_off=args.server_gc_off, config=config)
                 entry["grpc"][key]["workers"] = n or 1
                 response = entry["grpc"][key].pop("response")
             if not args.no_ceiling:
@@ -281,7 +300,8 @@ def report(results: dict) -> str:
     lines += [f"Command: `{results['command']}`",
               f"Settings: seed {a['seed']}; in-process {st['rounds']} interleaved rounds x {st['seconds']} s (median); "
               f"gRPC {a['clients']} client processes, {a['concurrency']} in flight each for max, "
-              f"{st['grpc_seconds']} s windows after {st['warmup']} s warm-up"
+              f"{st['grpc_seconds']} s windows after {st['warmup']} s warm-up; "
+              f"fill {a.get('fill') or 'the default (' + _default_fill() + ')'}"
               + ("; SERVER GC DISABLED (diagnosis)" if a.get("server_gc_off") else ""),
               "", "### Throughput (decisions/s, median of interleaved rounds)", ""]
     grpc_keys = sorted({k for e in results["configs"].values() for k in e["grpc"]})

@@ -328,9 +328,11 @@ def percentile(values: list[float], q: float) -> float:
 
 def measure_server(payload: bytes, slots: int, workers: int | None, clients: int, concurrency: int,
                    max_seconds: float, latency_seconds: float, warmup: float,
-                   fractions: tuple[float, ...], log=print, gc_off: bool = False) -> dict:
-    """Max throughput (closed loop) then latency at fractions of it (open loop)."""
-    server = Server(workers, gc_off=gc_off)
+                   fractions: tuple[float, ...], log=print, gc_off: bool = False,
+                   config: Path | None = None) -> dict:
+    """Max throughput (closed loop) then latency at fractions of it (open loop);
+    ``config``: the server's TOML file (None: its defaults)."""
+    server = Server(workers, gc_off=gc_off, extra_args=("--config", str(config)) if config else ())
     gen = None
     try:
         response = server.check(payload, slots)

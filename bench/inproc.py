@@ -13,6 +13,7 @@ import statistics
 import tempfile
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -23,7 +24,14 @@ from bandit.policy import Policy, vw_lines
 from bandit.vwargs import LearningSettings, vw_arguments
 from bench.workload import Workload, feature_groups, naive_lines
 
-SETTINGS = LearningSettings()  # the server's default surface settings
+SETTINGS = LearningSettings()  # the server's default surface settings (bench.decide --fill: use_fill)
+
+
+def use_fill(fill: str) -> None:
+    """Measure the in-process variants with ``fill`` (the server gets it from
+    its config: :func:`bench.grpc_load.fill_config`)."""
+    global SETTINGS
+    SETTINGS = replace(LearningSettings(), fill=fill)
 
 
 def _loop_rate(step: Callable[[], object], seconds: float) -> float:
@@ -140,7 +148,8 @@ class EngineInProc:
         from server.engine import DecideCall, Engine
 
         self.dir = Path(tempfile.mkdtemp(prefix="bench-engine-"))
-        self.engine = Engine(load_config(None, port=0, data_dir=self.dir))
+        surfaces = {"default": {"learning": {"fill": SETTINGS.fill}}}
+        self.engine = Engine(load_config(None, port=0, data_dir=self.dir, surfaces=surfaces))
         self.engine.start()
         cands = tuple(Collection(c.id, c.groups) for c in w.candidate_tuple())
         if catalog:

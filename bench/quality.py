@@ -309,6 +309,13 @@ class Cell:
     seed: int
 
 
+def _known(known: dict[str, Any], name: str) -> Any:
+    """A named policy, or a ``vw:KEY=VALUE`` engine spec as it is (labelled by itself)."""
+    if name in known or name.startswith("vw:"):
+        return known.get(name, name)
+    raise SystemExit(f"--policies: unknown policy '{name}' (known: {', '.join(known)}, or vw:KEY=VALUE)")
+
+
 def peers() -> dict[str, Any]:
     return {"engine": "vw", "engine-joint": "vw:fill=joint", "engine-in-order": "vw:fill=in_order",
             "uniform": "uniform", "greedy-ctr": "greedy-ctr",
@@ -373,7 +380,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
     parser.add_argument("--policies", default="engine,uniform,greedy-ctr,linucb,lints",
                         help="comma-separated: engine, uniform, greedy-ctr, linucb, lints, segment-oracle, "
-                             "or any SWEEP name")
+                             "any SWEEP name, or a one-setting engine spec such as vw:gamma_scale=10")
     parser.add_argument("--sweep", action="store_true", help="also run the engine settings in SWEEP")
     parser.add_argument("--sweep-only", action="store_true", help="only the engine default and SWEEP")
     parser.add_argument("--out", type=Path, help="write the per-run table here (.csv), a row per finished run")
@@ -382,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
     scenario = load_scenario(args.scenario)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     known = {**peers(), **SWEEP}
-    chosen = {"engine": "vw"} if args.sweep_only else {p: known[p] for p in args.policies.split(",") if p}
+    chosen = {"engine": "vw"} if args.sweep_only else {p: _known(known, p) for p in args.policies.split(",") if p}
     if args.sweep or args.sweep_only:
         chosen.update(SWEEP)
     cells = [Cell(label, policy, seed) for seed in seeds for label, policy in chosen.items()]
