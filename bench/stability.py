@@ -21,6 +21,7 @@ theirs, averaged over hours (see :func:`p_best`). Reported over seeds:
 * **mean final P(best)** and the worst final cell.
 
     .venv/bin/python -m bench.stability --seeds 20 --decisions 6000
+    .venv/bin/python -m bench.stability --seeds 13,14,39 --lag 300 --settings interactions=CSA
     .venv/bin/python -m bench.stability --learning-rate 0.1
 """
 
@@ -35,6 +36,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Sequence
 
 from bandit.logformat.events import DecisionEvent, JoinedEvent, dumps, joined_to_dsjson
 from bandit.features import Candidate, FeatureGroup, SlotSpec
@@ -134,6 +136,17 @@ def run_seed(seed: int, settings: LearningSettings, decisions: int = 3000, lag: 
     return SeedResult(seed, tuple(checkpoints), tuple(cells))
 
 
+def _seed_list(text: str) -> Sequence[int]:
+    """``"40"`` -> 0..39; ``"13,14,39"`` -> those seeds."""
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is neither a count nor a comma-separated list of seeds")
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(f"'{text}': seeds are non-negative integers")
+    return range(seeds[0]) if len(seeds) == 1 and "," not in text else seeds
+
+
 @dataclass(frozen=True)
 class Summary:
     seeds: int
@@ -161,7 +174,8 @@ def summarise(results: list[SeedResult], warmup: int) -> Summary:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", type=int, default=20, help="number of seeds (0..N-1)")
+    parser.add_argument("--seeds", type=_seed_list, default=range(20),
+                        help="number of seeds N (0..N-1), or a comma-separated list (e.g. 13,14,39) [20]")
     parser.add_argument("--decisions", type=int, default=6000, help="decisions per seed (the demo makes 6000)")
     parser.add_argument("--lag", type=int, default=450, help="decisions between a decision and its learning")
     parser.add_argument("--publish-every", type=int, default=200, help="examples between published models")
@@ -176,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = replace(settings, learning_rate=args.learning_rate)
     started = time.monotonic()
     results = []
-    for seed in range(args.seeds):
+    for seed in args.seeds:
         r = run_seed(seed, settings, args.decisions, args.lag, args.publish_every, args.checkpoint_every)
         results.append(r)
         worst = min(r.final.items(), key=lambda kv: kv[1])
