@@ -309,6 +309,21 @@ class Cell:
     seed: int
 
 
+def _policy_names(text: str, known: dict[str, Any]) -> list[str]:
+    """``--policies``, split on commas, with the commas inside a ``vw:`` spec or a
+    SWEEP name kept: ``engine,vw:gamma_scale=1,gamma_exponent=0.8`` is two."""
+    names: list[str] = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        if names and "=" in part and ":" not in part and (
+                names[-1].startswith("vw:") or f"{names[-1]},{part}" in known):
+            names[-1] += f",{part}"
+        elif names and f"{names[-1]},{part}" in known:
+            names[-1] += f",{part}"
+        else:
+            names.append(part)
+    return names
+
+
 def _known(known: dict[str, Any], name: str) -> Any:
     """A named policy, or a ``vw:KEY=VALUE`` engine spec as it is (labelled by itself)."""
     if name in known or name.startswith("vw:"):
@@ -380,7 +395,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="parallel processes")
     parser.add_argument("--policies", default="engine,uniform,greedy-ctr,linucb,lints",
                         help="comma-separated: engine, uniform, greedy-ctr, linucb, lints, segment-oracle, "
-                             "any SWEEP name, or a one-setting engine spec such as vw:gamma_scale=10")
+                             "any SWEEP name, or an engine spec such as vw:gamma_scale=10,gamma_exponent=0.6")
     parser.add_argument("--sweep", action="store_true", help="also run the engine settings in SWEEP")
     parser.add_argument("--sweep-only", action="store_true", help="only the engine default and SWEEP")
     parser.add_argument("--out", type=Path, help="write the per-run table here (.csv), a row per finished run")
@@ -389,7 +404,7 @@ def main(argv: list[str] | None = None) -> int:
     scenario = load_scenario(args.scenario)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     known = {**peers(), **SWEEP}
-    chosen = {"engine": "vw"} if args.sweep_only else {p: _known(known, p) for p in args.policies.split(",") if p}
+    chosen = {"engine": "vw"} if args.sweep_only else {p: _known(known, p) for p in _policy_names(args.policies, known)}
     if args.sweep or args.sweep_only:
         chosen.update(SWEEP)
     cells = [Cell(label, policy, seed) for seed in seeds for label, policy in chosen.items()]
