@@ -192,12 +192,19 @@ def _decide_one(target: str, event_id: str) -> tuple:
         return _answer(client.decide(churn_context(0), SLOTS, event_id=event_id))
 
 
-def test_racing_decides_with_one_id_write_it_once_round_after_round(server, client):
+def test_racing_decides_with_one_id_write_it_once_round_after_round(start_topology):
     """16 concurrent Decides with one caller's id, 40 ids in turn: each id's
     decision is in the logs once. On a worker, a call the coordinator told
     "claimed, not yet read from a log" wrote a second copy when the claimant
     had already finished its write (8 duplicates in 40 rounds; the coordinator
-    joined one, but the log held two)."""
+    joined one, but the log held two). A long window: with a short one, a call
+    delayed on a busy machine found its decision joined (ALREADY_EXISTS)."""
+    server = start_topology(join={"window_seconds": 60.0, "tick_seconds": 0.02})
+    with PlacementClient(server.target) as client:
+        _race_rounds(server, client)
+
+
+def _race_rounds(server, client) -> None:
     client.put_collections([collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(4)])
     with futures.ThreadPoolExecutor(16) as pool:
         for r in range(40):
