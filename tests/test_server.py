@@ -67,7 +67,7 @@ def test_hot_swap_under_concurrent_decides(start):
         for t in threads:
             t.start()
         waited = threading.Event()
-        for _ in range(150):  # at most ~30 s; joins close on their own (0.5 s window)
+        for _ in range(150):  # at most ~30 s; joins close on their own (the tests' window)
             if len(versions) >= 5 or waited.wait(0.2):
                 break
         stop.set()
@@ -222,10 +222,11 @@ def test_metrics_and_get_stats_are_one_snapshot_on_every_topology(start_topology
             with pytest.raises(grpc.RpcError) as refused:
                 client.decide({"customer": {"segment": "a"}}, [])
             assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        settle(server)  # every join closed: no window closes between the two reads
         stats = client.stats()
     body = urllib.request.urlopen(f"http://127.0.0.1:{server.metrics_port}/metrics", timeout=5).read().decode()
     scraped = {m.group(1): float(m.group(2)) for m in re.finditer(r"^placement_(\w+)_total (\S+)$", body, re.M)}
-    assert stats.decisions == 20 and stats.bad_requests == 3
+    assert stats.decisions == 20 and stats.bad_requests == 3 and stats.joined == 20
     for name in ("decisions", "rewards", "bad_requests", "joined"):
         assert scraped[name] == getattr(stats, name), name
 
