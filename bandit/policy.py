@@ -457,9 +457,7 @@ def _by_probability_then_index(entry: tuple[int, float]) -> tuple[float, int]:
 
 def _by_probability(pdf: Sequence[tuple[int, float]], total: float) -> list[tuple[int, float]]:
     """The collections with mass, normalised by ``total``, by probability, ties by index."""
-    ranking = sorted([(a, p / total) for a, p in pdf if p > 0])
-    ranking.sort(key=itemgetter(1), reverse=True)  # stable: ties stay by index
-    return ranking
+    return sorted([(a, p / total) for a, p in pdf if p > 0], key=_by_probability_then_index)
 
 
 _uniform_fallbacks = itertools.count(1)

@@ -36,7 +36,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bandit.vwargs import FILLS
+from bandit.vwargs import FILLS, LearningSettings
 
 TARGET_CONFIG = "50x3"
 TARGET_D_PER_CORE = 0.8  # D (all workers) per core >= 0.8 x A
@@ -71,12 +71,6 @@ def machine() -> dict:
     return {"date": dt.datetime.now().astimezone().isoformat(timespec="seconds"), "nproc": os.cpu_count(),
             "cpu": cpu, "python": platform.python_version(), "vowpalwabbit": vowpalwabbit.__version__,
             "grpcio": grpc.__version__, "loadavg_start": os.getloadavg(), "platform": platform.platform(), "commit": commit}
-
-
-def _default_fill() -> str:
-    from bandit.vwargs import LearningSettings
-
-    return LearningSettings().fill
 
 
 def parse_configs(text: str) -> list[tuple[int, int]]:
@@ -301,7 +295,7 @@ def report(results: dict) -> str:
               f"Settings: seed {a['seed']}; in-process {st['rounds']} interleaved rounds x {st['seconds']} s (median); "
               f"gRPC {a['clients']} client processes, {a['concurrency']} in flight each for max, "
               f"{st['grpc_seconds']} s windows after {st['warmup']} s warm-up; "
-              f"fill {a.get('fill') or 'the default (' + _default_fill() + ')'}"
+              f"fill {a.get('fill') or 'the default (' + LearningSettings().fill + ')'}"
               + ("; SERVER GC DISABLED (diagnosis)" if a.get("server_gc_off") else ""),
               "", "### Throughput (decisions/s, median of interleaved rounds)", ""]
     grpc_keys = sorted({k for e in results["configs"].values() for k in e["grpc"]})

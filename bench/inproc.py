@@ -28,8 +28,8 @@ SETTINGS = LearningSettings()  # the server's default surface settings (bench.de
 
 
 def use_fill(fill: str) -> None:
-    """Measure the in-process variants with ``fill`` (the server gets it from
-    its config: :func:`bench.grpc_load.fill_config`)."""
+    """Measure the in-process variants with ``fill`` (``bench.decide --fill``
+    gives the server the same fill in its config file)."""
     global SETTINGS
     SETTINGS = replace(LearningSettings(), fill=fill)
 

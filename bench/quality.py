@@ -43,7 +43,7 @@ from bandit.assignment import best_assignment
 from bandit.decision import DecisionInput, SlotChoice, fill_in_order
 from bandit.features import DAYS_TO_EVENT_KNOTS, SlotSpec, days_to_event_features
 from bandit.vwargs import LearningSettings
-from simulator.specs import PolicySpec
+from simulator.specs import PolicySpec, parse_policy
 from simulator.runner import run
 from simulator.world import HOUR_BUCKETS, Customer, Scenario, World, load_scenario
 
@@ -314,10 +314,8 @@ def _policy_names(text: str, known: dict[str, Any]) -> list[str]:
     SWEEP name kept: ``engine,vw:gamma_scale=1,gamma_exponent=0.8`` is two."""
     names: list[str] = []
     for part in filter(None, (p.strip() for p in text.split(","))):
-        if names and "=" in part and ":" not in part and (
-                names[-1].startswith("vw:") or f"{names[-1]},{part}" in known):
-            names[-1] += f",{part}"
-        elif names and f"{names[-1]},{part}" in known:
+        setting = "=" in part and ":" not in part
+        if names and ((setting and names[-1].startswith("vw:")) or f"{names[-1]},{part}" in known):
             names[-1] += f",{part}"
         else:
             names.append(part)
@@ -325,9 +323,16 @@ def _policy_names(text: str, known: dict[str, Any]) -> list[str]:
 
 
 def _known(known: dict[str, Any], name: str) -> Any:
-    """A named policy, or a ``vw:KEY=VALUE`` engine spec as it is (labelled by itself)."""
-    if name in known or name.startswith("vw:"):
-        return known.get(name, name)
+    """A named policy, or a ``vw:KEY=VALUE,...`` engine spec as it is (labelled
+    by itself; checked here, so a typo stops the run before any worker starts)."""
+    if name in known:
+        return known[name]
+    if name.startswith("vw:"):
+        try:
+            parse_policy(name)
+        except ValueError as err:
+            raise SystemExit(f"--policies: {err}") from None
+        return name
     raise SystemExit(f"--policies: unknown policy '{name}' (known: {', '.join(known)}, or vw:KEY=VALUE)")
 
 

@@ -14,6 +14,9 @@ SLOTS = ("homepage", "email", "detail_page")
 COLLECTIONS = tuple(f"col-{i}" for i in range(5))
 BEST = {(seg, slot): COLLECTIONS[(i + 2 * j) % len(COLLECTIONS)]
         for i, seg in enumerate(SEGMENTS) for j, slot in enumerate(SLOTS)}
+# A join window no call outlasts, even on a busy machine; for tests that join
+# explicitly (settle, join_now) and send rewards whenever their calls return.
+LONG_WINDOW = {"window_seconds": 60.0, "tick_seconds": 0.02}
 
 
 def click_probability(seg: str, slot: str, collection: str) -> float:

@@ -21,10 +21,7 @@ from server.client import PlacementClient
 from server.config import ConfigError, load_config
 from server.learner import ITEM_OVERHEAD_BYTES, LearnBacklog, LearnItem, RateMeter
 
-from helpers import SEGMENTS, SLOTS, assert_same_model, drive, plain_vw, register_collections, settle
-
-# Rewards sent at once stay in the window even on a busy machine; settle() joins them.
-SETTLED = {"window_seconds": 60.0, "tick_seconds": 0.02}
+from helpers import LONG_WINDOW, SEGMENTS, SLOTS, assert_same_model, drive, plain_vw, register_collections, settle
 
 SLOW_LEARNER = {
     "learner": {"publish_every_examples": 1, "publish_every_seconds": 0.5, "keep_versions": 2, "queue_size": 1},
@@ -100,8 +97,9 @@ def test_a_slow_learner_holds_joins_back_with_checkpoints_going_on_and_nothing_l
 
 
 def test_subsampling_is_counted_and_the_backlog_reported_in_get_stats_and_metrics(start_topology):
-    server = start_topology(join=SETTLED, metrics={"port": 0}, learner={"sample_rate": 0.5, "max_backlog_bytes": 8_000_000,
-                                                          "publish_every_examples": 100, "publish_every_seconds": 0.5})
+    server = start_topology(join=LONG_WINDOW, metrics={"port": 0},
+                            learner={"sample_rate": 0.5, "max_backlog_bytes": 8_000_000,
+                                     "publish_every_examples": 100, "publish_every_seconds": 0.5})
     with PlacementClient(server.target) as client:
         register_collections(client)
         drive(client, 200, seed=3)
@@ -128,8 +126,8 @@ def test_subsampling_is_counted_and_the_backlog_reported_in_get_stats_and_metric
 def test_plain_vw_on_a_subsampled_joined_log_gives_the_servers_model(start_topology, tmp_path):
     """The kept lines carry pdrop; `python -m vowpalwabbit --dsjson` on them
     learns the model the server published (both weight by 1 / (1 - pdrop))."""
-    server = start_topology(join=SETTLED, learner={"sample_rate": 0.4, "publish_every_examples": 10_000,
-                                     "publish_every_seconds": 3600})
+    server = start_topology(join=LONG_WINDOW, learner={"sample_rate": 0.4, "publish_every_examples": 10_000,
+                                                       "publish_every_seconds": 3600})
     with PlacementClient(server.target) as client:
         register_collections(client)
         drive(client, 250, seed=8)

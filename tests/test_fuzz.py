@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 
 import grpc
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from placement.v1 import placement_pb2 as pb
 from server.client import PlacementClient, collection
+
+from helpers import LONG_WINDOW
 
 ALLOWED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND,
            grpc.StatusCode.FAILED_PRECONDITION, grpc.StatusCode.ALREADY_EXISTS,
@@ -22,7 +25,6 @@ METHODS = [("/placement.v1.PlacementService/" + m, kind) for m, kind in
            (("PutCollections", "uu"), ("ListCollections", "uu"), ("DeleteCollection", "uu"),
             ("GetModelInfo", "uu"), ("RollbackModel", "uu"), ("GetStats", "uu"), ("ExportModel", "us"),
             ("ImportModel", "su"))]
-RACE_WINDOW = {"window_seconds": 60.0, "tick_seconds": 0.02}  # joined explicitly
 FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
 
 names = st.one_of(st.sampled_from(["homepage", "email", "c0", "c1", "u", "x", "default"]),
@@ -121,39 +123,33 @@ def test_concurrent_calls_for_the_same_event(start_topology):
     rewards for it are all kept (the aggregation rule decides what they mean).
     The window is long: on a busy machine a racing call can arrive after a
     short one closed (then ALREADY_EXISTS is the right answer, not a race)."""
-    server = start_topology(join=RACE_WINDOW)
+    server = start_topology(join=LONG_WINDOW)
     with PlacementClient(server.target) as client:
-        _race_one_event(server, client)
+        client.put_collections([collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(4)])
+        results, errors = [], []
 
+        def decide() -> None:
+            try:
+                results.append(client.decide({"u": {"x": 1.0}}, ["homepage", "email"], event_id="same-event"))
+            except grpc.RpcError as err:
+                errors.append(err)
 
-def _race_one_event(server, client) -> None:
-    import threading
-
-    client.put_collections([collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(4)])
-    results, errors = [], []
-
-    def decide() -> None:
-        try:
-            results.append(client.decide({"u": {"x": 1.0}}, ["homepage", "email"], event_id="same-event"))
-        except grpc.RpcError as err:
-            errors.append(err)
-
-    threads = [threading.Thread(target=decide) for _ in range(16)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors and len(results) == 16
-    assert len({tuple((s.slot_id, s.collection_id, s.probability) for s in r.slots) for r in results}) == 1
-    rewards = [threading.Thread(target=client.reward, args=("same-event", 1.0), kwargs={"slot_id": "email"})
-               for _ in range(8)]
-    for t in rewards:
-        t.start()
-    for t in rewards:
-        t.join()
-    logged = [json.loads(line) for path in (server.engine.config.data_dir / "events").rglob("*.jsonl")
-              for line in path.read_text().splitlines()]
-    assert sum(1 for r in logged if r["kind"] == "decision" and r["id"] == "same-event") == 1
-    assert sum(1 for r in logged if r["kind"] == "reward" and r["id"] == "same-event") == 8
-    server.engine.join_now(now=server.engine.clock() + 3600)
-    assert client.stats().joined == 1 and client.stats().decisions == 1
+        threads = [threading.Thread(target=decide) for _ in range(16)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors and len(results) == 16
+        assert len({tuple((s.slot_id, s.collection_id, s.probability) for s in r.slots) for r in results}) == 1
+        rewards = [threading.Thread(target=client.reward, args=("same-event", 1.0), kwargs={"slot_id": "email"})
+                   for _ in range(8)]
+        for t in rewards:
+            t.start()
+        for t in rewards:
+            t.join()
+        logged = [json.loads(line) for path in (server.engine.config.data_dir / "events").rglob("*.jsonl")
+                  for line in path.read_text().splitlines()]
+        assert sum(1 for r in logged if r["kind"] == "decision" and r["id"] == "same-event") == 1
+        assert sum(1 for r in logged if r["kind"] == "reward" and r["id"] == "same-event") == 8
+        server.engine.join_now(now=server.engine.clock() + 3600)
+        assert client.stats().joined == 1 and client.stats().decisions == 1

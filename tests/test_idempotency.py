@@ -22,7 +22,7 @@ import pytest
 from bandit.logformat.events import read_lines
 from server.client import DecideResult, PlacementClient, collection
 
-from helpers import joined_items, logged_decisions
+from helpers import LONG_WINDOW, joined_items, logged_decisions
 from placement_process import SLOTS, churn_context, config_toml, launch, serve, stop
 
 CONFIG = config_toml(6.0, 20, 0.2)
@@ -199,17 +199,13 @@ def test_racing_decides_with_one_id_write_it_once_round_after_round(start_topolo
     had already finished its write (8 duplicates in 40 rounds; the coordinator
     joined one, but the log held two). A long window: with a short one, a call
     delayed on a busy machine found its decision joined (ALREADY_EXISTS)."""
-    server = start_topology(join={"window_seconds": 60.0, "tick_seconds": 0.02})
+    server = start_topology(join=LONG_WINDOW)
     with PlacementClient(server.target) as client:
-        _race_rounds(server, client)
-
-
-def _race_rounds(server, client) -> None:
-    client.put_collections([collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(4)])
-    with futures.ThreadPoolExecutor(16) as pool:
-        for r in range(40):
-            answers = list(pool.map(lambda _: client.decide({"u": {"x": 1.0}}, ["homepage", "email"],
-                                                            event_id=f"race-{r}"), range(16)))
-            assert len({tuple((s.collection_id, s.probability) for s in a.slots) for a in answers}) == 1
-    ids = Counter(r["id"] for r in logged_decisions(server.engine.config.data_dir))
-    assert ids == Counter({f"race-{r}": 1 for r in range(40)})
+        client.put_collections([collection(f"c{i}", {"c": {"x": float(i)}}) for i in range(4)])
+        with futures.ThreadPoolExecutor(16) as pool:
+            for r in range(40):
+                answers = list(pool.map(lambda _: client.decide({"u": {"x": 1.0}}, ["homepage", "email"],
+                                                                event_id=f"race-{r}"), range(16)))
+                assert len({tuple((s.collection_id, s.probability) for s in a.slots) for a in answers}) == 1
+        ids = Counter(r["id"] for r in logged_decisions(server.engine.config.data_dir))
+        assert ids == Counter({f"race-{r}": 1 for r in range(40)})
