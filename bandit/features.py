@@ -211,6 +211,12 @@ class Candidate:
         and the server's candidate cache hand the same objects to every request."""
         return vw_text(self.spaces())
 
+    @cached_property
+    def action_line(self) -> str:
+        """The candidate's line of a ccb example, one string object per
+        candidate: the policy's parsed-example cache then hashes it once."""
+        return f"ccb action {self.text}"
+
 
 @dataclass(frozen=True)
 class SlotSpec:

@@ -35,6 +35,7 @@ and slot lines are parsed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import logging
@@ -83,7 +84,7 @@ def _slot_label(choice: SlotChoice | None, cost: float | None) -> str:
 
 def head_lines(inp: DecisionInput) -> list[str]:
     """The shared and action lines of an example (the same for every slot)."""
-    return [f"ccb shared {vw_text(context_spaces(inp.context))}", *(f"ccb action {c.text}" for c in inp.candidates)]
+    return [f"ccb shared {vw_text(context_spaces(inp.context))}", *(c.action_line for c in inp.candidates)]
 
 
 def slot_line(inp: DecisionInput, k: int, label: str = "", allowed: Sequence[int] | None = None,
@@ -95,10 +96,21 @@ def slot_line(inp: DecisionInput, k: int, label: str = "", allowed: Sequence[int
     if allowed is None and inp.eligible:
         allowed = inp.eligible[k]
     listed = allowed is not None and (explicit or len(allowed) < len(inp.candidates))
-    include = ",".join(map(str, allowed)) if listed else ""
+    include = _include_list(allowed) if listed else ""
     tag = f"'seed={seed}" if seed else ""
     head = " ".join(part for part in ("ccb slot", label, include, tag) if part)
     return f"{head} {vw_text(inp.slots[k].spaces())}"
+
+
+def _include_list(allowed: Sequence[int]) -> str:
+    """VW's include list; a range (a joint decision's copy of the candidates)
+    is written once per process."""
+    return _range_list(allowed) if isinstance(allowed, range) else ",".join(map(str, allowed))
+
+
+@functools.lru_cache(maxsize=256)
+def _range_list(allowed: range) -> str:
+    return ",".join(map(str, allowed))
 
 
 def _placeholders(k: int, first_index: int) -> tuple[list[str], list[str]]:
@@ -239,8 +251,9 @@ class Policy:
         distributions and scores as one predict per slot (a test checks)."""
         n, slots = len(inp.candidates), range(first, len(inp.slots))
         actions, earlier = _placeholders(first, n * len(slots))
-        allowed = {k: list(inp.allowed(k)) for k in slots}
-        offered = {k: [c * n + a for a in allowed[k]] for c, k in enumerate(slots)}
+        allowed = {k: inp.allowed(k) for k in slots}
+        offered = {k: range(c * n, c * n + n) if isinstance(allowed[k], range) else [c * n + a for a in allowed[k]]
+                   for c, k in enumerate(slots)}
         lines = [slot_line(inp, k, allowed=offered[k], explicit=True) for k in slots]
         pdfs, partial = self._predict(head, [*earlier, *lines], [i for k in slots for i in offered[k]],
                                       copies=len(slots), tail=actions)
@@ -279,21 +292,20 @@ class Policy:
         total = _mass(pdf)
         if total is None:
             return _ranked(pdf, inp.slots[k])
-        ranking = _by_probability(pdf, total)
-        if not scores.usable[k]:
-            return ranking
-        left = set(allowed)
-        taken = [a for a in inp.allowed(k) if a not in left]
-        target = best_assignment(inp, scores.values, first=k, taken=taken)[0]
-        top, p_top = ranking[0]
-        if target == top or target not in left:
-            return ranking
-        p_target = next((p for a, p in ranking if a == target), 0.0)
-        swapped = [(a, p_top if a == target else p_target if a == top else p) for a, p in ranking]
-        if not p_target:  # VW gave the target no mass: it takes the top's, the top leaves
-            swapped = [(target, p_top), *swapped[1:]]
-        swapped.sort(key=_by_probability_then_index)
-        return swapped
+        keyed = _by_probability_keyed(pdf, total)
+        if scores.usable[k]:
+            left = set(allowed)
+            taken = [a for a in inp.allowed(k) if a not in left]
+            target = best_assignment(inp, scores.values, first=k, taken=taken)[0]
+            q_top, top = keyed[0]
+            if target != top and target in left:
+                q_target = next((q for q, a in keyed if a == target), 0.0)
+                if q_target:
+                    keyed = [(q_top if a == target else q_target if a == top else q, a) for q, a in keyed]
+                else:  # VW gave the target no mass: it takes the top's, the top leaves
+                    keyed[0] = (q_top, target)
+                keyed.sort()
+        return [(a, -q) for q, a in keyed]
 
     def _decide_joint(self, inp: DecisionInput, event_id: str, head: list[str]) -> Decision:
         """Fill slots in order from the centred distributions (see the module docstring)."""
@@ -451,13 +463,17 @@ def _mass(pdf: Sequence[tuple[int, float]]) -> float | None:
     return total if math.isfinite(total) and total > 0 and min(pdf, key=itemgetter(1))[1] >= 0 else None
 
 
-def _by_probability_then_index(entry: tuple[int, float]) -> tuple[float, int]:
-    return -entry[1], entry[0]
+def _by_probability_keyed(pdf: Sequence[tuple[int, float]], total: float) -> list[tuple[float, int]]:
+    """The one ranking rule: the collections with mass, normalised by
+    ``total``, as (-probability, index) sorted, i.e. by probability, ties by
+    index. The pairs compare natively (no key function: this runs per slot
+    of every decision), and negating a float is exact."""
+    return sorted([(-(p / total), a) for a, p in pdf if p > 0])
 
 
 def _by_probability(pdf: Sequence[tuple[int, float]], total: float) -> list[tuple[int, float]]:
     """The collections with mass, normalised by ``total``, by probability, ties by index."""
-    return sorted([(a, p / total) for a, p in pdf if p > 0], key=_by_probability_then_index)
+    return [(a, -q) for q, a in _by_probability_keyed(pdf, total)]
 
 
 _uniform_fallbacks = itertools.count(1)

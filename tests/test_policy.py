@@ -158,7 +158,19 @@ def test_joint_fill_leaves_a_later_slot_the_collection_it_needs_most(fill, top_p
     on top: the conflict that cost the engine ~45 % of its regret in the
     seasonal world (BENCHMARKS.md, issue 14)."""
     inp = _two_slot_input()
-    policy = Policy(replace(SETTINGS, fill=fill))
+    policy = _taught(replace(SETTINGS, fill=fill), inp)
+    tops = [policy.decide(inp, f"e{i}").choices for i in range(50)]
+    names = [[inp.candidates[c.model_top].id for c in d] for d in tops]
+    assert all(n[0] == top_pick for n in names)
+    served = [inp.candidates[d[0].action].id for d in tops]
+    assert served.count(top_pick) > 40  # mostly served, some exploration
+    if fill == "joint":
+        assert all(n[1] == "a" for n, d in zip(names, tops) if d[0].action != 0)
+
+
+def _taught(settings: LearningSettings, inp: DecisionInput) -> Policy:
+    """A policy taught _TRUTH from uniformly logged choices."""
+    policy = Policy(settings)
     rng = random.Random(0)
     for t in range(600):
         first = rng.randrange(3)
@@ -167,10 +179,19 @@ def test_joint_fill_leaves_a_later_slot_the_collection_it_needs_most(fill, top_p
                    SlotChoice("detail", second, 1 / 2, ((second, 1 / 2),))]
         rewards = [_TRUTH[c.slot_id][inp.candidates[c.action].id] for c in choices]
         policy.learn(inp, choices, rewards)
-    tops = [policy.decide(inp, f"e{i}").choices for i in range(50)]
-    names = [[inp.candidates[c.model_top].id for c in d] for d in tops]
-    assert all(n[0] == top_pick for n in names)
-    served = [inp.candidates[d[0].action].id for d in tops]
-    assert served.count(top_pick) > 40  # mostly served, some exploration
-    if fill == "joint":
-        assert all(n[1] == "a" for n, d in zip(names, tops) if d[0].action != 0)
+    return policy
+
+
+def test_joint_target_given_no_mass_takes_the_tops():
+    """A greedy explorer (epsilon 0) gives only each slot's own best mass; the
+    joint target 'b' on top then takes the top's probability and 'a' leaves
+    the slot's ranking, so 'a' is left for the detail slot: one collection per
+    slot, served with probability 1, rankings that sum to 1."""
+    inp = _two_slot_input()
+    policy = _taught(replace(SETTINGS, exploration=replace(SETTINGS.exploration, algorithm="epsilon",
+                                                           epsilon=0.0)), inp)
+    for i in range(20):
+        top, detail = policy.decide(inp, f"g{i}").choices
+        assert (inp.candidates[top.action].id, top.probability, top.ranking) == ("b", 1.0, ((1, 1.0),))
+        assert (inp.candidates[detail.action].id, detail.probability) == ("a", 1.0)
+        assert sum(p for _, p in detail.ranking) == pytest.approx(1.0)
