@@ -137,13 +137,15 @@ def event_to_record(event: Event) -> dict[str, Any]:
                   for s in inp.slots],
         "candidates": [{"id": c.id, "groups": groups_to_dict(c.groups)} for c in inp.candidates],
         "eligible": [list(e) if e is not None else None for e in inp.eligible],
-        "choices": [{"slot": c.slot_id, "a": c.action, "p": c.probability,
-                     "rank": [[a, p] for a, p in c.ranking], "top": c.model_top}
-                    for c in event.choices],
+        "choices": [_choice_record(c, [[a, p] for a, p in c.ranking]) for c in event.choices],
     }
     if event.chosen_only:
         record["chosen_only"] = True
     return record
+
+
+def _choice_record(c: SlotChoice, rank: Any) -> dict[str, Any]:
+    return {"slot": c.slot_id, "a": c.action, "p": c.probability, "rank": rank, "top": c.model_top}
 
 
 class LineRef(NamedTuple):
@@ -172,9 +174,10 @@ def event_line(event: Event) -> str:
     from the head, whose ``eligible`` nulls would send it the slow way (see dumps)."""
     if not isinstance(event, DecisionEvent):
         return dumps(event_to_record(event))
-    record = event_to_record(replace(event, inp=replace(event.inp, candidates=())))
-    del record["candidates"]
-    choices = dumps(record.pop("choices"))
+    record = event_to_record(replace(event, inp=replace(event.inp, candidates=()), choices=()))
+    del record["candidates"], record["choices"]
+    # the ranking's pairs as they are: both encoders write a tuple as an array
+    choices = dumps([_choice_record(c, c.ranking) for c in event.choices])
     chosen_only = ',"chosen_only":true' if record.pop("chosen_only", False) else ""
     head = dumps(record)
     return f'{head[:-1]},"choices":{choices}{chosen_only},"candidates":[{_candidates_json(event.inp.candidates)}]}}'
