@@ -20,7 +20,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from bandit.lru import LRU
+from bandit.lru import IdentityLRU
 from bandit.features import (
     DEFAULT_LIMITS,
     Candidate,
@@ -93,23 +93,23 @@ class CandidateSet:
     eligible: tuple[tuple[int, ...] | None, ...]
 
 
-# Unrestricted sets by the identity of their (immutable) collections tuple:
-# the server hands the same tuple to every request naming the same list, so
-# the policy and the log then see the same candidates tuple too (the event
-# line's encoded list is looked up by it). An entry holds its key's object.
-_UNRESTRICTED: LRU[int, tuple[tuple[Collection, ...], CandidateSet]] = LRU(256)
+# Unrestricted sets by their (immutable) collections tuple: the server hands
+# the same tuple to every request naming the same list, so the policy and the
+# log then see the same candidates tuple too (the event line's encoded list is
+# looked up by it).
+_UNRESTRICTED: IdentityLRU[CandidateSet] = IdentityLRU(256)
 
 
 def candidate_set(collections: Sequence[Collection], slot_ids: Sequence[str], at: float) -> CandidateSet:
     """The collections active at ``at``, each slot restricted to the ones
     eligible for it: the one rule, for the catalog and a request's own."""
-    hit = _UNRESTRICTED.get(id(collections))
-    if hit is not None and hit[0] is collections:
-        return hit[1]
+    hit = _UNRESTRICTED.get(collections)
+    if hit is not None:
+        return hit
     if not any(c.restricted for c in collections):
         cset = CandidateSet(tuple(c.candidate for c in collections), ())
         if isinstance(collections, tuple):
-            _UNRESTRICTED.put(id(collections), (collections, cset))
+            _UNRESTRICTED.put(collections, cset)
         return cset
     active = [c for c in collections if c.active_at(at)]
     eligible = []

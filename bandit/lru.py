@@ -46,3 +46,23 @@ class LRU(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class IdentityLRU(Generic[V]):
+    """An :class:`LRU` keyed by an object's identity, for values derived from
+    objects that are handed out again (the same tuple, the same candidate)
+    and are costly to hash by content. Each entry holds its object, so the
+    object's id cannot be reused by another while the entry lives."""
+
+    def __init__(self, capacity: int):
+        self._lru: LRU[int, tuple[object, V]] = LRU(capacity)
+
+    def get(self, obj: object) -> V | None:
+        hit = self._lru.get(id(obj))
+        return hit[1] if hit is not None and hit[0] is obj else None
+
+    def put(self, obj: object, value: V) -> None:
+        self._lru.put(id(obj), (obj, value))
+
+    def __len__(self) -> int:
+        return len(self._lru)

@@ -38,14 +38,12 @@ def _excess(p: float, n: int) -> float:
 def over(pdf: Sequence[tuple[int, float]], allowed: Collection[int]) -> list[tuple[int, float]]:
     """SquareCB's distribution over ``allowed`` (a subset of ``pdf``'s
     collections), by the rule VW applies to the collections it is offered.
-    An unusable ``pdf`` (NaN, no mass) stays unusable: NaN for each.
-    (:func:`_excess` inlined: this runs for every slot after the first of a
-    joint decision.)"""
+    An unusable ``pdf`` (NaN, no mass) stays unusable: NaN for each."""
     total = math.fsum(map(itemgetter(1), pdf))
     if not (math.isfinite(total) and total > 0 and min(map(itemgetter(1), pdf)) >= 0):
         return [(a, math.nan) for a in allowed]
-    n, inf = len(pdf), math.inf
-    gap = [(a, (e if (e := 1.0 / p - n) > 0.0 else 0.0) if p > 0 else inf) for a, p in pdf if a in allowed]
+    n = len(pdf)
+    gap = [(a, _excess(p, n)) for a, p in pdf if a in allowed]
     if not gap:
         return []
     best, floor = min(gap, key=itemgetter(1))

@@ -44,7 +44,7 @@ from bandit.features import (
     groups_to_dict,
     split_namespace,
 )
-from bandit.lru import LRU
+from bandit.lru import IdentityLRU
 from bandit.decision import DecisionInput, SlotChoice
 from bandit.learning_order import LearningExample, learning_order, served_order
 
@@ -183,33 +183,28 @@ def event_line(event: Event) -> str:
     return f'{head[:-1]},"choices":{choices}{chosen_only},"candidates":[{_candidates_json(event.inp.candidates)}]}}'
 
 
-# Keyed by identity: an entry holds its object, so the id cannot be reused while cached.
 # At most 64 lists of at most 1 MB of JSON each are kept (64 MB).
-_CANDIDATES_JSON: LRU[int, tuple[tuple[Candidate, ...], str]] = LRU(64)
+_CANDIDATES_JSON: IdentityLRU[str] = IdentityLRU(64)
 _CANDIDATES_JSON_MAX = 1 << 20
-
-
-_CANDIDATE_JSON: LRU[int, tuple[Candidate, str]] = LRU(4096)  # a few KB each
+_CANDIDATE_JSON: IdentityLRU[str] = IdentityLRU(4096)  # a few KB each
 
 
 def _candidates_json(candidates: tuple[Candidate, ...]) -> str:
     """A decision's candidates as JSON: for a list the server or the catalog
     hands out again (the same tuple), one lookup instead of one per candidate."""
-    hit = _CANDIDATES_JSON.get(id(candidates))
-    if hit is not None and hit[0] is candidates:
-        return hit[1]
-    text = ",".join(_candidate_json(c) for c in candidates)
-    if len(text) <= _CANDIDATES_JSON_MAX:
-        _CANDIDATES_JSON.put(id(candidates), (candidates, text))
+    text = _CANDIDATES_JSON.get(candidates)
+    if text is None:
+        text = ",".join(_candidate_json(c) for c in candidates)
+        if len(text) <= _CANDIDATES_JSON_MAX:
+            _CANDIDATES_JSON.put(candidates, text)
     return text
 
 
 def _candidate_json(c: Candidate) -> str:
-    hit = _CANDIDATE_JSON.get(id(c))
-    if hit is not None and hit[0] is c:
-        return hit[1]
-    text = dumps({"id": c.id, "groups": groups_to_dict(c.groups)})
-    _CANDIDATE_JSON.put(id(c), (c, text))
+    text = _CANDIDATE_JSON.get(c)
+    if text is None:
+        text = dumps({"id": c.id, "groups": groups_to_dict(c.groups)})
+        _CANDIDATE_JSON.put(c, text)
     return text
 
 
