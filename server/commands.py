@@ -38,13 +38,16 @@ def serve(
                                                           "(loopback; 0 lets the OS choose) [default: off]."),
     log_level: str = typer.Option("INFO", help="Logging level: DEBUG, INFO, WARNING, ERROR."),
     log_format: str = typer.Option("text", help="Log format: 'text' for people, 'json' for log pipelines."),
+    pin_cpus: Optional[bool] = typer.Option(None, "--pin-cpus/--no-pin-cpus",
+                                            help="Pin each serving process to one allowed CPU (Linux) "
+                                                 "[default: off]."),
 ) -> None:
     """Run the gRPC server (PlacementService, PlacementAdmin, health, reflection)."""
     from server.logs import setup_logging
 
     try:
         metrics = {"port": metrics_port} if metrics_port is not None else None
-        cfg = load_config(config, host=host, port=port, data_dir=data_dir, metrics=metrics)
+        cfg = load_config(config, host=host, port=port, data_dir=data_dir, metrics=metrics, pin_cpus=pin_cpus)
         setup_logging(log_level, log_format)
         if workers > 1 or coordinator_listen:
             from server.workers import Coordinator
@@ -56,13 +59,18 @@ def serve(
         else:
             from server.app import start_server
 
+            if cfg.pin_cpus:
+                from server.affinity import pin_serving_process
+
+                pin_serving_process(0)
             running = start_server(cfg)
             bound = running.port
     except (ConfigError, ValueError) as exc:
         fail(str(exc))
     except (OSError, RuntimeError) as exc:
         fail(f"cannot start: {exc}")
-    typer.echo(f"serving on {cfg.host}:{bound} ({workers} worker{'s' if workers > 1 else ''}), "
+    pinned = ", each pinned to a CPU" if cfg.pin_cpus else ""
+    typer.echo(f"serving on {cfg.host}:{bound} ({workers} worker{'s' if workers > 1 else ''}{pinned}), "
                f"data in {cfg.data_dir}", err=True)
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -97,6 +105,8 @@ def worker(
         from server.interceptors import read_token
         from server.workers import run_remote_worker
 
+        if cfg.pin_cpus:  # one process per host or several: only its operator knows which CPU is its own
+            typer.echo("warning: pin_cpus applies to `placement serve`; pin a worker with taskset", err=True)
         token = read_token(cfg.security.admin_token_file, cfg.security.admin_token_env, dict(os.environ))
         running = run_remote_worker(cfg, name, coordinator, client_credentials(cfg.security), token)
     except (ConfigError, ValueError) as exc:

@@ -48,6 +48,7 @@ from bandit.features import Limits
 from bandit.decision import Mode
 from bandit.joiner import RewardOutOfRange, check_reward_value
 from bandit.vwargs import LearningSettings, SettingsError
+from server import affinity
 
 FSYNC_POLICIES = ("always", "batch", "never")
 
@@ -175,6 +176,8 @@ class ServerConfig:
     port: int = 50051
     data_dir: Path = Path("placement-data")
     threads: int = 16
+    # Each serving process pinned to one allowed CPU (server.affinity; Linux).
+    pin_cpus: bool = False
     join: JoinConfig = field(default_factory=JoinConfig)
     learner: LearnerConfig = field(default_factory=LearnerConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -204,6 +207,10 @@ class ServerConfig:
             raise ConfigError(f"learner.sample_rate {self.learner.sample_rate!r} is not in (0, 1]")
         if self.threads < 1 or self.limits.max_streams < 1 or self.limits.stream_idle_seconds <= 0:
             raise ConfigError("threads, limits.max_streams and limits.stream_idle_seconds must be positive")
+        if not isinstance(self.pin_cpus, bool):
+            raise ConfigError(f"pin_cpus {self.pin_cpus!r} is not true or false")
+        if self.pin_cpus and not affinity.supported():
+            raise ConfigError("pin_cpus needs Linux (sched_setaffinity); this system has none")
         if self.learner.keep_versions < 2:
             raise ConfigError("learner.keep_versions must be at least 2 (rollback needs a previous version)")
         limits = self.limits

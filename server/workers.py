@@ -46,6 +46,7 @@ from bandit.decision import Mode
 from bandit.policy import Policy
 from placement.v1 import placement_pb2 as pb
 from placement.v1 import placement_pb2_grpc as pb_grpc
+from server import affinity
 from server.app import admin_auth, start_server
 from server.claims import CLAIM, ClaimBatcher, Relayed, Verdict, answer_claims
 from server.config import ServerConfig
@@ -410,6 +411,8 @@ def _forward_stream(call, metadata: tuple[tuple[str, str], ...]):
 def _worker_main(config: ServerConfig, index: int, ready: mp.Event) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the coordinator decides when workers stop
     logging.basicConfig(level=logging.WARNING, format=f"%(asctime)s worker-{index} %(levelname)s %(message)s")
+    if config.pin_cpus:  # before the gRPC threads start: they inherit it (the coordinator stays free)
+        log.info("worker %d pinned to CPU %d", index, affinity.pin_serving_process(index))
     channel = grpc.insecure_channel(f"unix:{socket_path(config.data_dir)}", options=COORDINATOR_CHANNEL)
     engine = WorkerEngine(config, index, channel)
     forward = _forward_admin(channel, config.limits.forward_timeout_seconds)
