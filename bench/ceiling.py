@@ -85,7 +85,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--response", type=Path, required=True, help="the bytes every call returns")
     ap.add_argument("--interceptors", action="store_true", help="the real server's interceptor chain")
+    ap.add_argument("--pin-cpus", action="store_true", help="pinned as `placement serve --pin-cpus` pins")
     args = ap.parse_args(argv)
+    if args.pin_cpus:
+        from server.affinity import pin_serving_process
+
+        pin_serving_process(0)
     server = trivial_server(args.port, args.response.read_bytes(), args.interceptors)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

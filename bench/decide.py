@@ -44,7 +44,9 @@ TARGET_C_OVER_B = 1.5  # C >= 1.5 x B
 TARGET_P99_MS = 5.0  # p99 at 70 % of max
 TARGET_D_OVER_L = 0.8  # one worker D >= 0.8 x L (issue 15)
 TARGET_CPU_ALL_OVER_ONE = 0.9  # decisions per server CPU-second, all workers >= 0.9 x one worker
+TARGET_C_OVER_C_POLICY = 0.9  # logging, joining and bookkeeping cost <= 10 % of the policy
 INPROC = ("A", "B", "C_policy", "C", "C_catalog")
+PINNED = {False: "", True: "_pinned"}  # the suffix of a pinned server's keys (D, G, ratios, targets)
 
 
 def log(msg: str) -> None:
@@ -113,6 +115,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="diagnosis: run the server with Python's cyclic GC disabled (not a supported setting)")
     ap.add_argument("--fill", choices=FILLS,
                     help="the surface's slot fill, in-process and in the server's config [the default]")
+    ap.add_argument("--pin", choices=("off", "on", "both"), default="both",
+                    help="servers unpinned, pinned ('placement serve --pin-cpus'; G pinned likewise), "
+                         "or both side by side [both]")
     ap.add_argument("--no-grpc", action="store_true", help="skip D and G")
     ap.add_argument("--no-ceiling", action="store_true", help="skip G (and L)")
     ap.add_argument("--json", type=Path, default=Path(__file__).parent / "results" / "latest.json",
@@ -127,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = args.seconds or (0.5 if quick else 0.6)
     grpc_seconds = args.grpc_seconds or (2.0 if quick else 4.0)
     warmup = 0.5 if quick else 1.0
+    pins = {"off": (False,), "on": (True,), "both": (False, True)}[args.pin]
 
     from bench.grpc_load import measure_ceiling, measure_server, serve_supports_workers
     from bench.inproc import inproc_variants, measure_interleaved, use_fill
@@ -162,23 +168,26 @@ def main(argv: list[str] | None = None) -> int:
             log(f"    {name:9s} {r['rate']:9.1f}/s  (min {r['min']:.1f}, max {r['max']:.1f})")
         entry = {"inproc": rates, "grpc": {}}
         if not args.no_grpc and (cands, slots) in grpc_configs:
-            for n in workers:
-                key = "1proc" if n is None else f"w{n}"
-                log(f"{w.label}: gRPC, {'one process' if n is None else f'--workers {n}'}, "
-                    f"{args.clients} clients x {args.concurrency} in flight")
-                entry["grpc"][key] = measure_server(
-                    w.request_bytes(), slots, n, args.clients, args.concurrency, grpc_seconds, grpc_seconds,
-                    warmup, (0.5, 0.7, 0.9), log=log, gc_off=args.server_gc_off, config=config)
-                entry["grpc"][key]["workers"] = n or 1
-                response = entry["grpc"][key].pop("response")
+            for pinned in pins:
+                for n in workers:
+                    key = ("1proc" if n is None else f"w{n}") + PINNED[pinned]
+                    log(f"{w.label}: gRPC, {'one process' if n is None else f'--workers {n}'}"
+                        f"{', --pin-cpus' if pinned else ''}, {args.clients} clients x {args.concurrency} in flight")
+                    entry["grpc"][key] = measure_server(
+                        w.request_bytes(), slots, n, args.clients, args.concurrency, grpc_seconds, grpc_seconds,
+                        warmup, (0.5, 0.7, 0.9), log=log, gc_off=args.server_gc_off, config=config, pinned=pinned)
+                    entry["grpc"][key].update(workers=n or 1, pinned=pinned)
+                    response = entry["grpc"][key].pop("response")
             if not args.no_ceiling:
                 entry["ceiling"] = {}
-                for on in (True, False):
-                    log(f"{w.label}: G, trivial call, interceptors {'on' if on else 'off'}, "
-                        f"{len(w.request_bytes())} B request, {len(response)} B response")
-                    entry["ceiling"]["on" if on else "off"] = measure_ceiling(
-                        w.request_bytes(), response, slots, on, args.clients, args.concurrency, grpc_seconds,
-                        warmup, log=log)
+                for pinned in pins:
+                    for on in (True, False):
+                        log(f"{w.label}: G, trivial call, interceptors {'on' if on else 'off'}"
+                            f"{', pinned' if pinned else ''}, {len(w.request_bytes())} B request, "
+                            f"{len(response)} B response")
+                        entry["ceiling"][("on" if on else "off") + PINNED[pinned]] = measure_ceiling(
+                            w.request_bytes(), response, slots, on, args.clients, args.concurrency, grpc_seconds,
+                            warmup, log=log, pinned=pinned)
         results["configs"][w.label] = entry
     results["elapsed_seconds"] = time.monotonic() - t_start
     results["machine"]["loadavg_end"] = os.getloadavg()
@@ -191,12 +200,16 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _best_grpc(entry: dict) -> tuple[str, dict] | None:
-    """The run with the most workers."""
-    if not entry["grpc"]:
-        return None
-    key = max(entry["grpc"], key=lambda k: entry["grpc"][k]["workers"])
-    return key, entry["grpc"][key]
+def _variants(entry: dict) -> dict[str, dict]:
+    """The gRPC runs by pinning: key suffix ('' unpinned) -> {key: run}."""
+    out: dict[str, dict] = {}
+    for key, g in entry["grpc"].items():
+        out.setdefault(PINNED[g.get("pinned", False)], {})[key] = g
+    return out
+
+
+def _most_workers(runs: dict) -> str:
+    return max(runs, key=lambda k: runs[k]["workers"])
 
 
 def summarise(results: dict) -> dict:
@@ -207,40 +220,51 @@ def summarise(results: dict) -> dict:
         row = {"C/A": r["C"] / r["A"], "C/B": r["C"] / r["B"], "C_policy/A": r["C_policy"] / r["A"],
                "C_policy/B": r["C_policy"] / r["B"], "C/C_policy": r["C"] / r["C_policy"],
                "C_catalog/B": r["C_catalog"] / r["B"], "B/A": r["B"] / r["A"]}
-        best = _best_grpc(entry)
-        if best:
-            key, g = best
+        for suffix, runs in _variants(entry).items():
+            g = runs[_most_workers(runs)]
             cores = min(g["workers"], nproc)
-            row["D/A"] = g["max"]["rate"] / r["A"]
-            row["D_per_core/A"] = g["max"]["rate"] / cores / r["A"]
-            row["D/C"] = g["max"]["rate"] / r["C"]
-            row["D_workers"] = g["workers"]
+            row["D/A" + suffix] = g["max"]["rate"] / r["A"]
+            row["D_per_core/A" + suffix] = g["max"]["rate"] / cores / r["A"]
+            row["D/C" + suffix] = g["max"]["rate"] / r["C"]
+            row["D_workers" + suffix] = g["workers"]
             lat70 = [x for x in g["latency"] if abs(x["fraction"] - 0.7) < 1e-9]
             if lat70:
-                row["p99_ms_at_70"] = lat70[0]["p99_ms"]
-            singles = [v for v in entry["grpc"].values() if v["workers"] == 1]
+                row["p99_ms_at_70" + suffix] = lat70[0]["p99_ms"]
+            singles = [v for v in runs.values() if v["workers"] == 1]
             if singles and g["workers"] > 1:
-                row["worker_scaling"] = g["max"]["rate"] / singles[0]["max"]["rate"]
+                row["worker_scaling" + suffix] = g["max"]["rate"] / singles[0]["max"]["rate"]
+                row["p99_ms_at_70_one" + suffix] = next(
+                    (x["p99_ms"] for x in singles[0]["latency"] if abs(x["fraction"] - 0.7) < 1e-9), float("nan"))
         row.update(ceiling_ratios(r["A"], entry))
         out[label] = row
     target = out.get(TARGET_CONFIG)
     if target:
-        checks = {"C >= 1.5 x B": (target["C/B"], TARGET_C_OVER_B, "ge")}
-        if "D_per_core/A" in target:
-            checks["D (all workers) per core >= 0.8 x A"] = (target["D_per_core/A"], TARGET_D_PER_CORE, "ge")
-        if "p99_ms_at_70" in target:
-            checks["p99 <= 5 ms at 70 % of max"] = (target["p99_ms_at_70"], TARGET_P99_MS, "le")
-        one = next((k[4:] for k in ("D/L_w1", "D/L_1proc") if k in target), None)
-        if one:
-            checks["one worker D >= 0.8 x L"] = (target[f"D/L_{one}"], TARGET_D_OVER_L, "ge")
-        if "D_cpu_all/one" in target:
-            checks["D per server CPU-second, all workers >= 0.9 x one"] = (target["D_cpu_all/one"],
-                                                                          TARGET_CPU_ALL_OVER_ONE, "ge")
-        out["targets"] = {}
-        for name, (value, goal, kind) in checks.items():
-            ok = value >= goal if kind == "ge" else value <= goal
-            factor = goal / value if kind == "ge" else value / goal  # how far off (>1 = missing)
-            out["targets"][name] = {"value": value, "goal": goal, "met": ok, "off_by_factor": factor}
+        out["targets"] = _targets(target, results["configs"][TARGET_CONFIG])
+    return out
+
+
+def _targets(target: dict, entry: dict) -> dict:
+    """Issue 15's targets at the target config, for each pinning measured."""
+    checks = {"C >= 1.5 x B": (target["C/B"], TARGET_C_OVER_B, "ge"),
+              "C >= 0.9 x C_policy": (target["C/C_policy"], TARGET_C_OVER_C_POLICY, "ge")}
+    for suffix, runs in _variants(entry).items():
+        tag = " (pinned)" if suffix else ""
+        checks["D (all workers) per core >= 0.8 x A" + tag] = (target["D_per_core/A" + suffix], TARGET_D_PER_CORE, "ge")
+        for key in ("p99_ms_at_70_one", "p99_ms_at_70"):
+            if key + suffix in target:
+                who = "one worker" if key.endswith("one") else "all workers"
+                checks[f"p99 <= 5 ms at 70 % of max, {who}{tag}"] = (target[key + suffix], TARGET_P99_MS, "le")
+        one = next((k for k in runs if runs[k]["workers"] == 1), None)
+        if one and f"D/L_{one}" in target:
+            checks["one worker D >= 0.8 x L" + tag] = (target[f"D/L_{one}"], TARGET_D_OVER_L, "ge")
+        if "D_cpu_all/one" + suffix in target:
+            checks["D per server CPU-second, all workers >= 0.9 x one" + tag] = (
+                target["D_cpu_all/one" + suffix], TARGET_CPU_ALL_OVER_ONE, "ge")
+    out = {}
+    for name, (value, goal, kind) in checks.items():
+        ok = value >= goal if kind == "ge" else value <= goal
+        factor = goal / value if kind == "ge" else value / goal  # how far off (>1 = missing)
+        out[name] = {"value": value, "goal": goal, "met": ok, "off_by_factor": factor}
     return out
 
 
@@ -251,26 +275,30 @@ def _ceiling(a: float, g: float) -> float:
 
 def ceiling_ratios(a: float, entry: dict) -> dict:
     """G, L and D / L per topology, in wall-clock rates and per server
-    CPU-second. A runs on one busy thread, so its rate is also its rate per
-    CPU-second; per CPU-second figures are the honest ones when the load
-    generator and the coordinator share the cores with the server."""
+    CPU-second, a pinned server against a pinned G. A runs on one busy
+    thread, so its rate is also its rate per CPU-second; per CPU-second
+    figures are the honest ones when the load generator and the coordinator
+    share the cores with the server."""
     row: dict = {}
-    for key, g in entry["grpc"].items():
-        row[f"D_cpu_{key}"] = g["max"]["rate"] / g["max"]["server_cores"] if g["max"]["server_cores"] else float("nan")
-    singles = [k for k, g in entry["grpc"].items() if g["workers"] == 1]
-    multi = max(entry["grpc"], key=lambda k: entry["grpc"][k]["workers"]) if entry["grpc"] else None
-    if singles and multi not in singles:
-        row["D_cpu_all/one"] = row[f"D_cpu_{multi}"] / row[f"D_cpu_{singles[0]}"]
-    ceiling = entry.get("ceiling")
-    if not ceiling:
-        return row
-    row["G_on"], row["G_off"] = ceiling["on"]["rate"], ceiling["off"]["rate"]
-    row["G_cpu_on"], row["G_cpu_off"] = ceiling["on"]["per_cpu_second"], ceiling["off"]["per_cpu_second"]
-    row["G_on/G_off"] = row["G_on"] / row["G_off"]
-    row["L"], row["L_cpu"] = _ceiling(a, row["G_on"]), _ceiling(a, row["G_cpu_on"])
-    for key, g in entry["grpc"].items():
-        row[f"D/L_{key}"] = g["max"]["rate"] / row["L"]
-        row[f"D_cpu/L_cpu_{key}"] = row[f"D_cpu_{key}"] / row["L_cpu"]
+    ceiling = entry.get("ceiling") or {}
+    for suffix, runs in _variants(entry).items():
+        for key, g in runs.items():
+            cores = g["max"]["server_cores"]
+            row[f"D_cpu_{key}"] = g["max"]["rate"] / cores if cores else float("nan")
+        singles = [k for k, g in runs.items() if g["workers"] == 1]
+        multi = _most_workers(runs)
+        if singles and multi not in singles:
+            row["D_cpu_all/one" + suffix] = row[f"D_cpu_{multi}"] / row[f"D_cpu_{singles[0]}"]
+        on, off = ceiling.get("on" + suffix), ceiling.get("off" + suffix)
+        if not (on and off):
+            continue
+        row["G_on" + suffix], row["G_off" + suffix] = on["rate"], off["rate"]
+        row["G_cpu_on" + suffix], row["G_cpu_off" + suffix] = on["per_cpu_second"], off["per_cpu_second"]
+        row["G_on/G_off" + suffix] = on["rate"] / off["rate"]
+        row["L" + suffix], row["L_cpu" + suffix] = _ceiling(a, on["rate"]), _ceiling(a, on["per_cpu_second"])
+        for key, g in runs.items():
+            row[f"D/L_{key}"] = g["max"]["rate"] / row["L" + suffix]
+            row[f"D_cpu/L_cpu_{key}"] = row[f"D_cpu_{key}"] / row["L_cpu" + suffix]
     return row
 
 
@@ -307,7 +335,7 @@ def report(results: dict) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "### Ratios", ""]
     cols = ["C/A", "D/A", "C/B", "C_policy/A", "C/C_policy", "C_catalog/B", "B/A", "D_per_core/A",
-            "worker_scaling"]
+            "worker_scaling", "D/A_pinned", "D_per_core/A_pinned", "worker_scaling_pinned"]
     summary = results["summary"]
     present = [c for c in cols if any(c in row for k, row in summary.items() if k != "targets")]
     lines += ["| config | " + " | ".join(present) + " |", "|---|" + "---|" * len(present)]
@@ -351,17 +379,21 @@ def ceiling_report(results: dict) -> list[str]:
              "| server cores | D per CPU-s | D / L | D per CPU-s / L per CPU-s |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, e, row in rows:
-        on, off = e["ceiling"]["on"], e["ceiling"]["off"]
         a = e["inproc"]["A"]["rate"]
         for key, g in e["grpc"].items():
+            suffix = PINNED[g.get("pinned", False)]
+            on, off = e["ceiling"].get("on" + suffix), e["ceiling"].get("off" + suffix)
+            if not (on and off):
+                continue
             lines.append(
                 f"| {label} | {g['request_bytes']:,} / {g['response_bytes']:,} | {_fmt(a)} | "
                 f"{_fmt(on['rate'])} ({_fmt(on['per_cpu_second'])}) | {_fmt(off['rate'])} ({_fmt(off['per_cpu_second'])}) | "
-                f"{_fmt(row['L'])} ({_fmt(row['L_cpu'])}) | {key} | {_fmt(g['max']['rate'])} | "
+                f"{_fmt(row['L' + suffix])} ({_fmt(row['L_cpu' + suffix])}) | {key} | {_fmt(g['max']['rate'])} | "
                 f"{g['max']['server_cores']:.2f} | {_fmt(row[f'D_cpu_{key}'])} | {row[f'D/L_{key}']:.2f} | "
                 f"{row[f'D_cpu/L_cpu_{key}']:.2f} |")
-        if "D_cpu_all/one" in row:
-            lines.append(f"| {label} | | | | | | all / one | | | {row['D_cpu_all/one']:.2f} | | |")
+        for suffix in PINNED.values():
+            if "D_cpu_all/one" + suffix in row:
+                lines.append(f"| {label} | | | | | | all / one{suffix} | | | {row['D_cpu_all/one' + suffix]:.2f} | | |")
     return lines
 
 

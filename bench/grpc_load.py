@@ -142,14 +142,14 @@ class TrivialServer(Server):
     """Measurement G: ``bench.ceiling`` (the real server's gRPC setup, one
     trivial method at Decide's path answering ``response``) in a child process."""
 
-    def __init__(self, response: bytes, interceptors: bool):
+    def __init__(self, response: bytes, interceptors: bool, pinned: bool = False):
         self.dir = Path(tempfile.mkdtemp(prefix="bench-ceiling-"))
         self.port = _free_port()
         self.target = f"127.0.0.1:{self.port}"
         (self.dir / "response.bin").write_bytes(response)
         self.command = [sys.executable, "-m", "bench.ceiling", "--port", str(self.port),
                         "--response", str(self.dir / "response.bin"),
-                        *(["--interceptors"] if interceptors else [])]
+                        *(["--interceptors"] if interceptors else []), *(["--pin-cpus"] if pinned else [])]
         self.cwd = Path(__file__).resolve().parent.parent  # where ``bench`` imports from
         self._start()
 
@@ -329,10 +329,12 @@ def percentile(values: list[float], q: float) -> float:
 def measure_server(payload: bytes, slots: int, workers: int | None, clients: int, concurrency: int,
                    max_seconds: float, latency_seconds: float, warmup: float,
                    fractions: tuple[float, ...], log=print, gc_off: bool = False,
-                   config: Path | None = None) -> dict:
+                   config: Path | None = None, pinned: bool = False) -> dict:
     """Max throughput (closed loop) then latency at fractions of it (open loop);
-    ``config``: the server's TOML file (None: its defaults)."""
-    server = Server(workers, gc_off=gc_off, extra_args=("--config", str(config)) if config else ())
+    ``config``: the server's TOML file (None: its defaults); ``pinned``:
+    ``placement serve --pin-cpus``."""
+    extra = (("--config", str(config)) if config else ()) + (("--pin-cpus",) if pinned else ())
+    server = Server(workers, gc_off=gc_off, extra_args=extra)
     gen = None
     try:
         response = server.check(payload, slots)
@@ -383,17 +385,18 @@ def closed_loop(gen: LoadGenerator, server: Server, clients: int, concurrency: i
 
 
 def measure_ceiling(payload: bytes, response: bytes, slots: int, interceptors: bool, clients: int,
-                    concurrency: int, seconds: float, warmup: float, log=print) -> dict:
+                    concurrency: int, seconds: float, warmup: float, log=print, pinned: bool = False) -> dict:
     """G: max throughput (closed loop, same load generator as D) of a trivial
-    call through the real server's gRPC setup answering ``response``."""
-    server = TrivialServer(response, interceptors)
+    call through the real server's gRPC setup answering ``response``
+    (``pinned``: on one CPU, as a pinned serving process)."""
+    server = TrivialServer(response, interceptors, pinned)
     gen = None
     try:
         if server.check(payload, slots) != response:
             raise RuntimeError("the trivial server did not answer its fixed response")
         gen = LoadGenerator(server.target, payload, clients)
         out = closed_loop(gen, server, clients, concurrency, seconds, warmup)
-        log(f"    G ({'interceptors on' if interceptors else 'interceptors off'}) {out['rate']:8.1f}/s  "
+        log(f"    G ({'interceptors on' if interceptors else 'interceptors off'}{', pinned' if pinned else ''}) {out['rate']:8.1f}/s  "
             f"(server {out['server_cores']:.2f} cores, {out['per_cpu_second']:.0f} calls per CPU-second)")
         return out
     finally:
