@@ -7,7 +7,8 @@
       placement serve under closed-loop gRPC load (measurement D), sampled by
       py-spy from outside (all threads; --gil: only the thread holding the GIL);
       prints the top functions by inclusive and by self samples. --workers N
-      profiles 'placement serve --workers N' (all processes together).
+      profiles 'placement serve --workers N' (all processes together); --pin
+      adds --pin-cpus.
 
 Needs ``pip install pyinstrument py-spy`` (the ``bench`` extra).
 """
@@ -96,14 +97,14 @@ def _has_kw() -> bool:
 
 
 def profile_server(cands: int, slots: int, seconds: float, seed: int, clients: int, concurrency: int,
-                   gil: bool, workers: int) -> None:
+                   gil: bool, workers: int, pinned: bool = False) -> None:
     from bench.grpc_load import LoadGenerator, Phase, Server, serve_supports_workers
     from bench.workload import make_workload
 
     pyspy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
     w = make_workload(cands, slots, seed)
     payload = w.request_bytes()
-    server = Server(workers if serve_supports_workers() else None)
+    server = Server(workers if serve_supports_workers() else None, extra_args=("--pin-cpus",) if pinned else ())
     gen = None
     out = Path(tempfile.mkdtemp(prefix="bench-pyspy-")) / "server.raw"
     try:
@@ -125,7 +126,8 @@ def profile_server(cands: int, slots: int, seconds: float, seed: int, clients: i
             _, res = gen.results.get(timeout=seconds + 120)
             done += res.completed
         print(f"placement serve {cands}x{slots}: {done / (seconds + 1.0):.0f}/s under py-spy "
-              f"({clients} clients x {concurrency} in flight){' [--gil]' if gil else ''}")
+              f"({clients} clients x {concurrency} in flight){' [--gil]' if gil else ''}"
+              f"{' [--pin-cpus]' if pinned else ''}")
         print(summarise_raw(out.read_text()))
     finally:
         if gen is not None:
@@ -144,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clients", type=int, default=2)
     ap.add_argument("--concurrency", type=int, default=4)
     ap.add_argument("--gil", action="store_true", help="server: sample only the GIL holder")
+    ap.add_argument("--pin", action="store_true", help="server: 'placement serve --pin-cpus'")
     ap.add_argument("--workers", type=int, default=1,
                     help="server: 'placement serve --workers N' when the flag exists; py-spy follows "
                          "subprocesses [1]")
@@ -152,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.target == "engine":
         profile_engine(cands, slots, args.seconds, args.seed)
     else:
-        profile_server(cands, slots, args.seconds, args.seed, args.clients, args.concurrency, args.gil, args.workers)
+        profile_server(cands, slots, args.seconds, args.seed, args.clients, args.concurrency, args.gil, args.workers,
+                       args.pin)
     return 0
 
 
