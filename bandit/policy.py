@@ -275,13 +275,18 @@ class Policy:
                   head: list[str]) -> list:
         """VW's pdf for slot k over ``allowed``, given its pdf over all the
         slot may show: that one itself, SquareCB's rule applied to it
-        (:mod:`bandit.squarecb`), or, for other explorers, one more predict."""
-        if len(allowed) == len(inp.allowed(k)):
-            return full
+        (:mod:`bandit.squarecb`), or, for other explorers, one more predict;
+        for RegCB with its floor mixed in (VW ignores ``--epsilon`` there)."""
         e = self.settings.exploration
-        if e.algorithm == "squarecb" and not e.floor:
+        if len(allowed) == len(inp.allowed(k)):
+            pdf = full
+        elif e.algorithm == "squarecb" and not e.floor:
             return squarecb.over(full, set(allowed))
-        return self._alone(inp, k, allowed, head)[0][k]
+        else:
+            pdf = self._alone(inp, k, allowed, head)[0][k]
+        if e.algorithm == "regcb" and e.floor:
+            return _with_floor(pdf, e.floor, allowed)
+        return pdf
 
     def _centred(self, inp: DecisionInput, k: int, allowed: Sequence[int], pdf: Sequence,
                  scores: _Scores) -> list[tuple[int, float]]:
@@ -452,6 +457,15 @@ def _baseline(inp: DecisionInput, slot: SlotSpec, allowed: list[int]) -> int:
             if inp.candidates[a].id == slot.default_collection:
                 return a
     return allowed[0]
+
+
+def _with_floor(pdf: Sequence[tuple[int, float]], floor: float, allowed: Sequence[int]) -> list[tuple[int, float]]:
+    """``pdf`` mixed with ``floor`` of the uniform distribution over ``allowed``."""
+    total = _mass(pdf)
+    if total is None:
+        return list(pdf)
+    probs = dict(pdf)
+    return [(a, (1.0 - floor) * probs.get(a, 0.0) / total + floor / len(allowed)) for a in allowed]
 
 
 def _mass(pdf: Sequence[tuple[int, float]]) -> float | None:

@@ -12,7 +12,7 @@ import shlex
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Mapping
 
-EXPLORERS = ("epsilon", "softmax", "bag", "cover", "squarecb", "rnd", "first")
+EXPLORERS = ("epsilon", "softmax", "bag", "cover", "squarecb", "regcb", "rnd", "first")
 # How a multi-slot decision is centred (bandit.policy): "joint" puts each slot's
 # most likely collection where the best whole assignment of the model's scores
 # puts it; "in_order" is VW's own ccb walk, each slot taking its own best.
@@ -20,7 +20,7 @@ FILLS = ("joint", "in_order")
 CB_TYPES = ("mtr", "ips", "dr", "dm")
 # What VW 9.11.9 accepts per explorer (it refuses the rest when the workspace
 # is built, i.e. when a surface is first served, not when it is configured).
-CB_TYPES_FOR = {"squarecb": ("mtr",), "cover": ("mtr", "ips", "dr")}
+CB_TYPES_FOR = {"squarecb": ("mtr",), "regcb": ("mtr",), "cover": ("mtr", "ips", "dr")}
 _INTERACTION = re.compile(r"^[CAS:]{2,3}$")
 
 
@@ -40,11 +40,21 @@ class Exploration:
     psi: float = 1.0  # cover
     gamma_scale: float = 30.0  # squarecb; by measurement (bench.defaults_grid, BENCHMARKS.md)
     gamma_exponent: float = 0.5  # squarecb
-    floor: float = 0.0  # squarecb: mix this much uniform exploration in (VW's --epsilon with --squarecb)
+    # squarecb, regcb: mix this much uniform exploration in (VW's --epsilon with
+    # --squarecb; VW ignores --epsilon with --regcb, so the policy mixes it in)
+    floor: float = 0.0
     rnd_size: int = 3
     rnd_alpha: float = 0.1
     rnd_invlambda: float = 0.1
     first: int = 100  # explore-first: uniform for the first N decisions
+    # regcb (RegCB-elim): uniform over the collections whose confidence
+    # interval (from the model's sensitivity, so per context) could still hold
+    # the best. mellowness is its c0 (width); reward_low/high the range joined
+    # rewards fall in, which scales the intervals. RegCB-opt is not offered:
+    # it is deterministic, and a log without exploration evaluates nothing.
+    mellowness: float = 1e-4
+    reward_low: float = 0.0
+    reward_high: float = 1.0
 
     def validate(self) -> "Exploration":
         if self.algorithm not in EXPLORERS:
@@ -60,6 +70,11 @@ class Exploration:
         for name in ("bag_size", "cover_size", "rnd_size"):
             _in_range(name, getattr(self, name), 1, 64)
         _in_range("first", self.first, 1, 10**9)
+        _in_range("mellowness", self.mellowness, 1e-12, 1e3)
+        _in_range("reward_low", self.reward_low, -1e6, 1e6)
+        _in_range("reward_high", self.reward_high, -1e6, 1e6)
+        if not self.reward_low < self.reward_high:
+            raise SettingsError(f"reward_low {self.reward_low:g} must be below reward_high {self.reward_high:g}")
         return self
 
     def arguments(self) -> list[str]:
@@ -76,6 +91,9 @@ class Exploration:
             floor = ["--epsilon", _num(self.floor)] if self.floor else []
             return ["--squarecb", "--gamma_scale", _num(self.gamma_scale), "--gamma_exponent",
                     _num(self.gamma_exponent), *floor]
+        if algo == "regcb":  # costs are -reward (bandit.policy)
+            return ["--regcb", "--mellowness", _num(self.mellowness), "--cb_min_cost", _num(0.0 - self.reward_high),
+                    "--cb_max_cost", _num(0.0 - self.reward_low)]
         if algo == "rnd":
             return ["--rnd", str(self.rnd_size), "--rnd_alpha", _num(self.rnd_alpha),
                     "--rnd_invlambda", _num(self.rnd_invlambda), "--epsilon", _num(self.epsilon)]
@@ -125,6 +143,9 @@ class LearningSettings:
         if self.cb_type not in allowed:
             raise SettingsError(f"cb_type '{self.cb_type}' does not work with the '{algo}' explorer "
                                 f"(VW accepts only {', '.join(allowed)} with it)")
+        if algo == "regcb" and self.exploration.floor and self.fill != "joint":
+            raise SettingsError("floor with the 'regcb' explorer needs fill = 'joint' (the policy mixes it in "
+                                "before its own draw; with 'in_order' VW draws and ignores it)")
         return self
 
     def with_exploration(self, **changes: Any) -> "LearningSettings":
@@ -157,10 +178,10 @@ class LearningSettings:
 # write files (--readable_model, --final_regressor, -f, --invert_hash, ...).
 MODEL_FILE_OPTIONS: dict[str, bool] = {
     **dict.fromkeys(("cb_adf", "cb_explore_adf", "cb_sample", "ccb_explore_adf", "coin", "csoaa_rank", "squarecb",
-                     "softmax"), False),
-    **dict.fromkeys(("bag", "bit_precision", "cb_type", "cover", "csoaa_ldf", "epsilon", "first", "gamma_exponent",
-                     "gamma_scale", "interactions", "lambda", "learning_rate", "power_t", "psi", "random_seed",
-                     "rnd", "rnd_alpha", "rnd_invlambda"), True),
+                     "softmax", "regcb"), False),
+    **dict.fromkeys(("bag", "bit_precision", "cb_max_cost", "cb_min_cost", "cb_type", "cover", "csoaa_ldf",
+                     "epsilon", "first", "gamma_exponent", "gamma_scale", "interactions", "lambda", "learning_rate",
+                     "mellowness", "power_t", "psi", "random_seed", "rnd", "rnd_alpha", "rnd_invlambda"), True),
 }
 _OPTION_VALUE = re.compile(r"^[A-Za-z0-9_.:+]+$|^-?[0-9][0-9.eE+-]*$")
 

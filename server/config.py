@@ -32,7 +32,7 @@ Example::
     learning_rate = 0.05
     interactions = ["CA", "SA", "CSA"]
     [surfaces.default.learning.exploration]
-    algorithm = "squarecb"    # epsilon | softmax | bag | cover | squarecb | rnd | first
+    algorithm = "squarecb"    # epsilon | softmax | bag | cover | squarecb | regcb | rnd | first
     gamma_scale = 30
 """
 

@@ -134,6 +134,7 @@ def settings_label(settings: LearningSettings) -> str:
     per_algo = {
         "epsilon": ("epsilon",), "softmax": ("lambda_",), "bag": ("bag_size", "epsilon"),
         "cover": ("cover_size", "psi", "epsilon"), "squarecb": ("gamma_scale", "gamma_exponent", "floor"),
+        "regcb": ("mellowness", "reward_low", "reward_high", "floor"),
         "rnd": ("rnd_size", "rnd_alpha", "rnd_invlambda", "epsilon"), "first": ("first",),
     }
     parts += [f"{name.rstrip('_')}={getattr(ex, name):g}" for name in per_algo[ex.algorithm]]

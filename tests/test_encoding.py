@@ -17,6 +17,7 @@ from bandit.logformat.events import (DecisionEvent, JoinedEvent, LogFormatError,
                                      event_line, event_to_record, joined_from_dsjson, joined_to_dsjson)
 from bandit.policy import LogLearner, Policy
 from bandit.vwargs import CB_TYPES, EXPLORERS, Exploration, LearningSettings, SettingsError, vw_arguments
+from server.modelstore import sha256_of, verify_vw_model
 from vowpalwabbit import pyvw
 
 from helpers import SEGMENTS, assert_same_model, click_probability, decision_input, plain_vw
@@ -151,13 +152,15 @@ def test_a_bad_served_order_is_a_format_error():
         joined_from_dsjson(line)
 
 
+@pytest.mark.parametrize("algorithm", ["squarecb", "regcb"])
 @pytest.mark.parametrize("action", range(5))
-def test_squarecb_learns_every_collection_without_importance_weight(action):
-    """Issue 14: VW's SquareCB kept the 1/p weight of the collection listed
-    last, so one explored click at p = 0.003 on the last collection flipped a
-    converged slot. In learning order a click learns exactly as with p = 1,
-    whichever collection got it."""
-    settings = LearningSettings()
+def test_no_weight_explorers_learn_every_collection_without_importance_weight(algorithm, action):
+    """Issue 14: VW's SquareCB (and RegCB, same loop) kept the 1/p weight of
+    the collection listed last, so one explored click at p = 0.003 on the last
+    collection flipped a converged slot. In learning order a click learns
+    exactly as with p = 1, whichever collection got it: the same scores and
+    the same distribution."""
+    settings = LearningSettings().with_exploration(algorithm=algorithm)
     inp = decision_input("a")
     others = [a for a in range(len(inp.candidates)) if a != action][:2]
     chosen = [action, *others]
@@ -169,7 +172,8 @@ def test_squarecb_learns_every_collection_without_importance_weight(action):
         choices = [SlotChoice(s.id, a, p if k == 0 else 1.0, ((a, p if k == 0 else 1.0),))
                    for k, (s, a) in enumerate(zip(inp.slots, chosen))]
         policy.learn(inp, choices, [1.0, 0.0, 0.0])
-        return policy.slot_distribution(inp, 0, range(len(inp.candidates)))
+        every = range(len(inp.candidates))
+        return [policy.scores(inp, 0, every), policy.slot_distribution(inp, 0, every)]
 
     assert after(0.003) == after(1.0)
 
@@ -317,3 +321,30 @@ def test_same_event_id_same_draw():
     assert [c.action for c in first.choices] == [c.action for c in again.choices]
     draws = {tuple(c.action for c in policy.decide(decision_input("a"), f"e{i}").choices) for i in range(30)}
     assert len(draws) > 5  # different ids explore different placements
+
+
+@pytest.mark.parametrize("algorithm", EXPLORERS)
+def test_every_explorers_model_passes_the_model_import_allow_list(tmp_path, algorithm):
+    """A model trained with any explorer the settings offer carries only options
+    the model store lets a model file bring (else its own export would not
+    import again)."""
+    settings = LearningSettings(bits=12).with_exploration(algorithm=algorithm)
+    ws = pyvw.Workspace(vw_arguments(settings))
+    for i in range(20):
+        ws.learn([f"ccb shared |C u=a{i}", "ccb action |A x", "ccb action |A y", f"ccb slot {i % 2}:-1:0.5 |S s"])
+    path = tmp_path / "model.vw"
+    ws.save(str(path))
+    ws.finish()
+    verify_vw_model(path, sha256_of(path), vw_arguments(settings))
+
+
+def test_regcb_cost_range_is_the_reward_range_negated():
+    """VW minimises cost = -reward, so RegCB's cost bounds are the configured
+    reward range turned over; an empty range is refused by name."""
+    settings = LearningSettings.from_dict({"exploration": {"algorithm": "regcb", "reward_low": -1, "reward_high": 5}})
+    args = vw_arguments(settings).split()
+    assert args[args.index("--cb_min_cost") + 1] == "-5" and args[args.index("--cb_max_cost") + 1] == "1"
+    default = vw_arguments(LearningSettings().with_exploration(algorithm="regcb")).split()
+    assert default[default.index("--cb_max_cost") + 1] == "0"
+    with pytest.raises(SettingsError, match="reward_low 1 must be below reward_high 1"):
+        LearningSettings.from_dict({"exploration": {"algorithm": "regcb", "reward_low": 1, "reward_high": 1}})

@@ -131,3 +131,35 @@ def test_ccb_chosen_collections_first_learn_as_with_probability_one(ccb_model):
         one = [(chosen[0], 0.0, 1.0), (chosen[1], -1.0, 1.0)]
         assert _ccb_slot1_after(ccb_model, order, low) == _ccb_slot1_after(ccb_model, order, one)
         assert _ccb_slot1_after(ccb_model, order, low)[1] > 0.9
+
+
+# RegCB (``--regcb``) learns through the same loop (cb_explore_adf_regcb.cc,
+# ``i < examples.size() - 1``), so the learning order must cover it too. The
+# weights are compared (the model file also holds loss statistics, which use
+# the logged probability): one click learned at p = 0.003 and at p = 1 give
+# the same weights unless the action is listed last.
+NO_WEIGHT_EXPLORERS = {
+    "squarecb": "--squarecb",
+    "regcb": "--regcb --mellowness 0.0001 --cb_min_cost -1 --cb_max_cost 0",
+}
+
+
+def _weights_after_click(explorer: str, action: int, p: float) -> list[float]:
+    vw = pyvw.Workspace(f"--cb_explore_adf {NO_WEIGHT_EXPLORERS[explorer]} -l 0.5 -b 12 --quiet")
+    rng = random.Random(0)
+    for _ in range(300):
+        pmf = vw.predict(_cb_lines())
+        a = _draw(pmf, rng)
+        vw.learn(_cb_lines(a, -float(rng.random() < RATES[a]), max(pmf[a], 1e-3)))
+    vw.learn(_cb_lines(action, -1.0, p))
+    return [vw.get_weight(i) for i in range(vw.num_weights())]
+
+
+@pytest.mark.parametrize("explorer", sorted(NO_WEIGHT_EXPLORERS))
+def test_no_weight_explorers_weight_only_the_last_action(explorer):
+    not_last = [_weights_after_click(explorer, 2, p) for p in (0.003, 1.0)]
+    last = [_weights_after_click(explorer, N - 1, p) for p in (0.003, 1.0)]
+    assert not_last[0] == not_last[1], FIXED_MSG.format(
+        what=f"{explorer}: a click on a non-last action now depends on its probability")
+    assert last[0] != last[1], FIXED_MSG.format(
+        what=f"{explorer}: a click on the last action no longer keeps its importance weight")
