@@ -43,6 +43,24 @@ def test_demo_learns(tmp_path):
     assert (tmp_path / "joined" / "default").exists()
 
 
+def _demo_table(seed: int) -> str:
+    """What ``placement demo`` prints for a seed, its seconds taken out."""
+    out = subprocess.run([PLACEMENT, "demo", "--decisions", "1000", "--seed", str(seed)], capture_output=True,
+                         text=True, timeout=300, env={**os.environ, "COLUMNS": "100"}, check=True).stdout
+    table = " ".join(out[out.index("What the engine learned"):].split())  # wrapping moves with the seconds
+    return re.sub(r", \d+s\.", ", Ns.", table)
+
+
+def test_demo_prints_the_same_table_for_the_same_seed():
+    """The README's first command is reproducible: two runs of one seed through
+    real servers (their gRPC timing differs) print the same table and summary,
+    all but the seconds; another seed prints another."""
+    first = _demo_table(3)
+    assert "students" in first and re.search(r"\(\d+\.\dx\)", first), first
+    assert _demo_table(3) == first
+    assert _demo_table(4) != first
+
+
 def test_serve_runs_and_stops_cleanly(tmp_path):
     proc = subprocess.Popen([PLACEMENT, "serve", "--port", "0", "--data-dir", str(tmp_path / "d"),
                              "--log-format", "json", "--workers", "1"],
