@@ -237,7 +237,10 @@ class Policy:
         return self._centred(inp, k, allowed, self._slot_pdf(inp, k, allowed, pdfs[k], head), scores)
 
     def _joint(self, inp: DecisionInput) -> bool:
-        return self.settings.fill == "joint" and len(inp.slots) > 1
+        """The joint path: for several slots, and for one slot when the policy
+        mixes a floor in itself (RegCB), since only this path draws its own."""
+        e = self.settings.exploration
+        return self.settings.fill == "joint" and (len(inp.slots) > 1 or (e.algorithm == "regcb" and e.floor > 0))
 
     def _score_matrix(self, inp: DecisionInput, head: list[str],
                       first: int = 0) -> tuple[_Scores, dict[int, list]]:

@@ -235,6 +235,11 @@ def test_regcb_converges_and_its_floor_keeps_every_collection_in_reach():
                     sure += c.probability == 1.0
                 taken.append(c.action)
     assert sure > len(requests)  # converged: most slots are certain without a floor
+    one_slot = replace(requests[0][0], slots=requests[0][0].slots[:1], eligible=(None,))
+    for i in range(20):  # a one-slot surface gets its floor too
+        (c,) = floored.decide(one_slot, f"one-{i}").choices
+        assert len(c.ranking) == len(one_slot.candidates) and min(p for _, p in c.ranking) >= 0.02 / len(one_slot.candidates) - 1e-12
+        assert dict(c.ranking)[c.action] == pytest.approx(c.probability)
 
 
 def test_regcb_floor_needs_the_joint_fill():
