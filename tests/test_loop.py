@@ -168,3 +168,35 @@ def test_explain_names_the_features_that_drove_the_choice(server, client):
         assert reasons.get(("context.customer", "noise"), 0.0) == 0.0
     plain = client.decide({"customer": {"segment": "a"}}, SLOTS)
     assert all(not s.explanation for s in plain.slots)
+
+
+def test_a_regcb_surface_learns_and_keeps_its_floor(start_topology):
+    """An explorer chosen in the config reaches VW through every topology: a
+    RegCB surface with a floor learns the planted best, and every slot still
+    offers each collection it may show at least floor / n (what keeps its log
+    evaluable)."""
+    floor = 0.05
+    server = start_topology(surfaces={"default": {"learning": {"exploration": {"algorithm": "regcb",
+                                                                                 "floor": floor}}}})
+    with PlacementClient(server.target) as client:
+        register_collections(client)
+        drive(client, 2000, seed=3)
+        settle(server)
+        info = client.model_info()
+        assert "--regcb" in info.vw_arguments.split() and int(info.current_version) > 3
+        best = []
+        for seg in SEGMENTS:
+            for _ in range(5):
+                result = client.decide({"customer": {"segment": seg}}, SLOTS, mode="logging_only")
+                taken: list[str] = []
+                for k, s in enumerate(result.slots):
+                    ranking = dict(s.ranking)
+                    left = [c for c in COLLECTIONS if c not in taken]
+                    assert sorted(ranking) == sorted(left)
+                    assert min(ranking.values()) >= floor / len(left) - 1e-9
+                    if BEST[(seg, SLOTS[k])] in ranking:
+                        best.append(ranking[BEST[(seg, SLOTS[k])]])
+                    taken.append(s.collection_id)
+    # A broken learner stays near uniform (0.2 with 5 candidates).
+    shown = [round(p, 2) for p in best]
+    assert sum(p > 0.5 for p in best) >= 0.8 * len(best) and sum(best) / len(best) > 0.8, shown
