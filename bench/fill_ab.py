@@ -19,7 +19,7 @@ from bandit.decision import DecisionInput
 from bandit.policy import Policy
 from bandit.vwargs import FILLS, LearningSettings
 from bench.workload import make_workload
-from simulator.specs import parse_settings
+from simulator.specs import TargetError, parse_settings
 
 CONFIGS = ((50, 3), (10, 3), (10, 1))  # candidates x slots
 
@@ -37,7 +37,10 @@ def _variant(text: str) -> tuple[str, LearningSettings]:
     name, eq, spec = text.partition("=")
     if not eq or not name:
         raise argparse.ArgumentTypeError(f"'{text}' must look like NAME=SETTINGS")
-    return name, parse_settings(spec, where=f"--variant {name}")
+    try:
+        return name, parse_settings(spec, where=f"--variant {name}")
+    except TargetError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:

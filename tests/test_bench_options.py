@@ -6,6 +6,7 @@ import argparse
 
 import pytest
 
+from bench.fill_ab import _variant
 from bench.quality import SWEEP, _known, _policy_names, peers
 from bench.stability import _seed_list
 
@@ -36,3 +37,13 @@ def test_seeds_are_a_count_or_a_list():
     for bad in ("x", "", "-1", "2,-3"):
         with pytest.raises(argparse.ArgumentTypeError):
             _seed_list(bad)
+
+
+def test_a_fill_ab_variant_is_a_name_and_settings():
+    name, settings = _variant("regcb=algorithm=regcb,floor=0.005")
+    assert name == "regcb" and settings.exploration.algorithm == "regcb" and settings.exploration.floor == 0.005
+    assert _variant("default=")[1].exploration.algorithm == "squarecb"
+    for bad, says in (("regcb", "NAME=SETTINGS"), ("x=algorithm=nope", "algorithm 'nope'"),
+                      ("x=gamma_scal=3", "unknown setting 'gamma_scal'")):
+        with pytest.raises(argparse.ArgumentTypeError, match=says):
+            _variant(bad)
