@@ -239,8 +239,7 @@ class Policy:
     def _joint(self, inp: DecisionInput) -> bool:
         """The joint path: for several slots, and for one slot when the policy
         mixes a floor in itself (RegCB), since only this path draws its own."""
-        e = self.settings.exploration
-        return self.settings.fill == "joint" and (len(inp.slots) > 1 or (e.algorithm == "regcb" and e.floor > 0))
+        return self.settings.fill == "joint" and (len(inp.slots) > 1 or self.settings.exploration.policy_floor > 0)
 
     def _score_matrix(self, inp: DecisionInput, head: list[str],
                       first: int = 0) -> tuple[_Scores, dict[int, list]]:
@@ -284,12 +283,10 @@ class Policy:
         if len(allowed) == len(inp.allowed(k)):
             pdf = full
         elif e.algorithm == "squarecb" and not e.floor:
-            return squarecb.over(full, set(allowed))
+            pdf = squarecb.over(full, set(allowed))
         else:
             pdf = self._alone(inp, k, allowed, head)[0][k]
-        if e.algorithm == "regcb" and e.floor:
-            return _with_floor(pdf, e.floor, allowed)
-        return pdf
+        return _with_floor(pdf, e.policy_floor, allowed) if e.policy_floor else pdf
 
     def _centred(self, inp: DecisionInput, k: int, allowed: Sequence[int], pdf: Sequence,
                  scores: _Scores) -> list[tuple[int, float]]:

@@ -77,6 +77,12 @@ class Exploration:
             raise SettingsError(f"reward_low {self.reward_low:g} must be below reward_high {self.reward_high:g}")
         return self
 
+    @property
+    def policy_floor(self) -> float:
+        """The floor the policy must mix in itself: RegCB's (VW ignores
+        ``--epsilon`` with ``--regcb``); 0 where VW applies it (squarecb)."""
+        return self.floor if self.algorithm == "regcb" else 0.0
+
     def arguments(self) -> list[str]:
         algo = self.algorithm
         if algo == "epsilon":
@@ -143,7 +149,7 @@ class LearningSettings:
         if self.cb_type not in allowed:
             raise SettingsError(f"cb_type '{self.cb_type}' does not work with the '{algo}' explorer "
                                 f"(VW accepts only {', '.join(allowed)} with it)")
-        if algo == "regcb" and self.exploration.floor and self.fill != "joint":
+        if self.exploration.policy_floor and self.fill != "joint":
             raise SettingsError("floor with the 'regcb' explorer needs fill = 'joint' (the policy mixes it in "
                                 "before its own draw; with 'in_order' VW draws and ignores it)")
         return self

@@ -197,6 +197,10 @@ def test_a_regcb_surface_learns_and_keeps_its_floor(start_topology):
                     if BEST[(seg, SLOTS[k])] in ranking:
                         best.append(ranking[BEST[(seg, SLOTS[k])]])
                     taken.append(s.collection_id)
+        for seg in SEGMENTS:  # a one-slot request gets the floor too (it once took VW's draw and lost it)
+            (only,) = client.decide({"customer": {"segment": seg}}, SLOTS[:1], mode="logging_only").slots
+            ranking = dict(only.ranking)
+            assert sorted(ranking) == sorted(COLLECTIONS) and min(ranking.values()) >= floor / len(COLLECTIONS) - 1e-9
     # A broken learner stays near uniform (0.2 with 5 candidates).
     shown = [round(p, 2) for p in best]
     assert sum(p > 0.5 for p in best) >= 0.8 * len(best) and sum(best) / len(best) > 0.8, shown

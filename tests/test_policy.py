@@ -238,7 +238,8 @@ def test_regcb_converges_and_its_floor_keeps_every_collection_in_reach():
     one_slot = replace(requests[0][0], slots=requests[0][0].slots[:1], eligible=(None,))
     for i in range(20):  # a one-slot surface gets its floor too
         (c,) = floored.decide(one_slot, f"one-{i}").choices
-        assert len(c.ranking) == len(one_slot.candidates) and min(p for _, p in c.ranking) >= 0.02 / len(one_slot.candidates) - 1e-12
+        n = len(one_slot.candidates)
+        assert len(c.ranking) == n and min(p for _, p in c.ranking) >= 0.02 / n - 1e-12
         assert dict(c.ranking)[c.action] == pytest.approx(c.probability)
 
 
