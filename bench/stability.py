@@ -23,6 +23,7 @@ theirs, averaged over hours (see :func:`p_best`). Reported over seeds:
     .venv/bin/python -m bench.stability --seeds 20 --decisions 6000
     .venv/bin/python -m bench.stability --seeds 13,14,39 --lag 300 --settings interactions=CSA
     .venv/bin/python -m bench.stability --learning-rate 0.1
+    .venv/bin/python -m bench.stability --seeds 13,14 --lag 300 --trace   # what each fall looked like
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ class SeedResult:
     seed: int
     checkpoints: tuple[int, ...]
     p_best: tuple[dict[tuple[str, str], float], ...]
+    # with trace: each cell's predicted reward per collection (hour 0.5, the
+    # earlier slots holding their planted bests) at every checkpoint
+    scores: tuple[dict[tuple[str, str], dict[str, float]], ...] = ()
 
     @property
     def final(self) -> dict[tuple[str, str], float]:
@@ -102,8 +106,22 @@ def p_best(policy: Policy, hours: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0
     return out
 
 
+def cell_scores(policy: Policy) -> dict[tuple[str, str], dict[str, float]]:
+    """Each cell's predicted reward of every collection its slot may show
+    when the earlier slots took their planted bests (hour 0.5)."""
+    index = {c.id: i for i, c in enumerate(CANDIDATES)}
+    out = {}
+    for seg in SEGMENTS:
+        inp, taken = _input(seg, 0.5), set()
+        for k, slot in enumerate(SLOTS):
+            allowed = [a for a in range(len(CANDIDATES)) if a not in taken]
+            out[(seg, slot)] = {CANDIDATES[a].id: v for a, v in policy.scores(inp, k, allowed).items()}
+            taken.add(index[BEST[(seg, slot)]])
+    return out
+
+
 def run_seed(seed: int, settings: LearningSettings, decisions: int = 3000, lag: int = 300,
-             publish_every: int = 200, checkpoint_every: int = 250) -> SeedResult:
+             publish_every: int = 200, checkpoint_every: int = 250, trace: bool = False) -> SeedResult:
     """One seed of the demo world through the server's learning path."""
     audience, rng = Audience.make(seed), random.Random(seed + 1)
     with tempfile.TemporaryDirectory(prefix="stability-") as tmp:
@@ -112,7 +130,7 @@ def run_seed(seed: int, settings: LearningSettings, decisions: int = 3000, lag: 
         learner.save(model)
         serving = Policy(settings, model_path=model)
         pending: deque[JoinedEvent] = deque()
-        learned, checkpoints, cells = 0, [], []
+        learned, checkpoints, cells, scores = 0, [], [], []
         for i in range(1, decisions + 1):
             seg = rng.choice(SEGMENTS)
             inp = _input(seg, rng.randrange(24) / 23)
@@ -132,8 +150,21 @@ def run_seed(seed: int, settings: LearningSettings, decisions: int = 3000, lag: 
             if i % checkpoint_every == 0:
                 checkpoints.append(i)
                 cells.append(p_best(serving))
+                if trace:
+                    scores.append(cell_scores(serving))
         serving.close()
-    return SeedResult(seed, tuple(checkpoints), tuple(cells))
+    return SeedResult(seed, tuple(checkpoints), tuple(cells), tuple(scores))
+
+
+def print_falls(r: SeedResult) -> None:
+    """Each fallen cell's P(best) and predicted rewards around its fall."""
+    for cell, at, _ in r.fell(settled=2):
+        i = r.checkpoints.index(at)
+        print(f"seed {r.seed}: {cell[0]}/{cell[1]} (planted best {BEST[cell]}) fell at {at}", file=sys.stderr)
+        for j in range(max(0, i - 2), min(len(r.checkpoints), i + 3)):
+            ranked = sorted(r.scores[j][cell].items(), key=lambda kv: -kv[1])
+            print(f"  {r.checkpoints[j]:5d}: P(best) {r.p_best[j][cell]:.2f}; predicted "
+                  + ", ".join(f"{cid} {v:.3f}" for cid, v in ranked), file=sys.stderr)
 
 
 def _seed_list(text: str) -> Sequence[int]:
@@ -184,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--learning-rate", type=float, default=None, help="override the default learning rate")
     parser.add_argument("--settings", default="", help="override learning settings, as in a 'vw:' policy "
                                                         "(e.g. gamma_scale=100,learning_rate=0.05)")
+    parser.add_argument("--trace", action="store_true",
+                        help="print each fall: P(best) and the cell's predicted rewards around it")
     args = parser.parse_args(argv)
     settings = parse_settings(args.settings, "--settings") if args.settings else LearningSettings()
     if args.learning_rate is not None:
@@ -191,8 +224,11 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     results = []
     for seed in args.seeds:
-        r = run_seed(seed, settings, args.decisions, args.lag, args.publish_every, args.checkpoint_every)
+        r = run_seed(seed, settings, args.decisions, args.lag, args.publish_every, args.checkpoint_every,
+                     args.trace)
         results.append(r)
+        if args.trace:
+            print_falls(r)
         worst = min(r.final.items(), key=lambda kv: kv[1])
         print(f"seed {seed:2d}: worst final cell {worst[0]} {worst[1]:.3f}; fell: {len(r.fell(settled=2))} "
               f"(strict {len(r.fell())}) (cell, checkpoint) pairs", file=sys.stderr)
